@@ -1,0 +1,3 @@
+from hybridmesh.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The per-node agent: eBPF lifecycle, map sync, flow export, node proxy."""

@@ -1,0 +1,43 @@
+"""Every path, name prefix and environment variable hybridmesh uses, declared in one place.
+
+Keeping them together is what lets ``lab down`` find and reclaim everything the lab made,
+even after a crash: anything named here with the ``hm-`` prefix belongs to us.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "BPFFS",
+    "CGROUP_ROOT",
+    "LAB_CGROUP",
+    "PREFIX",
+    "STATE_DIR",
+    "api_socket",
+    "state_dir",
+]
+
+PREFIX = "hm-"
+"""Prefix of every kernel object and file the lab creates (netns, links, cgroups, pins)."""
+
+CGROUP_ROOT = Path(os.environ.get("HM_CGROUP_ROOT", "/sys/fs/cgroup"))
+"""Where cgroup hierarchies are mounted; the layout beneath it is detected, not assumed."""
+
+LAB_CGROUP = "hm-lab"
+"""Name of the cgroup (in every hierarchy) under which all lab processes live."""
+
+BPFFS = Path(os.environ.get("HM_BPFFS", "/sys/fs/bpf"))
+
+STATE_DIR = Path(os.environ.get("HM_STATE_DIR", "/run/hm-lab"))
+"""Runtime state of the running lab: state file, API socket, logs. tmpfs, so a reboot clears it."""
+
+
+def state_dir() -> Path:
+    return STATE_DIR
+
+
+def api_socket() -> Path:
+    """The lab daemon's control-plane API (a filesystem unix socket, reachable from every netns)."""
+    return STATE_DIR / "api.sock"

@@ -1,0 +1,1 @@
+"""Mesh CA, SPIFFE SVIDs, CSRs, rotation and peer-identity validation."""

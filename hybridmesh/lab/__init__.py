@@ -1,0 +1,1 @@
+"""Nodes and pods from real kernel objects (netns, veth, bridges, cgroups) and the processes in them."""

@@ -1,0 +1,1 @@
+"""The userspace data plane shared by the sidecar and node placements."""

@@ -1,0 +1,1 @@
+"""Typed resource model (pydantic): the only place that knows YAML."""

@@ -1,0 +1,1 @@
+"""Metric names, flow records, tap and access log."""
