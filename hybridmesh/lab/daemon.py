@@ -1,0 +1,165 @@
+"""The lab daemon: one process that owns a running lab until ``lab down``.
+
+``lab up`` starts it detached (in the ``hm-lab/hm-daemon`` cgroup, so ``lab down`` can always
+find it) and returns once the daemon reports every pod ready. The daemon serves the control
+plane API and the lab API on one unix socket, supervises the pods and keeps service rules and
+DNS in sync with readiness, like a kubelet + kube-proxy + API server on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hybridmesh import env as hm_env
+from hybridmesh._http.message import HttpError, Request, Response
+from hybridmesh._http.router import Router
+from hybridmesh._http.server import HttpServer
+from hybridmesh.control.api import register_routes
+from hybridmesh.control.ipam import AddressError
+from hybridmesh.control.plane import ControlPlane
+from hybridmesh.lab.cgroups import detect_layout
+from hybridmesh.lab.lab import Lab, PlacementError, pod_environment
+from hybridmesh.resources import Resource, ResourceError, build_topology, load_documents, merge
+
+__all__ = ["main", "read_sources", "sources_path", "write_sources"]
+
+log = logging.getLogger("hybridmesh.lab.daemon")
+
+
+def sources_path() -> Path:
+    return hm_env.STATE_DIR / "sources.json"
+
+
+def read_sources() -> list[dict[str, str]]:
+    data: list[dict[str, str]] = json.loads(sources_path().read_text())
+    return data
+
+
+def write_sources(sources: list[dict[str, str]]) -> None:
+    tmp = sources_path().with_suffix(".tmp")
+    tmp.write_text(json.dumps(sources))
+    tmp.replace(sources_path())
+
+
+def resources_from(sources: list[dict[str, str]]) -> list[Resource]:
+    merged: list[Resource] = []
+    for src in sources:
+        merged = merge(merged, load_documents(src["text"], src["source"]))
+    return merged
+
+
+class Daemon:
+    def __init__(self) -> None:
+        self.sources = read_sources()
+        self.resources = resources_from(self.sources)
+        self.control = ControlPlane(build_topology(self.resources))
+        self.lab = Lab(self.control, detect_layout())
+        self.shutdown = asyncio.Event()
+        self._apply_lock = asyncio.Lock()
+
+    def router(self) -> Router:
+        router = Router()
+        register_routes(router, self.control)
+        router.add("GET", "/v1/lab/status", self._status)
+        router.add("GET", "/v1/lab/pods/{namespace}/{name}", self._pod)
+        router.add("POST", "/v1/lab/apply", self._apply)
+        router.add("POST", "/v1/lab/shutdown", self._shutdown)
+        return router
+
+    async def _status(self, _req: Request, _p: dict[str, str]) -> Response:
+        return Response.json({"daemonPid": os.getpid(), **self.lab.status()})
+
+    async def _pod(self, _req: Request, p: dict[str, str]) -> Response:
+        pod = self.control.plan.pod(f"{p['namespace']}/{p['name']}")
+        if pod is None:
+            raise HttpError(404, f"no pod {p['namespace']}/{p['name']}")
+        return Response.json({**self.lab.pod_status(pod), "env": pod_environment(pod),
+                              "command": list(pod.command)})
+
+    async def _apply(self, req: Request, _p: dict[str, str]) -> Response:
+        body = req.json()
+        if not isinstance(body, dict) or not {"source", "text"} <= body.keys():
+            raise HttpError(400, 'body must be {"source": NAME, "text": YAML}')
+        async with self._apply_lock:
+            try:
+                merged = merge(self.resources, load_documents(body["text"], body["source"]))
+                change = await self.lab.apply(merged)
+            except ResourceError as exc:
+                return Response.json({"problems": [
+                    {"file": p.source, "line": p.line, "message": p.message} for p in exc.problems
+                ]}, 422)
+            except (PlacementError, AddressError) as exc:
+                return Response.json({"problems": [{"message": str(exc)}]}, 422)
+            self.resources = merged
+            self.sources.append({"source": body["source"], "text": body["text"]})
+            write_sources(self.sources)
+        return Response.json({
+            "version": self.control.version,
+            "podsAdded": [p.key for p in change.pods_added],
+            "podsRemoved": [p.key for p in change.pods_removed],
+            "nodesAdded": [n.name for n in change.nodes_added],
+            "nodesRemoved": [n.name for n in change.nodes_removed],
+            "servicesChanged": change.services_changed,
+        })
+
+    async def _shutdown(self, _req: Request, _p: dict[str, str]) -> Response:
+        self.shutdown.set()
+        return Response.json({"stopping": True}, 202)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.shutdown.set)
+        server = HttpServer(self.router())
+        await server.start_unix(hm_env.api_socket(), mode=0o660)
+        up = loop.create_task(self._up())
+        await self.shutdown.wait()
+        log.info("shutting down: stopping pods")
+        up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await up
+        await self.lab.stop()
+        await server.close(timeout=2)
+
+    async def _up(self) -> None:
+        try:
+            await self.lab.up()
+            log.info("lab ready")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.lab.phase = "Failed"
+            self.lab.message = f"{type(exc).__name__}: {exc}"
+            log.error("lab up failed:\n%s", traceback.format_exc())
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency; stay usable anyway
+        pass
+    asyncio.run(_main())
+
+
+async def _main() -> Any:
+    daemon = Daemon()
+    await daemon.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`hybridmesh demo`: bring up the embedded shop, watch real traffic for a few seconds, report.
+
+Every demo workload keeps cumulative per-edge statistics (requests, errors, a latency
+histogram) and serves them at ``/_hm/stats``. The demo reads them from every pod twice and
+subtracts, so the table covers exactly the observation window, whatever ran before it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hybridmesh.lab import names, netns
+from hybridmesh.lab.workloads._stats import Histogram
+
+__all__ = ["EdgeRow", "collect", "edge_rows", "overlay_placement"]
+
+STATS_PATH = "/_hm/stats"
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    source: str  # namespace/workload
+    destination: str  # the host the source called (a service name)
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def success_rate(self) -> float:
+        return 1.0 - self.errors / self.requests if self.requests else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "destination": self.destination,
+            "requests": self.requests, "errors": self.errors,
+            "successRate": round(self.success_rate, 5), "rps": round(self.rps, 2),
+            "p50Ms": round(self.p50_ms, 3), "p99Ms": round(self.p99_ms, 3),
+        }
+
+
+def overlay_placement(placement: str) -> str:
+    """A MeshConfig document that, merged over the demo, moves every workload to ``placement``."""
+    return (
+        "apiVersion: hybridmesh.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n"
+        f"spec: {{trustDomain: cluster.local, mtls: {{mode: STRICT}}, defaultPlacement: {placement}}}\n"
+    )
+
+
+def fetch_stats(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET /_hm/stats from a pod's first port, over a socket opened inside its node's netns."""
+    if not pod["ports"] or not pod["ready"]:
+        return None
+    port = pod["ports"][0]["containerPort"]
+    sock = netns.connect(names.node_netns(pod["node"]), pod["ip"], port, timeout)
+    conn = http.client.HTTPConnection(pod["ip"], port, timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request("GET", STATS_PATH)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            return None
+        data: dict[str, Any] = json.loads(body)
+        return data
+    finally:
+        conn.close()
+
+
+def collect(pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        try:
+            stats = fetch_stats(pod)
+        except (OSError, ValueError, http.client.HTTPException):
+            stats = None
+        if stats is not None:
+            out[f"{pod['namespace']}/{pod['name']}"] = stats
+    return out
+
+
+def edge_rows(
+    pods: list[dict[str, Any]],
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    seconds: float,
+) -> list[EdgeRow]:
+    """Per (source workload, destination) totals over the window between two collections."""
+    workload_of = {f"{p['namespace']}/{p['name']}": f"{p['namespace']}/{p['workload']}" for p in pods}
+    merged: dict[tuple[str, str], tuple[int, int, Histogram]] = {}
+    for pod_key, stats in after.items():
+        old_edges = before.get(pod_key, {}).get("edges", {})
+        for dest, edge in stats.get("edges", {}).items():
+            old = old_edges.get(dest)
+            hist = Histogram.from_json(edge["histogram"])
+            requests, errors = edge["requests"], edge["errors"]
+            if old:
+                hist = hist.minus(Histogram.from_json(old["histogram"]))
+                requests -= old["requests"]
+                errors -= old["errors"]
+            key = (workload_of.get(pod_key, pod_key), dest)
+            if key in merged:
+                r0, e0, h0 = merged[key]
+                merged[key] = (r0 + requests, e0 + errors, h0.plus(hist))
+            else:
+                merged[key] = (requests, errors, hist)
+    rows = [
+        EdgeRow(src, dst, r, e, r / seconds if seconds else 0.0,
+                h.percentile(50) / 1000, h.percentile(99) / 1000)
+        for (src, dst), (r, e, h) in merged.items()
+    ]
+    return sorted(rows, key=lambda row: (row.source, row.destination))
+
+
+def observe(pods: list[dict[str, Any]], seconds: float,
+            tick: Callable[[float], None] | None = None) -> list[EdgeRow]:
+    before = collect(pods)
+    started = time.monotonic()
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        if tick:
+            tick(left)
+        time.sleep(min(0.25, left))
+    after = collect(pods)
+    return edge_rows(pods, before, after, time.monotonic() - started)

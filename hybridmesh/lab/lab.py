@@ -1,0 +1,276 @@
+"""The lab orchestrator: realizes control-plane plans as kernel objects and supervised processes.
+
+It is the lab's kubelet + kube-proxy + CoreDNS rolled into one object that lives in the lab
+daemon. Every kernel-facing step is delegated to a small module (network, cgroups, servicelb,
+dns, procs); this class only decides *what* to do and *when*, from plan diffs and readiness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hybridmesh import env as hm_env
+from hybridmesh._aio import TaskSet
+from hybridmesh.control.model import NodeInfo, PodInfo
+from hybridmesh.control.plane import ControlPlane
+from hybridmesh.control.planner import PlanDiff
+from hybridmesh.lab import dns, names, netns, network, procs, servicelb
+from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
+from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
+from hybridmesh.resources import Resource, Topology, build_topology
+
+__all__ = ["Lab", "PlacementError", "SUPPORTED_PLACEMENTS", "check_placements", "pod_log_path"]
+
+SUPPORTED_PLACEMENTS = frozenset({"none"})
+"""Placements this build can realize; the others are refused with a clear message at apply."""
+
+SYNC_PERIOD = 0.2
+"""Minimum interval between service-rule syncs (kube-proxy's minSyncPeriod): readiness changes
+arriving together are coalesced into one rewrite per namespace."""
+
+REALIZE_CONCURRENCY = 4
+
+
+class PlacementError(Exception):
+    """A workload asks for a placement this build cannot realize yet."""
+
+
+class Lab:
+    def __init__(self, control: ControlPlane, layout: CgroupLayout) -> None:
+        self.control = control
+        self._layout = layout
+        self._runners: dict[str, PodRunner] = {}
+        self._cgroups: dict[str, PodCgroup] = {}
+        self._tasks = TaskSet()
+        self._services_dirty = asyncio.Event()
+        self._hosts_dirty = True
+        self._limit = asyncio.Semaphore(REALIZE_CONCURRENCY)
+        self.phase = "Creating"
+        self.message = ""
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def up(self) -> None:
+        """Build the whole lab from the control plane's current plan."""
+        check_placements(self.control.topology)
+        plan = self.control.plan
+        await asyncio.to_thread(network.create_fabric)
+        await self._add_nodes(plan.nodes, plan.nodes)
+        self._tasks.spawn(self._sync_loop(), name="service-sync")
+        await self._add_pods(plan.pods)
+        self._services_dirty.set()
+        await self.wait_settled()
+        self.phase, self.ready_at = "Ready", time.time()
+
+    async def apply(self, resources: list[Resource]) -> PlanDiff:
+        """Move to a new desired state without tearing the lab down."""
+        check_placements(build_topology(resources))
+        change = self.control.apply(resources)
+        await self._remove_pods(change.pods_removed)
+        for node in change.nodes_removed:
+            await asyncio.to_thread(network.delete_node, node.name)
+        await self._add_nodes(change.nodes_added, self.control.plan.nodes)
+        if change.nodes_added or change.nodes_removed:
+            await asyncio.to_thread(network.sync_node_routes, self.control.plan.nodes)
+        self._hosts_dirty = self._hosts_dirty or change.services_changed
+        await self._add_pods(change.pods_added)
+        self._services_dirty.set()
+        await self.wait_settled(keys=[p.key for p in change.pods_added])
+        return change
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop every pod gracefully (SIGTERM, then SIGKILL after ``grace``)."""
+        self.phase = "Terminating"
+        await asyncio.gather(*(r.stop(grace) for r in self._runners.values()))
+        await self._tasks.cancel_all()
+
+    async def wait_settled(self, keys: Sequence[str] | None = None, timeout: float = 120) -> None:
+        runners = [self._runners[k] for k in keys or self._runners if k in self._runners]
+        await asyncio.wait_for(asyncio.gather(*(r.settled.wait() for r in runners)), timeout)
+
+    # -- nodes and pods ----------------------------------------------------------------
+    async def _add_nodes(self, added: Sequence[NodeInfo], everyone: Sequence[NodeInfo]) -> None:
+        for node in added:
+            await asyncio.to_thread(network.create_node, node)
+        if added:
+            await asyncio.to_thread(network.sync_node_routes, list(everyone))
+
+    async def _add_pods(self, pods: Sequence[PodInfo]) -> None:
+        nodes = {n.name: n for n in self.control.plan.nodes}
+        await asyncio.gather(*(self._add_pod(p, nodes[p.node]) for p in pods))
+
+    async def _add_pod(self, pod: PodInfo, node: NodeInfo) -> None:
+        async with self._limit:
+            cg = PodCgroup(pod.namespace, pod.name, self._layout)
+            await asyncio.to_thread(self._create_pod_objects, pod, node, cg)
+        self._cgroups[pod.key] = cg
+        runner = PodRunner(
+            pod.key,
+            launch=lambda: self._launch(pod, cg),
+            probe=self._probe_for(pod, node),
+            restart_policy=self._restart_policy(pod),
+            on_ready=self._on_ready,
+        )
+        self._runners[pod.key] = runner
+        self._tasks.spawn(runner.run(), name=f"pod {pod.key}")
+
+    def _create_pod_objects(self, pod: PodInfo, node: NodeInfo, cg: PodCgroup) -> None:
+        network.create_pod(pod, node)
+        cg.create(pod.limits)
+        dns.write_hosts(names.pod_netns(pod.namespace, pod.name), self._hosts_for(pod))
+        servicelb.apply_rules(
+            names.pod_netns(pod.namespace, pod.name),
+            servicelb.render_rules(self.control.services()),
+        )
+
+    async def _remove_pods(self, pods: Sequence[PodInfo]) -> None:
+        async def remove(pod: PodInfo) -> None:
+            runner = self._runners.pop(pod.key, None)
+            if runner:
+                await runner.stop()
+            cg = self._cgroups.pop(pod.key, None)
+            await asyncio.to_thread(network.delete_pod, pod.namespace, pod.name)
+            if cg:
+                await asyncio.to_thread(cg.remove)
+
+        await asyncio.gather(*(remove(p) for p in pods))
+
+    def _launch(self, pod: PodInfo, cg: PodCgroup) -> Any:
+        log = pod_log_path(pod.namespace, pod.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return procs.spawn_in_pod(
+            names.pod_netns(pod.namespace, pod.name),
+            cg.procs_files("app"),
+            list(pod.command),
+            pod_environment(pod),
+            log,
+        )
+
+    def _probe_for(self, pod: PodInfo, node: NodeInfo) -> Any:
+        if not pod.ports:
+            return None
+        port = pod.ports[0][1]
+        node_ns = names.node_netns(node.name)
+
+        async def probe() -> bool:
+            try:
+                _, writer = await netns.open_connection(node_ns, pod.ip, port, timeout=1.0)
+            except OSError:
+                return False
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+
+        return probe
+
+    def _restart_policy(self, pod: PodInfo) -> RestartPolicy:
+        for wl in self.control.topology.workloads:
+            if wl.metadata.namespace == pod.namespace and wl.metadata.name == pod.workload:
+                return RestartPolicy(wl.spec.restart_policy)
+        return RestartPolicy.ALWAYS
+
+    def _on_ready(self, key: str, ready: bool) -> None:
+        if key in self._runners:
+            self.control.set_ready(key, ready)
+            self._services_dirty.set()
+
+    # -- services and DNS --------------------------------------------------------------
+    def _hosts_for(self, pod: PodInfo) -> str:
+        return dns.render_hosts(pod, self.control.services())
+
+    async def _sync_loop(self) -> None:
+        """Rewrite service rules (and hosts files when services changed), coalescing bursts."""
+        last: dict[str, str] = {}
+        while True:
+            await self._services_dirty.wait()
+            await asyncio.sleep(SYNC_PERIOD)
+            self._services_dirty.clear()
+            payload = servicelb.render_rules(self.control.services())
+            targets = [names.pod_netns(p.namespace, p.name) for p in self.control.plan.pods]
+            targets += [names.node_netns(n.name) for n in self.control.plan.nodes]
+            for ns in targets:
+                if last.get(ns) != payload:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(servicelb.apply_rules, ns, payload)
+                        last[ns] = payload
+            if self._hosts_dirty:
+                self._hosts_dirty = False
+                for pod in self.control.plan.pods:
+                    ns = names.pod_netns(pod.namespace, pod.name)
+                    await asyncio.to_thread(dns.write_hosts, ns, self._hosts_for(pod))
+
+    # -- status ------------------------------------------------------------------------
+    def pod_status(self, pod: PodInfo) -> dict[str, Any]:
+        runner = self._runners.get(pod.key)
+        st = runner.status if runner else None
+        usage = None
+        cg = self._cgroups.get(pod.key)
+        if cg is not None:
+            with contextlib.suppress(OSError):
+                u = cg.usage()
+                usage = {"cpuUsec": u.cpu_usec, "memoryBytes": u.memory_bytes}
+        return {
+            **pod.to_json(),
+            "phase": (st.phase if st else PodPhase.PENDING).value,
+            "ready": bool(st and st.ready),
+            "restarts": st.restarts if st else 0,
+            "pid": st.pid if st else None,
+            "lastExitCode": st.last_exit_code if st else None,
+            "message": st.message if st else "",
+            "usage": usage,
+            "limits": {"cpuMillis": pod.limits.cpu_millis, "memoryBytes": pod.limits.memory_bytes},
+        }
+
+    def status(self) -> dict[str, Any]:
+        plan = self.control.plan
+        return {
+            "phase": self.phase,
+            "message": self.message,
+            "startedAt": self.started_at,
+            "readyAt": self.ready_at,
+            "version": self.control.version,
+            "nodes": [
+                {"name": n.name, "podCIDR": n.pod_cidr, "fabricIP": n.fabric_ip} for n in plan.nodes
+            ],
+            "pods": [self.pod_status(p) for p in plan.pods],
+            "services": [s.to_json() for s in self.control.services()],
+        }
+
+
+def check_placements(topology: Topology) -> None:
+    """Refuse, before anything changes, a workload whose placement this build cannot realize."""
+    wanted = {f"{w.metadata.namespace}/{w.metadata.name}": topology.placement_of(w)
+              for w in topology.workloads}
+    bad = sorted({p for p in wanted.values() if p not in SUPPORTED_PLACEMENTS})
+    if bad:
+        who = ", ".join(sorted(k for k, p in wanted.items() if p in bad))
+        raise PlacementError(
+            f"placement {', '.join(bad)} is not available in this build (workloads: {who}); "
+            f"supported: {', '.join(sorted(SUPPORTED_PLACEMENTS))}. Set spec.placement or "
+            "MeshConfig spec.defaultPlacement to one of those."
+        )
+
+
+def pod_log_path(namespace: str, pod: str) -> Path:
+    return hm_env.STATE_DIR / "logs" / f"{namespace}_{pod}.log"
+
+
+def pod_environment(pod: PodInfo) -> dict[str, str]:
+    """The pod's env on top of a minimal base; the venv's bin first so ``python3`` is ours."""
+    base = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/tmp",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",
+        "HOSTNAME": pod.name,
+    }
+    return {**base, **pod.env}
