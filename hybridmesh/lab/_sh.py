@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "NETNS_DIR",
     "LabError",
+    "binary",
     "in_netns",
     "ip",
     "ip_batch",
@@ -49,7 +50,8 @@ class LabError(Exception):
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """Absolute path of a system tool (sbin included even when PATH lacks it)."""
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
     if found is None:
         raise LabError(f"{name!r} is not installed", f"install it (e.g. apt-get install {name})")
@@ -58,7 +60,7 @@ def _binary(name: str) -> str:
 
 def run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
     """Run ``argv``, return its stdout; raise :class:`LabError` (with stderr) if it fails."""
-    cmd = [_binary(argv[0]), *argv[1:]]
+    cmd = [binary(argv[0]), *argv[1:]]
     try:
         proc = subprocess.run(
             cmd, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
@@ -90,7 +92,7 @@ def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
     ``ip netns exec``, which also remounts /sys and bind-mounts /etc/netns files)."""
     if netns is None:
         return list(argv)
-    return ["nsenter", f"--net={NETNS_DIR / netns}", "--", _binary(argv[0]), *argv[1:]]
+    return ["nsenter", f"--net={NETNS_DIR / netns}", "--", binary(argv[0]), *argv[1:]]
 
 
 def ip(netns: str | None, *args: str, check: bool = True) -> str:
