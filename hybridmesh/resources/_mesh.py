@@ -36,8 +36,8 @@ def _check_trust_domain(value: str) -> str:
     return value
 
 
-def _check_pod_cidr(value: IPv4Network) -> IPv4Network:
-    if value.prefixlen > 23:
+def _check_pod_cidr(value: str) -> str:
+    if IPv4Network(value).prefixlen > 23:
         raise ValueError(
             f'"{value}" is too small: each node gets a /24 of it; use /23 or larger, '
             'e.g. "10.244.0.0/16"'
@@ -58,10 +58,18 @@ class MeshConfigSpec(Model):
     certificate_ttl: Annotated[Duration, AfterValidator(_check_ttl)] = Field(
         default=timedelta(hours=24), alias="certificateTTL"
     )
-    service_cidr: Ipv4Net = Field(default=IPv4Network("10.96.0.0/16"), alias="serviceCIDR")
+    service_cidr: Ipv4Net = Field(default="10.96.0.0/16", alias="serviceCIDR")
     pod_cidr: Annotated[Ipv4Net, AfterValidator(_check_pod_cidr)] = Field(
-        default=IPv4Network("10.244.0.0/16"), alias="podCIDR"
+        default="10.244.0.0/16", alias="podCIDR"
     )
+
+    @property
+    def service_network(self) -> IPv4Network:
+        return IPv4Network(self.service_cidr)
+
+    @property
+    def pod_network(self) -> IPv4Network:
+        return IPv4Network(self.pod_cidr)
 
 
 class MeshConfig(Resource):

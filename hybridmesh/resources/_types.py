@@ -10,7 +10,14 @@ from datetime import timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+)
 from pydantic.alias_generators import to_camel
 
 from hybridmesh.resources._names import check_dns_label, quote
@@ -62,14 +69,14 @@ def _to_duration(value: object) -> object:
     return parse_duration(value)
 
 
-def _to_network(value: object) -> object:
+def _to_network(value: object) -> str:
     if isinstance(value, IPv4Network):
-        return value
+        return str(value)
     example = 'write it as address/prefix, e.g. "10.96.0.0/16"'
     if not isinstance(value, str) or "/" not in value:
         raise ValueError(f"{quote(value)} is not an IPv4 network; {example}")
     try:
-        return IPv4Network(value)
+        return str(IPv4Network(value))
     except ValueError:
         pass
     try:
@@ -79,12 +86,12 @@ def _to_network(value: object) -> object:
     raise ValueError(f'"{value}" has host bits set; did you mean "{fixed}"?')
 
 
-def _to_address(value: object) -> object:
+def _to_address(value: object) -> str:
     if isinstance(value, IPv4Address):
-        return value
+        return str(value)
     if isinstance(value, str):
         try:
-            return IPv4Address(value)
+            return str(IPv4Address(value))
         except ValueError:
             pass
     raise ValueError(f'{quote(value)} is not an IPv4 address such as "10.96.0.10"')
@@ -98,6 +105,7 @@ Duration = Annotated[
     BeforeValidator(_to_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
-_AS_TEXT = PlainSerializer(str, return_type=str)
-Ipv4Net = Annotated[IPv4Network, BeforeValidator(_to_network), _AS_TEXT]
-Ipv4 = Annotated[IPv4Address, BeforeValidator(_to_address), _AS_TEXT]
+Ipv4Net = Annotated[str, PlainValidator(_to_network)]
+"""An IPv4 network in CIDR form, normalized ("10.96.0.0/16"); kept as text for consumers."""
+Ipv4 = Annotated[str, PlainValidator(_to_address)]
+"""An IPv4 address, normalized ("10.96.0.10")."""

@@ -215,24 +215,26 @@ def check_routes(index: Index) -> Iterator[Problem]:
 def check_addresses(index: Index) -> Iterator[Problem]:
     """podCIDR room for the nodes, no overlap with serviceCIDR, clusterIPs inside and unique."""
     mesh, spec = index.mesh, index.mesh.spec
-    room = 2 ** (24 - spec.pod_cidr.prefixlen) - 1  # /24 number 0 is left unused
+    pods, services = spec.pod_network, spec.service_network
+    room = 2 ** (24 - pods.prefixlen) - 1  # /24 number 0 is left unused
     if len(index.node_names) > room:
         yield problem(mesh, ("spec", "podCIDR"), (
             f"spec.podCIDR: {spec.pod_cidr} has room for {room} nodes (a /24 each, the first "
             f"left unused) but {len(index.node_names)} are declared; use a larger podCIDR"
         ))
-    if spec.pod_cidr.overlaps(spec.service_cidr):
+    if pods.overlaps(services):
         yield problem(mesh, ("spec", "podCIDR"), (
             f"spec.podCIDR: {spec.pod_cidr} overlaps serviceCIDR {spec.service_cidr}; "
             "use separate ranges"
         ))
     taken: dict[IPv4Address, Service] = {}
     for service in index.services.values():
-        address, path = service.spec.cluster_ip, ("spec", "clusterIP")
-        if address is None:
+        path = ("spec", "clusterIP")
+        if service.spec.cluster_ip is None:
             continue
-        usable = address in spec.service_cidr and address not in (
-            spec.service_cidr.network_address, spec.service_cidr.broadcast_address
+        address = IPv4Address(service.spec.cluster_ip)
+        usable = address in services and address not in (
+            services.network_address, services.broadcast_address
         )
         if not usable:
             yield problem(service, path, (

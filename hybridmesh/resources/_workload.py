@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import string
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal, Self
 
@@ -25,22 +25,18 @@ __all__ = [
 
 PLACEHOLDERS = ("port", "pod", "namespace", "node", "pod_ip")
 """Names a command may use as ``{name}``; the lab fills them in per pod."""
+_IDENTIFIER_IN_BRACES = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
 def _check_placeholders(argument: str) -> str:
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(argument) if f is not None]
-    except ValueError:
-        raise ValueError(
-            f"{quote(argument)} has an unbalanced brace; write {{{{ and }}}} for "
-            "literal braces"
-        ) from None
-    for field in fields:
-        if field not in PLACEHOLDERS:
-            guess = did_you_mean(field, PLACEHOLDERS)
-            hint = f'did you mean "{{{guess}}}"?' if guess else "write {{ and }} for braces"
+    """Catch typos: any ``{identifier}`` must be a known placeholder (other braces are text)."""
+    for name in _IDENTIFIER_IN_BRACES.findall(argument):
+        if name not in PLACEHOLDERS:
+            guess = did_you_mean(name, PLACEHOLDERS)
+            hint = f'did you mean "{{{guess}}}"?' if guess else "remove the braces"
             raise ValueError(
-                f"{quote(argument)} uses unknown placeholder {{{field}}}; {hint} "
+                f"{quote(argument)} uses unknown placeholder {{{name}}}; {hint} "
                 f"(placeholders: {one_of('{' + p + '}' for p in PLACEHOLDERS)})"
             )
     return argument
@@ -137,8 +133,15 @@ class WorkloadSpec(Model):
         return next((p.container_port for p in self.ports if p.name == name), None)
 
     def render_command(self, values: Mapping[str, object]) -> list[str]:
-        """``command`` with ``{port}``-style placeholders filled from ``values``."""
-        return [argument.format_map(values) for argument in self.command]
+        """``command`` with each ``{placeholder}`` replaced by ``str(values[name])``.
+
+        Only the five placeholder names are replaced; any other brace is literal text.
+        ``{port}`` conventionally means the first container port.
+        """
+        return [
+            _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), argument)
+            for argument in self.command
+        ]
 
     def env_dict(self) -> dict[str, str]:
         """``env`` as a mapping (a later entry with the same name wins, as in Kubernetes)."""
