@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from hybridmesh.resources._messages import translate
+from hybridmesh.resources._messages import suggestion, translate
 from hybridmesh.resources._meta import API_VERSION, Resource
 from hybridmesh.resources._names import did_you_mean, one_of
 from hybridmesh.resources._yaml import Document, parse_documents
@@ -73,7 +73,12 @@ def _to_resource(doc: Document) -> tuple[Resource | None, list[Problem]]:
     try:
         resource = model.model_validate(doc.data, by_name=False)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        # "replica" unknown + "replicas" missing is one mistake: report only the typo.
+        meant = {suggestion(error, model) for error in errors}
+        for error in errors:
+            if error["type"] == "missing" and tuple(error["loc"]) in meant:
+                continue
             path, message = translate(error, model)
             line = _line(doc, path)
             problems.append(Problem(doc.source, line, f"{prefix}: {message}"))

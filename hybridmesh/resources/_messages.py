@@ -19,7 +19,7 @@ from pydantic_core import ErrorDetails
 from hybridmesh.resources._meta import API_VERSION, Path
 from hybridmesh.resources._names import did_you_mean, one_of
 
-__all__ = ["describe", "format_path", "translate"]
+__all__ = ["describe", "format_path", "suggestion", "translate"]
 
 
 def format_path(path: Path) -> str:
@@ -35,7 +35,7 @@ def describe(value: object) -> str:
     if value is None:
         return "an empty value"
     if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
+        return "a boolean (YAML reads unquoted yes, no, on, off, true and false as booleans)"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int | float):
@@ -84,11 +84,24 @@ def _model_at(root: type[BaseModel], path: Path) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _allowed(root: type[BaseModel], parent: Path) -> list[str]:
+    model = _model_at(root, parent)
+    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def suggestion(error: ErrorDetails, root: type[BaseModel]) -> Path | None:
+    """For an unknown field, the path of the field it probably meant (if any)."""
+    if error["type"] != "extra_forbidden":
+        return None
+    path: Path = tuple(p for p in error["loc"] if isinstance(p, str | int))
+    guess = did_you_mean(str(path[-1]), _allowed(root, path[:-1]))
+    return (*path[:-1], guess) if guess else None
+
+
 def _unknown_field(root: type[BaseModel], path: Path) -> str:
     parent, name = path[:-1], str(path[-1])
     where = f" in {format_path(parent)}" if parent else ""
-    model = _model_at(root, parent)
-    allowed = [f.alias or n for n, f in model.model_fields.items()] if model else []
+    allowed = _allowed(root, parent)
     guess = did_you_mean(name, allowed)
     if guess:
         return f'unknown field "{name}"{where}; did you mean "{guess}"?'
@@ -121,9 +134,10 @@ _TYPE_NAMES = {
 
 def _wrong_type(kind: str, value: object) -> str:
     text = f"expected {_TYPE_NAMES[kind]}, got {describe(value)}"
-    if kind == "string_type" and isinstance(value, int | float | bool | datetime.date):
-        shown = str(value).lower() if isinstance(value, bool) else str(value)
-        text += f'; quote it: "{shown}"'
+    if kind == "string_type" and isinstance(value, bool):
+        text += "; quote the value"
+    elif kind == "string_type" and isinstance(value, int | float | datetime.date):
+        text += f'; quote it: "{value}"'
     return text
 
 

@@ -92,8 +92,7 @@ def check_duplicates(index: Index) -> Iterator[Problem]:
         earlier = first.setdefault(resource.key, resource)
         if earlier is not resource:
             yield problem(resource, ("metadata", "name"), (
-                f"{resource.kind} {resource.ref} is defined twice (first at "
-                f"{earlier.source}:{earlier.line}); rename or remove one"
+                f"already defined at {earlier.source}:{earlier.line}; rename or remove one of them"
             ))
 
 

@@ -36,6 +36,8 @@ _EXPLANATIONS = (
      "bad indentation: this line does not line up with the keys of its mapping"),
     ("expected <block end>, but found",
      "bad indentation: this line does not line up with the lines before it"),
+    ("expected the node content",
+     'a value is missing: a "[" or "{" is not closed, or a ":" or "-" has nothing after it'),
     ("found undefined alias", "an alias (*name) is used before an anchor (&name) defines it"),
     ("found unexpected end of stream",
      "the document ends inside a quoted string or a bracket; close it"),
