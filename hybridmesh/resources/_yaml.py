@@ -71,6 +71,12 @@ def _explain(error: yaml.YAMLError) -> str:
 
 
 def _error_line(error: yaml.YAMLError, chunk: str, offset: int) -> int:
+    """The 1-based line to blame, never past the chunk's last line of text."""
+    last = offset + chunk.rstrip().count("\n") + 1
+    return min(_raw_error_line(error, chunk, offset), last)
+
+
+def _raw_error_line(error: yaml.YAMLError, chunk: str, offset: int) -> int:
     mark = getattr(error, "problem_mark", None)
     context_mark = getattr(error, "context_mark", None)
     problem = str(getattr(error, "problem", ""))
