@@ -1,0 +1,61 @@
+"""A blocking one-shot request over a unix socket, for CLI commands talking to the lab daemon.
+
+CLIs are synchronous and short-lived; spinning an event loop for one request would be more
+code and slower start-up than http.client over AF_UNIX.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+__all__ = ["UnixRequestError", "unix_request"]
+
+
+class UnixRequestError(Exception):
+    """The daemon could not be reached or did not answer in time (the message says which)."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def unix_request(
+    sock_path: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    *,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one request; returns (status, headers with lower-case names, body)."""
+    conn = _UnixConnection(str(sock_path), timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        fields = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, fields, data
+    except FileNotFoundError:
+        raise UnixRequestError(f"no socket at {sock_path}") from None
+    except ConnectionRefusedError:
+        raise UnixRequestError(f"nothing is listening on {sock_path}") from None
+    except TimeoutError:
+        raise UnixRequestError(f"{sock_path}: no answer within {timeout}s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise UnixRequestError(f"{sock_path}: {exc}") from None
+    finally:
+        conn.close()
