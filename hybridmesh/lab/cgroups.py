@@ -28,6 +28,7 @@ from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.names import DAEMON_CGROUP, pod_cgroup
 
 __all__ = [
+    "CONTROLLERS",
     "LEAVES",
     "CgroupLayout",
     "CgroupMount",

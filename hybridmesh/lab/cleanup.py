@@ -13,7 +13,7 @@ not need to know which step was interrupted; it removes, in dependency order:
 4. cgroups ``hm-*`` at the top of every mounted hierarchy, deepest first, retrying while
    killed processes finish exiting;
 5. ``/etc/netns/hm-*``, bpffs pins ``hm-*``, and the lab's state directory;
-6. root-netns iptables rules whose comment starts with ``hm`` or that jump to an ``HM-``/
+6. root-netns iptables rules whose comment starts with ``hm:``/``hm-`` or that jump to an ``HM-``/
    ``hm-`` chain, then those chains.
 
 Every step tolerates what is already gone, so a second sweep reports zero.
@@ -89,7 +89,7 @@ class SweepReport:
 
 # -- root-netns iptables (pure) ----------------------------------------------------------
 
-_HM_COMMENT = re.compile(r'--comment "?hm')
+_HM_COMMENT = re.compile(r'--comment "?hm[-:]')  # "hm: ..." or "hm-...", not "hmm"
 _HM_TARGET = re.compile(r" -[jg] (?:HM-|hm-)")
 _TABLE = re.compile(r"^\*(\w+)$")
 
