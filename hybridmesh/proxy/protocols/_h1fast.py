@@ -1,0 +1,62 @@
+"""llhttp (via httptools) as a fast tokenizer for a head that is already whole in the buffer.
+
+llhttp in its default strict mode refuses bare CR/LF, obs-fold, whitespace before the colon,
+invalid tokens and control characters, which covers the grammar of header lines. Its result
+is trusted only under conditions that make it identical to the Python slow path: every line
+became exactly one field, no value has trailing whitespace (llhttp keeps it), and the head
+fits the limits. Any llhttp error just means "take the slow path", which then names the
+precise error, so llhttp's own leniencies and error wording never reach a caller.
+
+Measured on a 328-byte GET (see ``_bench_http1``): llhttp tokenizes the head in ~1.7 µs,
+the best pure-regex variant needed 3-5 µs.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from hybridmesh.proxy.protocols._h1events import Headers, Limits
+
+__all__ = ["head_bounds", "llhttp_fields"]
+
+_HeadParser = type[httptools.HttpRequestParser] | type[httptools.HttpResponseParser]
+
+
+class _Collector:
+    """httptools callback target: collects (lowercase name, value) pairs."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.lower(), value))
+
+
+def head_bounds(buf: bytes, start: int, limits: Limits) -> tuple[int, int] | None:
+    """(end of start line, end of head) if a whole head within the limits is buffered."""
+    end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)
+    if end < 0:
+        return None
+    line_end = buf.find(b"\r\n", start)
+    if line_end - start > limits.max_start_line:
+        return None
+    return line_end, end + 4
+
+
+def llhttp_fields(parser_type: _HeadParser, head: bytes, max_fields: int) -> Headers | None:
+    """The header fields of ``head`` as the slow path would return them, or None."""
+    if b" \r\n" in head or b"\t\r\n" in head:
+        return None  # trailing whitespace: llhttp keeps it, the grammar trims it
+    collector = _Collector()
+    try:
+        parser_type(collector).feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT / Upgrade: the head itself was parsed completely
+    except httptools.HttpParserError:
+        return None
+    fields = collector.fields
+    if len(fields) != head.count(b"\r\n") - 2 or len(fields) > max_fields:
+        return None
+    return tuple(fields)

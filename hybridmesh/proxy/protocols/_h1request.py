@@ -1,0 +1,94 @@
+"""Server side: read the requests a client sends (pipelined ones queue in the buffer).
+
+Errors carry the status to answer (400, 414, 431, 505). After a request that ends the
+connection (``Connection: close``, HTTP/1.0 without keep-alive) nothing more is parsed; after
+a CONNECT the reader pauses until the proxy calls ``switch_protocol()`` or ``resume()``.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from hybridmesh.proxy.protocols._h1events import (
+    NEED_DATA,
+    Event,
+    Framing,
+    Headers,
+    Limits,
+    NeedData,
+    Request,
+)
+from hybridmesh.proxy.protocols._h1fast import head_bounds, llhttp_fields
+from hybridmesh.proxy.protocols._h1framing import request_head
+from hybridmesh.proxy.protocols._h1grammar import REQUEST_LINE, check_target, parse_request_line
+from hybridmesh.proxy.protocols._h1reader import Reader, Step
+from hybridmesh.proxy.protocols.errors import RemoteProtocolError
+
+__all__ = ["RequestReader"]
+
+_VERSIONS = (b"1.1", b"1.0")
+
+
+class RequestReader(Reader):
+    """Sans-IO reader of client requests: ``receive_data()`` then ``next_event()`` until
+    ``NEED_DATA``. Events per request: Request, Data*, EndOfMessage."""
+
+    def __init__(self, limits: Limits | None = None, *, fast_path: bool = True) -> None:
+        super().__init__(limits, fast_path=fast_path)
+        self._crlf_skipped = False
+
+    def _on_idle(self) -> Event | NeedData | None:
+        if self._section is None:
+            rest = len(self._buf) - self._pos
+            if rest == 0:
+                return self._at_eof_between_messages() or NEED_DATA
+            if not self._crlf_skipped and self._buf[self._pos] == 13:
+                # RFC 9112 §2.2: tolerate one empty line before a request line (some
+                # clients send CRLF after a POST body).
+                if rest < 2 and not self._eof:
+                    return NEED_DATA
+                if self._buf[self._pos : self._pos + 2] == b"\r\n":
+                    self._pos += 2
+                    self._crlf_skipped = True
+                    return None
+        return self._start_head()
+
+    def _fast_head(self, start: int) -> Event | None:
+        try:
+            return self._fast_request(start)
+        except RemoteProtocolError:
+            return None  # the slow path re-parses and raises the precise error
+
+    def _fast_request(self, start: int) -> Event | None:
+        buf = self._buf
+        bounds = head_bounds(buf, start, self.limits)
+        if bounds is None:
+            return None
+        line_end, head_end = bounds
+        match = REQUEST_LINE.fullmatch(buf, start, line_end)
+        if match is None or match.group(3) not in _VERSIONS:
+            return None
+        method, target, version = match.groups()
+        check_target(method, target)
+        head = buf[start:head_end]
+        fields = llhttp_fields(httptools.HttpRequestParser, head, self.limits.max_headers)
+        if fields is None:
+            return None
+        event = self._request(method, target, version, fields)
+        self._pos = head_end
+        return event
+
+    def _check_start_line(self, line: bytes) -> None:
+        parse_request_line(line)
+
+    def _finish_head(self, start_line: bytes, fields: Headers) -> Event | None:
+        method, target, version = parse_request_line(start_line)
+        return self._request(method, target, version, fields)
+
+    def _request(self, method: bytes, target: bytes, version: bytes, fields: Headers) -> Request:
+        length, keep_alive = request_head(method, target, version, fields)
+        framing = Framing.CHUNKED if length is None else Framing.LENGTH
+        after = Step.TUNNEL if method == b"CONNECT" else Step.KEEP_ALIVE
+        self._enter_body(framing, length, after=after if keep_alive else Step.CLOSE)
+        self._crlf_skipped = False
+        return Request(method, target, fields, version, keep_alive, length)

@@ -1,0 +1,107 @@
+"""Client side: read the responses an upstream sends to the requests we forwarded.
+
+The framing of a response depends on the request (a HEAD answer has no body, a 2xx to
+CONNECT opens a tunnel), so the proxy registers each forwarded request's method with
+:meth:`ResponseReader.expect`, in order. Any error is answered ``502`` downstream.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from hybridmesh.proxy.protocols._h1events import (
+    NEED_DATA,
+    Event,
+    Headers,
+    InformationalResponse,
+    Limits,
+    NeedData,
+    Response,
+)
+from hybridmesh.proxy.protocols._h1fast import head_bounds, llhttp_fields
+from hybridmesh.proxy.protocols._h1framing import response_head
+from hybridmesh.proxy.protocols._h1grammar import STATUS_LINE, parse_status_line
+from hybridmesh.proxy.protocols._h1reader import Reader, Step
+from hybridmesh.proxy.protocols.errors import ErrorCode, RemoteProtocolError
+
+__all__ = ["ResponseReader"]
+
+_VERSIONS = (b"1.1", b"1.0")
+
+
+class ResponseReader(Reader):
+    """Sans-IO reader of upstream responses. Events per request: InformationalResponse*,
+    Response, Data*, EndOfMessage."""
+
+    _error_status = 502
+
+    def __init__(self, limits: Limits | None = None, *, fast_path: bool = True) -> None:
+        super().__init__(limits, fast_path=fast_path)
+        self._methods: deque[bytes] = deque()
+
+    def expect(self, method: bytes) -> None:
+        """Register a request just sent on this connection (responses come in order)."""
+        self._methods.append(method)
+
+    def _on_idle(self) -> Event | NeedData | None:
+        if self._section is None:
+            if len(self._buf) == self._pos:
+                return self._at_eof_between_messages() or NEED_DATA
+            if not self._methods:
+                raise RemoteProtocolError(
+                    ErrorCode.UNSOLICITED_RESPONSE, "bytes received with no request outstanding"
+                )
+        return self._start_head()
+
+    def _fast_head(self, start: int) -> Event | None:
+        try:
+            return self._fast_response(start)
+        except RemoteProtocolError:
+            return None  # the slow path re-parses and raises the precise error
+
+    def _fast_response(self, start: int) -> Event | None:
+        buf = self._buf
+        bounds = head_bounds(buf, start, self.limits)
+        if bounds is None:
+            return None
+        line_end, head_end = bounds
+        match = STATUS_LINE.fullmatch(buf, start, line_end)
+        if match is None or match.group(1) not in _VERSIONS or match.group(2)[:1] == b"0":
+            return None
+        head = buf[start:head_end]
+        fields = llhttp_fields(httptools.HttpResponseParser, head, self.limits.max_headers)
+        if fields is None:
+            return None
+        version, status, reason = match.groups()
+        event = self._response(version, int(status), reason or b"", fields)
+        self._pos = head_end
+        return event
+
+    def _check_start_line(self, line: bytes) -> None:
+        parse_status_line(line)
+
+    def _finish_head(self, start_line: bytes, fields: Headers) -> Event | None:
+        version, status, reason = parse_status_line(start_line)
+        return self._response(version, status, reason, fields)
+
+    def _response(
+        self, version: bytes, status: int, reason: bytes, fields: Headers
+    ) -> Response | InformationalResponse:
+        if status < 200:
+            if status == 101:
+                raise RemoteProtocolError(
+                    ErrorCode.UNEXPECTED_INTERIM, "101 Switching Protocols (we never upgrade)"
+                )
+            self._advance(Step.INTERIM)
+            return InformationalResponse(status, reason, fields, version)
+        method = self._methods[0]
+        length, keep_alive, framing = response_head(method, status, version, fields)
+        if method == b"CONNECT" and status < 300:
+            after = Step.TUNNEL
+        else:
+            after = Step.KEEP_ALIVE if keep_alive else Step.CLOSE
+        self._methods.popleft()
+        self._enter_body(framing, length, after=after)
+        return Response(status, reason, fields, version, keep_alive, length)

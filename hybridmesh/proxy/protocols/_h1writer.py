@@ -1,0 +1,187 @@
+"""Canonical HTTP/1.1 serialization: the proxy never forwards the bytes it received.
+
+Every head is rebuilt from an event: hop-by-hop fields are dropped (RFC 9110 §7.6.1 plus
+``Proxy-Connection``, ``HTTP2-Settings`` and everything ``Connection`` names), ``TE`` survives
+only as ``te: trailers``, and the framing (``content-length`` when the length is known, else
+``transfer-encoding: chunked``, or close-delimited towards HTTP/1.0) is ours. Upgrades are
+never forwarded: ``Upgrade: h2c`` cannot reach a backend through us.
+
+Header names are written lowercase, as the readers store them; events built by the proxy
+must use lowercase names too (checked), so hop-by-hop matching cannot be bypassed by case.
+Everything written is validated (no CR/LF/NUL can be injected, e.g. from HTTP/2 headers);
+a violation is a :class:`LocalProtocolError`, our bug rather than the peer's.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hybridmesh.proxy.protocols._h1events import (
+    Framing,
+    Headers,
+    InformationalResponse,
+    Request,
+    Response,
+)
+from hybridmesh.proxy.protocols._h1grammar import BAD_VALUE_CHAR, TOKEN
+from hybridmesh.proxy.protocols.errors import LocalProtocolError
+
+__all__ = [
+    "HOP_BY_HOP",
+    "frame_data",
+    "frame_end",
+    "request_framing",
+    "response_framing",
+    "serialize_informational",
+    "serialize_request",
+    "serialize_response",
+]
+
+HOP_BY_HOP = frozenset(
+    (
+        b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+        b"upgrade", b"http2-settings", b"content-length",
+    )
+)
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+_LOWER_NAMES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9a-z]+:)*")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_REASON = re.compile(rb"[\t \x21-\x7e\x80-\xff]*")
+
+
+def request_framing(req: Request) -> Framing:
+    """How :func:`serialize_request` frames the body of ``req``."""
+    if req.content_length is None:
+        return Framing.CHUNKED
+    if req.content_length or req.method in _BODY_METHODS:
+        return Framing.LENGTH
+    return Framing.NONE
+
+
+def response_framing(resp: Response, request_method: bytes, http_version: bytes) -> Framing:
+    """How :func:`serialize_response` frames the body, given the request and client version."""
+    if request_method == b"HEAD" or resp.status in (204, 304):
+        return Framing.NONE
+    if request_method == b"CONNECT" and resp.status < 300:
+        return Framing.NONE
+    if resp.content_length is not None:
+        return Framing.LENGTH
+    return Framing.CHUNKED if http_version == b"1.1" else Framing.CLOSE
+
+
+def serialize_request(req: Request, *, keep_alive: bool = True) -> bytes:
+    """Request head for an upstream, always HTTP/1.1 (so it needs a Host field)."""
+    if TOKEN.fullmatch(req.method) is None or _TARGET.fullmatch(req.target) is None:
+        raise LocalProtocolError(f"invalid method or target {req.method!r} {req.target[:64]!r}")
+    if not any(name == b"host" for name, _ in req.headers):
+        raise LocalProtocolError("an HTTP/1.1 request needs a host field; add one")
+    parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
+    _end_to_end(parts, req.headers, request=True)
+    framing = request_framing(req)
+    if framing is Framing.LENGTH:
+        parts.append(b"content-length: %d\r\n" % (req.content_length or 0))
+    elif framing is Framing.CHUNKED:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def serialize_response(
+    resp: Response,
+    *,
+    request_method: bytes = b"GET",
+    http_version: bytes = b"1.1",
+    keep_alive: bool = True,
+) -> bytes:
+    """Response head for a client that sent ``request_method`` over HTTP/``http_version``.
+
+    A body of unknown length goes chunked to HTTP/1.1 clients and close-delimited to
+    HTTP/1.0 ones (then the connection must close: we write ``connection: close``).
+    """
+    framing = response_framing(resp, request_method, http_version)
+    parts = _status_line(resp.status, resp.reason)
+    _end_to_end(parts, resp.headers)
+    declared = resp.content_length
+    if framing is Framing.LENGTH or (request_method == b"HEAD" and declared is not None):
+        parts.append(b"content-length: %d\r\n" % (declared or 0))
+    elif framing is Framing.CHUNKED:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep_alive or framing is Framing.CLOSE:
+        parts.append(b"connection: close\r\n")
+    elif http_version == b"1.0":
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def serialize_informational(resp: InformationalResponse) -> bytes:
+    """A 1xx interim head (send only to HTTP/1.1 clients; 101 is never forwarded)."""
+    if not 100 <= resp.status < 200 or resp.status == 101:
+        raise LocalProtocolError(f"status {resp.status} is not a forwardable 1xx")
+    parts = _status_line(resp.status, resp.reason)
+    _end_to_end(parts, resp.headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def frame_data(framing: Framing, data: bytes) -> bytes:
+    """Body bytes as they go on the wire under ``framing``."""
+    if framing is Framing.CHUNKED:
+        return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+    if framing is Framing.NONE and data:
+        raise LocalProtocolError("body data for a message without a body")
+    return data
+
+
+def frame_end(framing: Framing, trailers: Headers = ()) -> bytes:
+    """The end of a body: the last chunk and trailers when chunked, else nothing.
+
+    Trailers cannot travel without chunking; they are dropped then.
+    """
+    if framing is not Framing.CHUNKED:
+        return b""
+    parts = [b"0\r\n"]
+    _end_to_end(parts, trailers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _status_line(status: int, reason: bytes) -> list[bytes]:
+    if not 100 <= status <= 999 or _REASON.fullmatch(reason) is None:
+        raise LocalProtocolError(f"invalid status {status} or reason {reason[:64]!r}")
+    return [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+
+
+def _end_to_end(parts: list[bytes], headers: Headers, *, request: bool = False) -> None:
+    """Append the end-to-end fields of ``headers`` (validated) to ``parts``."""
+    names = b":".join(name for name, _ in headers) + b":" if headers else b""
+    if _LOWER_NAMES.fullmatch(names) is None:
+        raise LocalProtocolError("header names must be non-empty lowercase tokens")
+    if BAD_VALUE_CHAR.search(b"".join(value for _, value in headers)) is not None:
+        raise LocalProtocolError("control character (CR, LF, NUL...) in a header value")
+    drop = HOP_BY_HOP | _connection_named(headers)
+    trailers_ok = False
+    for name, value in headers:
+        if name not in drop:
+            parts += (name, b": ", value, b"\r\n")
+        elif request and name == b"te":
+            trailers_ok = trailers_ok or b"trailers" in _options(value)
+    if trailers_ok:
+        parts.append(b"te: trailers\r\n")
+
+
+def _connection_named(headers: Headers) -> frozenset[bytes]:
+    """Fields named by Connection (hop-by-hop by declaration); ``host`` is never dropped."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named.update(_options(value))
+    named.discard(b"host")
+    return frozenset(named)
+
+
+def _options(value: bytes) -> set[bytes]:
+    """The lowercase tokens of a comma list (``TE: trailers;q=1`` gives ``trailers``)."""
+    return {t.partition(b";")[0].strip(b" \t").lower() for t in value.split(b",")}
