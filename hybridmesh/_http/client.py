@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from .message import Headers, Response
+from .sync import unix_request
 
 __all__ = [
     "BadResponse",
@@ -26,9 +27,8 @@ __all__ = [
     "HttpClient",
     "HttpClientError",
     "HttpTimeout",
+    "unix_request",
 ]
-
-_MAX_IDLE_PER_KEY = 128
 
 
 class HttpClientError(Exception):
@@ -161,13 +161,20 @@ class _ClientConnection(asyncio.Protocol):
 class HttpClient:
     """Pooled client. ``base_url`` or ``unix_path`` lets callers pass just a path."""
 
-    def __init__(self, base_url: str | None = None, *, unix_path: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        unix_path: str | None = None,
+        max_idle_per_host: int = 128,
+    ) -> None:
         self._base = _parse_target(base_url)[0] if base_url else None
         if unix_path is not None:
             self._base = _Target("localhost", 0, unix_path)
         self._idle: dict[_Target, deque[_ClientConnection]] = {}
         self._addresses: dict[tuple[str, int], tuple[int, tuple[str, int]]] = {}
         self._closed = False
+        self._max_idle = max_idle_per_host
 
     async def request(
         self,
@@ -238,7 +245,7 @@ class HttpClient:
             conn.abort()
             return
         idle = self._idle.setdefault(target, deque())
-        if len(idle) >= _MAX_IDLE_PER_KEY:
+        if len(idle) >= self._max_idle:
             conn.abort()
         else:
             idle.append(conn)
@@ -272,9 +279,7 @@ class HttpClient:
         cached = self._addresses.get(key)
         if cached is not None:
             return cached
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:
             raise OSError(f"{host} did not resolve")
         family, _, _, _, sockaddr = infos[0]

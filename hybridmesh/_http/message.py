@@ -145,9 +145,7 @@ def serialize_response_head(response: Response, keep_alive: bool) -> bytes:
     """
     lines = [f"HTTP/1.1 {response.status} {reason_phrase(response.status)}"]
     lines.extend(
-        f"{k}: {_one_line(v)}"
-        for k, v in response.headers.items()
-        if k.lower() not in _HOP_BY_HOP
+        f"{k}: {_one_line(v)}" for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP
     )
     lines.append(f"Content-Length: {len(response.body)}")
     if not keep_alive:

@@ -12,8 +12,11 @@ import socket
 __all__ = ["UnixRequestError", "unix_request"]
 
 
-class UnixRequestError(Exception):
-    """The daemon could not be reached or did not answer in time (the message says which)."""
+class UnixRequestError(OSError):
+    """The daemon could not be reached or did not answer in time (the message says which).
+
+    An OSError, because to a caller it is one: the socket-level request failed.
+    """
 
 
 class _UnixConnection(http.client.HTTPConnection):

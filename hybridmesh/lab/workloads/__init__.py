@@ -1,1 +1,1 @@
-"""Demo workloads shipped with the package: a fast HTTP service with a call graph, and a load client."""
+"""Demo workloads shipped with the package: a fast HTTP service with a call graph, a load client."""

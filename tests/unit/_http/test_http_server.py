@@ -57,9 +57,7 @@ def make_router(events: dict[str, Any] | None = None) -> Router:
     return router
 
 
-def run_with_server(
-    body: Callable[[HttpServer, int], Awaitable[None]], **kwargs: Any
-) -> None:
+def run_with_server(body: Callable[[HttpServer, int], Awaitable[None]], **kwargs: Any) -> None:
     async def main() -> None:
         server = HttpServer(make_router(kwargs.pop("events", None)), **kwargs)
         port = await server.start_tcp("127.0.0.1", 0)
