@@ -144,7 +144,14 @@ class SpiffeId:
 
     @classmethod
     def for_workload(cls, trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
-        """The mesh's workload identity: ``spiffe://<td>/ns/<ns>/sa/<sa>``."""
+        """The mesh's workload identity: ``spiffe://<td>/ns/<ns>/sa/<sa>``.
+
+        Each part must be one segment: a namespace of ``a/sa/b`` must not be able to
+        compose someone else's identity.
+        """
+        text = f"{SCHEME_PREFIX}{trust_domain}/ns/{namespace}/sa/{service_account}"
+        validate_segment(namespace, text=text)
+        validate_segment(service_account, text=text)
         return cls(trust_domain, f"/ns/{namespace}/sa/{service_account}")
 
     @property
