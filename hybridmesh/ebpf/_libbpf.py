@@ -347,7 +347,9 @@ class BpfObject:
     def load(self) -> None:
         with _captured() as lines:
             ret = _lib().bpf_object__load(self._ptr)
-        _check(ret, f"load {self.path.name}", lines)
+        stale_pin = any("reuse pinned map" in line for line in lines)
+        hint = "a pinned map has another definition: remove its pins for a cold start"
+        _check(ret, f"load {self.path.name}", lines, hint if stale_pin else "")
         self.loaded = True
 
     def close(self) -> None:
