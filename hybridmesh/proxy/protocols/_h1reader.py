@@ -163,10 +163,14 @@ class Reader:
             raise LocalProtocolError(f"receive_data() after EOF or switch ({self._state.name})")
         if not data:
             self._eof = True
-        elif self._pos >= len(self._buf):
+        elif self._pos >= len(self._buf) and self._section is None:
             self._buf, self._pos = bytes(data), 0
         else:
-            self._buf, self._pos = self._buf[self._pos :] + data, 0
+            self._buf = self._buf[self._pos :] + data
+            if self._section is not None:  # its offsets are relative to the buffer start
+                self._section.start -= self._pos
+                self._section.scan -= self._pos
+            self._pos = 0
 
     def next_event(self) -> Event | NeedData:
         """The next event, or NEED_DATA; raises RemoteProtocolError (forever) on bad input."""
