@@ -1,0 +1,257 @@
+"""An open-loop HTTP load client that does not hide queueing (coordinated omission handled).
+
+    python3 -m hybridmesh.lab.workloads.loadgen --target URL --rate R [--duration S]
+        [--concurrency C] [--stats-port P] [--json]
+
+Request *i* is due at ``start + i/R`` whatever happened to earlier ones, and its latency is
+measured from that due time, not from when it was finally sent. A closed-loop client (wrk,
+hey) waits for an answer before sending the next request, so a stall of the server also
+stalls the measurement and the slow period is under-represented; here a stall shows up as
+the queue of due requests it really causes. At most C requests are in flight (one
+connection each); a due request that finds all C busy waits, and that wait is in its latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hybridmesh._http import (
+    HttpClient,
+    HttpClientError,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+    install_uvloop,
+)
+
+from ._identity import PodIdentity, edge_name, stats_document
+from ._stats import EdgeStats
+
+__all__ = ["LoadConfig", "LoadGenerator", "main", "parse_args"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    target: str
+    rate: float
+    duration: float = 0.0
+    concurrency: int = 32
+    stats_port: int | None = None
+    stats_host: str = "0.0.0.0"
+    json: bool = False
+    timeout: float = 10.0
+    method: str = "GET"
+
+
+class LoadGenerator:
+    """Schedules requests at fixed intervals and records their latency from the due time."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.edge = EdgeStats()
+        self.statuses: Counter[str] = Counter()
+        self.unsent = 0
+        self._client = HttpClient(max_idle_per_host=config.concurrency)
+        self._queue: asyncio.Queue[float] = asyncio.Queue()
+        self._stopped = False
+        self._wake: asyncio.Future[None] | None = None
+        self._started = 0.0
+        self._sending_s = 0.0
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def run(self) -> None:
+        """Send until the duration is over or :meth:`stop`; then wait for answers (bounded)."""
+        loop = asyncio.get_running_loop()
+        workers = [loop.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        self._started = time.perf_counter()
+        await self._schedule()
+        elapsed = time.perf_counter() - self._started
+        # a run that reached its duration sent for exactly that long (the last request is due
+        # one interval before the end, which must not inflate the achieved rate)
+        natural_end = self.config.duration > 0 and not self._stopped
+        self._sending_s = max(elapsed, self.config.duration) if natural_end else elapsed
+        with contextlib.suppress(TimeoutError):  # past the request timeout: stop waiting
+            await asyncio.wait_for(self._queue.join(), self.config.timeout + 1)
+        self.unsent = self._queue.qsize()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await self._client.close()
+
+    async def _schedule(self) -> None:
+        interval = 1.0 / self.config.rate
+        end = self._started + self.config.duration if self.config.duration > 0 else float("inf")
+        sent = 0
+        while not self._stopped:
+            now = time.perf_counter()
+            due = self._started + sent * interval
+            while due <= now and due < end:  # catch up: every due request gets its own due time
+                self._queue.put_nowait(due)
+                sent += 1
+                due = self._started + sent * interval
+            if due >= end:
+                return
+            await self._sleep(due - time.perf_counter())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Like asyncio.sleep, but :meth:`stop` cuts it short (a 1/R pause can be long)."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(max(0.0, seconds), _resolve, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
+    async def _worker(self) -> None:
+        while True:
+            due = await self._queue.get()
+            try:
+                await self._one(due)
+            finally:
+                self._queue.task_done()
+
+    async def _one(self, due: float) -> None:
+        ok = False
+        try:
+            response = await self._client.request(
+                self.config.method, self.config.target, timeout=self.config.timeout
+            )
+            ok = 200 <= response.status < 300
+            self.statuses[str(response.status)] += 1
+        except HttpClientError as exc:
+            self.statuses[type(exc).__name__] += 1
+        self.edge.record((time.perf_counter() - due) * 1e6, ok)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = self._sending_s or (time.perf_counter() - self._started)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_s = usage.ru_utime + usage.ru_stime
+        hist = self.edge.latency
+        return {
+            "target": self.config.target,
+            "requested_rate": self.config.rate,
+            "duration_s": round(elapsed, 3),
+            "requests": self.edge.requests,
+            "errors": self.edge.errors,
+            "unsent": self.unsent,
+            "achieved_rate": round(self.edge.requests / elapsed, 2) if elapsed else 0.0,
+            "p50_ms": round(hist.percentile(50) / 1000, 3),
+            "p90_ms": round(hist.percentile(90) / 1000, 3),
+            "p99_ms": round(hist.percentile(99) / 1000, 3),
+            "p999_ms": round(hist.percentile(99.9) / 1000, 3),
+            "mean_ms": round(hist.mean_us / 1000, 3),
+            "statuses": dict(sorted(self.statuses.items())),
+            "cpu_percent": round(100 * cpu_s / elapsed, 1) if elapsed else 0.0,
+        }
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def human_line(s: dict[str, Any]) -> str:
+    return (
+        f"{s['requests']} requests to {s['target']} in {s['duration_s']}s "
+        f"({s['achieved_rate']}/s of {s['requested_rate']}/s requested), {s['errors']} errors; "
+        f"latency p50 {s['p50_ms']} ms, p90 {s['p90_ms']} ms, p99 {s['p99_ms']} ms, "
+        f"p99.9 {s['p999_ms']} ms; loadgen cpu {s['cpu_percent']}%"
+    )
+
+
+def stats_router(gen: LoadGenerator, identity: PodIdentity) -> Router:
+    """``/_hm/stats`` in the same shape as httpsvc, so the bench reads both alike."""
+    router = Router()
+    edge = edge_name(gen.config.target)
+
+    async def stats(req: Request, params: dict[str, str]) -> Response:
+        return Response.json(stats_document(identity, "loadgen", {edge: gen.edge}))
+
+    async def healthz(req: Request, params: dict[str, str]) -> Response:
+        return Response.text("ok\n")
+
+    router.add("GET", "/_hm/stats", stats)
+    router.add("GET", "/healthz", healthz)
+    return router
+
+
+def parse_args(argv: Sequence[str] | None = None) -> LoadConfig:
+    p = argparse.ArgumentParser(prog="loadgen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", required=True, help="URL, e.g. http://frontend/")
+    p.add_argument("--rate", type=float, required=True, help="requests per second")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until SIGTERM")
+    p.add_argument("--concurrency", type=int, default=32, help="max requests in flight")
+    p.add_argument("--stats-port", type=int, help="serve GET /_hm/stats on this port")
+    p.add_argument("--stats-host", default="0.0.0.0")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a = p.parse_args(argv)
+    if not a.target.startswith("http://"):
+        p.error(f"--target {a.target!r}: expected an http:// URL, e.g. http://frontend/")
+    if a.rate <= 0 or a.concurrency < 1 or a.duration < 0 or a.timeout <= 0:
+        p.error("--rate and --timeout must be > 0, --concurrency >= 1, --duration >= 0")
+    return LoadConfig(
+        target=a.target,
+        rate=a.rate,
+        duration=a.duration,
+        concurrency=a.concurrency,
+        stats_port=a.stats_port,
+        stats_host=a.stats_host,
+        json=a.json,
+        timeout=a.timeout,
+        method=a.method.upper(),
+    )
+
+
+async def _main(config: LoadConfig) -> dict[str, Any]:
+    gen = LoadGenerator(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gen.stop)
+    server: HttpServer | None = None
+    if config.stats_port is not None:
+        server = HttpServer(stats_router(gen, PodIdentity.from_env(None, "loadgen")))
+        try:
+            port = await server.start_tcp(config.stats_host, config.stats_port)
+        except OSError as exc:
+            where = f"{config.stats_host}:{config.stats_port}"
+            raise SystemExit(f"loadgen: cannot listen on {where}: {exc.strerror}") from None
+        # stderr: stdout carries only the summary, so `--json` output stays parseable
+        print(f"loadgen stats on {config.stats_host}:{port}", file=sys.stderr, flush=True)
+    try:
+        await gen.run()
+    finally:
+        if server is not None:
+            await server.close(timeout=1)
+    return gen.summary()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    install_uvloop()
+    summary = asyncio.run(_main(config))
+    print(json.dumps(summary) if config.json else human_line(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
