@@ -26,7 +26,7 @@ from ctypes import POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint32, c_uint6
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybridmesh.ebpf.btf import BtfKind, BtfMember, BtfSecinfo, BtfType
+from hybridmesh.ebpf.btf import HEADER_WORDS, BtfKind, BtfType, decode_type, words_after_header
 from hybridmesh.ebpf.errors import BpfError
 
 if TYPE_CHECKING:
@@ -205,30 +205,6 @@ def num_possible_cpus() -> int:
 # --- BTF ---------------------------------------------------------------------------------------
 
 
-class _BtfTypeHeader(ctypes.Structure):
-    _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
-
-
-class _BtfTriple(ctypes.Structure):
-    """btf_member, btf_var_secinfo and btf_array are all three __u32s."""
-
-    _fields_ = [("a", c_uint32), ("b", c_uint32), ("c", c_uint32)]
-
-
-_HEADER = ctypes.sizeof(_BtfTypeHeader)
-_SIZED = frozenset(
-    {
-        BtfKind.INT,
-        BtfKind.STRUCT,
-        BtfKind.UNION,
-        BtfKind.ENUM,
-        BtfKind.ENUM64,
-        BtfKind.FLOAT,
-        BtfKind.DATASEC,
-    }
-)
-
-
 class Btf:
     """A BTF (an object's, or the kernel's) decoded into :class:`BtfType` values on demand."""
 
@@ -247,37 +223,14 @@ class Btf:
         raw = _lib().btf__name_by_offset(self._ptr, offset)
         return raw.decode() if raw else ""
 
-    def _header(self, type_id: int) -> tuple[_BtfTypeHeader, int]:
+    def _words(self, type_id: int) -> ctypes.Array[c_uint32]:
         ptr = _check_ptr(_lib().btf__type_by_id(self._ptr, type_id), f"BTF type [{type_id}]")
-        return _BtfTypeHeader.from_address(ptr), ptr
+        info = c_uint32.from_address(ptr + 4).value
+        return (c_uint32 * (HEADER_WORDS + words_after_header(info))).from_address(ptr)
 
     def type_by_id(self, type_id: int) -> BtfType:
-        hdr, ptr = self._header(type_id)
-        kind, vlen, kflag = BtfKind((hdr.info >> 24) & 0x1F), hdr.info & 0xFFFF, hdr.info >> 31
-        extra = (_BtfTriple * vlen).from_address(ptr + _HEADER)
-        t = BtfType(type_id, kind, self._name(hdr.name_off))
-        if kind in (BtfKind.STRUCT, BtfKind.UNION):
-            members = tuple(
-                BtfMember(
-                    self._name(m.a),
-                    m.b,
-                    m.c & 0xFFFFFF if kflag else m.c,
-                    m.c >> 24 if kflag else 0,
-                )
-                for m in extra
-            )
-            return BtfType(type_id, kind, t.name, hdr.size_or_type, members=members)
-        if kind == BtfKind.DATASEC:
-            infos = tuple(
-                BtfSecinfo(self._name(self._header(s.a)[0].name_off), s.a, s.b, s.c) for s in extra
-            )
-            return BtfType(type_id, kind, t.name, hdr.size_or_type, secinfos=infos)
-        if kind == BtfKind.ARRAY:
-            array = _BtfTriple.from_address(ptr + _HEADER)
-            return BtfType(type_id, kind, t.name, ref=array.a, nelems=array.c)
-        if kind in _SIZED:
-            return BtfType(type_id, kind, t.name, hdr.size_or_type)
-        return BtfType(type_id, kind, t.name, ref=hdr.size_or_type)
+        words = list(self._words(type_id))
+        return decode_type(type_id, words, self._name, lambda t: self._name(self._words(t)[0]))
 
     def find(self, name: str, kind: BtfKind) -> int:
         """Type id of ``name`` of ``kind``; raises when absent."""
@@ -520,28 +473,18 @@ def map_next_key(fd: int, key: _CData | None, next_key: _CData) -> bool:
 
 
 class ProgInfo(ctypes.Structure):
-    """``struct bpf_prog_info`` up to ``verified_insns`` (checked against kernel BTF in tests)."""
+    """The head of ``struct bpf_prog_info`` up to ``run_cnt``; the kernel fills what fits.
 
-    # fmt: off
+    Only the fields read here are named; a test checks their offsets against kernel BTF.
+    """
+
     _fields_ = [
-        ("type", c_uint32), ("id", c_uint32), ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", c_uint32), ("xlated_prog_len", c_uint32),
-        ("jited_prog_insns", c_uint64), ("xlated_prog_insns", c_uint64),
-        ("load_time", c_uint64), ("created_by_uid", c_uint32), ("nr_map_ids", c_uint32),
-        ("map_ids", c_uint64), ("name", ctypes.c_char * 16), ("ifindex", c_uint32),
-        ("_flags", c_uint32),  # gpl_compatible:1 and 31 unused bits
-        ("netns_dev", c_uint64), ("netns_ino", c_uint64),
-        ("nr_jited_ksyms", c_uint32), ("nr_jited_func_lens", c_uint32),
-        ("jited_ksyms", c_uint64), ("jited_func_lens", c_uint64),
-        ("btf_id", c_uint32), ("func_info_rec_size", c_uint32), ("func_info", c_uint64),
-        ("nr_func_info", c_uint32), ("nr_line_info", c_uint32), ("line_info", c_uint64),
-        ("jited_line_info", c_uint64), ("nr_jited_line_info", c_uint32),
-        ("line_info_rec_size", c_uint32), ("jited_line_info_rec_size", c_uint32),
-        ("nr_prog_tags", c_uint32), ("prog_tags", c_uint64),
-        ("run_time_ns", c_uint64), ("run_cnt", c_uint64), ("recursion_misses", c_uint64),
-        ("verified_insns", c_uint32),
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("_unread", ctypes.c_uint8 * 184),  # tag .. prog_tags
+        ("run_time_ns", c_uint64),
+        ("run_cnt", c_uint64),
     ]
-    # fmt: on
 
 
 def prog_info(fd: int) -> ProgInfo:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,14 +22,17 @@ if TYPE_CHECKING:
     from ctypes import _CData
 
 __all__ = [
+    "HEADER_WORDS",
     "BtfKind",
     "BtfMember",
     "BtfSecinfo",
     "BtfType",
     "BtfView",
     "check_layout",
+    "decode_type",
     "resolve",
     "size_of",
+    "words_after_header",
 ]
 
 
@@ -98,6 +102,58 @@ class BtfType:
     nelems: int = 0
     members: tuple[BtfMember, ...] = ()
     secinfos: tuple[BtfSecinfo, ...] = ()
+
+
+HEADER_WORDS = 3
+"""``struct btf_type`` is name_off, info, size/type: three __u32s."""
+
+_TRIPLES = frozenset({BtfKind.STRUCT, BtfKind.UNION, BtfKind.DATASEC})  # 3 words per vlen entry
+_PAIRS = frozenset({BtfKind.ENUM, BtfKind.FUNC_PROTO})  # 2 words per vlen entry
+
+
+def _unpack_info(info: int) -> tuple[BtfKind, int, bool]:
+    return BtfKind((info >> 24) & 0x1F), info & 0xFFFF, bool(info >> 31)
+
+
+def words_after_header(info: int) -> int:
+    """How many __u32s of kind-specific data follow a type header with this ``info`` word."""
+    kind, vlen, _ = _unpack_info(info)
+    if kind in _TRIPLES:
+        return 3 * vlen
+    if kind in _PAIRS:
+        return 2 * vlen
+    if kind == BtfKind.ENUM64:
+        return 3 * vlen
+    return {BtfKind.INT: 1, BtfKind.ARRAY: 3, BtfKind.VAR: 1, BtfKind.DECL_TAG: 1}.get(kind, 0)
+
+
+def decode_type(
+    type_id: int, words: Sequence[int], name_at: Callable[[int], str],
+    type_name: Callable[[int], str],
+) -> BtfType:  # fmt: skip
+    """One raw ``struct btf_type`` (header words, then its kind's data) as a :class:`BtfType`.
+
+    ``name_at`` reads the string section; ``type_name`` names another type (a DATASEC entry
+    points at a VAR whose name is the variable's).
+    """
+    name_off, info, size_or_type = words[:HEADER_WORDS]
+    kind, vlen, kflag = _unpack_info(info)
+    name, rest = name_at(name_off), words[HEADER_WORDS:]
+    triples = [tuple(rest[i : i + 3]) for i in range(0, 3 * vlen, 3)] if kind in _TRIPLES else []
+    if kind in (BtfKind.STRUCT, BtfKind.UNION):
+        members = tuple(
+            BtfMember(name_at(n), t, off & 0xFFFFFF if kflag else off, off >> 24 if kflag else 0)
+            for n, t, off in triples
+        )
+        return BtfType(type_id, kind, name, size_or_type, members=members)
+    if kind == BtfKind.DATASEC:
+        infos = tuple(BtfSecinfo(type_name(t), t, off, size) for t, off, size in triples)
+        return BtfType(type_id, kind, name, size_or_type, secinfos=infos)
+    if kind == BtfKind.ARRAY:
+        return BtfType(type_id, kind, name, ref=rest[0], nelems=rest[2])
+    if kind in _SIZED:
+        return BtfType(type_id, kind, name, size_or_type)
+    return BtfType(type_id, kind, name, ref=size_or_type)
 
 
 class BtfView(Protocol):
@@ -192,7 +248,7 @@ def check_layout(ctype: type[_CData], view: BtfView, type_id: int, what: str) ->
     problems = _type_problems(ctype, view, type_id, f"{what} ({_describe(t)})")
     if problems:
         raise BtfLayoutError(
-            f"{what}: Python struct {ctype.__name__} does not match the object's BTF:\n  "
+            f"{what}: Python type {ctype.__name__} does not match the object's BTF:\n  "
             + "\n  ".join(problems),
             "update the ctypes mirror to the C header it copies (or rebuild: ./run setup)",
         )

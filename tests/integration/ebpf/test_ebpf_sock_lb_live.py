@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, PORT, VIP, Netns
+from ebpf_env import BACKENDS, PORT, VIP, Netns
 
 from hybridmesh.ebpf import _libbpf
 from hybridmesh.ebpf.errors import BpfError

@@ -17,7 +17,7 @@ from hybridmesh.ebpf.btf import BtfKind, size_of
 from hybridmesh.ebpf.build import BPF_DIR, clang_command
 from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
 from hybridmesh.ebpf.maps import Map, PerCpuMap, UpdateFlag
-from hybridmesh.ebpf.sock_lb import OBJECT, Svc, SvcKey, SvcStats, SockLB
+from hybridmesh.ebpf.sock_lb import OBJECT, SockLB, Svc, SvcKey, SvcStats
 
 pytestmark = pytest.mark.privileged
 
@@ -121,7 +121,7 @@ def test_rodata_is_only_writable_before_load(built: None) -> None:
     with BpfObject.open(OBJECT) as obj:
         with pytest.raises(BpfError, match="nope: absent"):
             obj.set_rodata("nope", ctypes.c_uint8(1))
-        with pytest.raises(BpfError, match="1 bytes in sock_lb.bpf.o, 4 bytes given"):
+        with pytest.raises(BpfError, match=r"1 bytes in sock_lb\.bpf\.o, 4 bytes given"):
             obj.set_rodata("lb_protocols", ctypes.c_uint32(1))
         obj.load()
         with pytest.raises(BpfError, match="read-only"):
@@ -145,7 +145,8 @@ def test_prog_info_mirror_matches_kernel_btf() -> None:
     """ProgInfo is a prefix of struct bpf_prog_info: every named field sits where BTF says."""
     btf = Btf.vmlinux()
     members = {m.name: m for m in btf.type_by_id(btf.find("bpf_prog_info", BtfKind.STRUCT)).members}
-    for name, ctype in ProgInfo._fields_:
+    for field in ProgInfo._fields_:
+        name, ctype = field[0], field[1]
         if name.startswith("_"):
             continue
         assert members[name].bit_offset == getattr(ProgInfo, name).offset * 8, name
