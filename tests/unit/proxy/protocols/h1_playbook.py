@@ -8,6 +8,7 @@ with or without the llhttp fast path. Any exception other than RemoteProtocolErr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 from hybridmesh.proxy.protocols.http1 import (
@@ -55,8 +56,9 @@ def pieces(data: bytes, mode: str | Sequence[int]) -> list[bytes]:
         return [data]
     if mode == "bytewise":
         return [data[i : i + 1] for i in range(len(data))]
-    cuts = sorted({0, len(data), *(c for c in mode if 0 <= c <= len(data))})
-    return [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    offsets = [int(c) for c in mode if 0 <= int(c) <= len(data)]
+    cuts = sorted({0, len(data), *offsets})
+    return [data[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def outcome(

@@ -5,9 +5,9 @@ events and on the error (code and status)."""
 
 from __future__ import annotations
 
+from h1_playbook import outcome
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from h1_playbook import outcome
 
 from hybridmesh.proxy.protocols.http1 import Limits
 

@@ -39,7 +39,8 @@ CASES: dict[str, tuple[bytes, ErrorCode, int]] = {
         E.CONTENT_LENGTH_AND_TRANSFER_ENCODING, 400,
     ),
     "cl-duplicate-equal": (
-        post(b"Content-Length: 3\r\nContent-Length: 3\r\n", b"abc"), E.DUPLICATE_CONTENT_LENGTH, 400,
+        post(b"Content-Length: 3\r\nContent-Length: 3\r\n", b"abc"),
+        E.DUPLICATE_CONTENT_LENGTH, 400,
     ),
     "cl-duplicate-differ": (
         post(b"Content-Length: 3\r\nContent-Length: 40\r\n", b"abc"),
