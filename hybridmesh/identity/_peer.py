@@ -59,8 +59,9 @@ def validate_peer_certificate(der_chain: Sequence[bytes], trust_bundle: TrustBun
 
 def leaf_identity(leaf: x509.Certificate, trust_domain: str) -> SpiffeId:
     """The SPIFFE ID a leaf certificate asserts, after the X509-SVID leaf checks."""
-    _check_leaf_constraints(leaf)
-    uris = _uri_sans(leaf)
+    extensions = _extensions(leaf)
+    _check_leaf_constraints(extensions)
+    uris = _uri_sans(extensions)
     if len(uris) != 1:
         raise PeerIdentityError(f"certificate has {len(uris)} URI SANs; an SVID has exactly one")
     try:
@@ -75,24 +76,39 @@ def leaf_identity(leaf: x509.Certificate, trust_domain: str) -> SpiffeId:
     return identity
 
 
+# What `cryptography` raises for malformed certificates; not all are ValueErrors.
+_PARSE_ERRORS = (ValueError, x509.InvalidVersion, x509.DuplicateExtension,
+                 x509.UnsupportedGeneralNameType)
+
+
 def _load_der(der: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError:
+        cert = x509.load_der_x509_certificate(der)
+        _ = cert.not_valid_before_utc, cert.not_valid_after_utc  # parsed lazily
+    except _PARSE_ERRORS:
         raise PeerIdentityError("peer certificate is not valid DER X.509") from None
+    if cert.serial_number <= 0:  # RFC 5280; cryptography only warns (for now)
+        raise PeerIdentityError("peer certificate has a non-positive serial number")
+    return cert
 
 
-def _check_leaf_constraints(leaf: x509.Certificate) -> None:
+def _extensions(leaf: x509.Certificate) -> x509.Extensions:
     try:
-        constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        return leaf.extensions
+    except _PARSE_ERRORS as exc:
+        raise PeerIdentityError(f"certificate extensions are malformed: {exc}") from None
+
+
+def _check_leaf_constraints(extensions: x509.Extensions) -> None:
+    try:
+        constraints: x509.BasicConstraints | None = extensions.get_extension_for_class(
+            x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
-    except ValueError as exc:  # duplicate or malformed extensions
-        raise PeerIdentityError(f"certificate extensions are malformed: {exc}") from None
     if constraints is not None and constraints.ca:
         raise PeerIdentityError("certificate is a CA certificate, not a leaf")
     try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         raise PeerIdentityError("leaf certificate has no keyUsage") from None
     if usage.key_cert_sign or usage.crl_sign or not usage.digital_signature:
@@ -100,9 +116,9 @@ def _check_leaf_constraints(leaf: x509.Certificate) -> None:
             "leaf keyUsage must have digitalSignature and neither keyCertSign nor cRLSign")
 
 
-def _uri_sans(leaf: x509.Certificate) -> list[str]:
+def _uri_sans(extensions: x509.Extensions) -> list[str]:
     try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
     return san.get_values_for_type(x509.UniformResourceIdentifier)
