@@ -63,7 +63,6 @@ class MeshCA:
         self._trust_domain = trust_domain
         self._cert = certificate
         self._key = key
-        self._parents = tuple(parents)
         self._bundle = bundle
         # Issued chains carry everything up to, but not including, a bundle root: peers
         # already have the roots, and a root in the chain is dead weight in every handshake.
