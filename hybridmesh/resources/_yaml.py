@@ -22,7 +22,9 @@ from hybridmesh.resources.errors import Problem
 
 __all__ = ["Document", "parse_documents"]
 
-_DOC_START = re.compile(r"^---(?:[ \t]|$)", re.MULTILINE)
+# YAML's line breaks (PyYAML counts all of these when it numbers lines, so we do too).
+_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+_DOC_START = re.compile("---(?:[ \t\n\r\x85\u2028\u2029]|$)")
 
 # Parser wording -> what a person should do about it.
 _EXPLANATIONS = (
@@ -72,7 +74,7 @@ def _explain(error: yaml.YAMLError) -> str:
 
 def _error_line(error: yaml.YAMLError, chunk: str, offset: int) -> int:
     """The 1-based line to blame, never past the chunk's last line of text."""
-    last = offset + chunk.rstrip().count("\n") + 1
+    last = offset + _count_breaks(chunk.rstrip()) + 1
     return min(_raw_error_line(error, chunk, offset), last)
 
 
@@ -87,17 +89,24 @@ def _raw_error_line(error: yaml.YAMLError, chunk: str, offset: int) -> int:
         return int(mark.line) + 1 + offset
     position = getattr(error, "position", None)
     if isinstance(position, int):
-        return chunk.count("\n", 0, position) + 1 + offset
+        return _count_breaks(chunk[:position]) + 1 + offset
     return offset + 1
+
+
+def _count_breaks(text: str) -> int:
+    return len(_BREAK.findall(text))
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:
     """``(line offset, text)`` per ``---``-separated piece (directives keep the text whole)."""
-    if re.search(r"^%", text, re.MULTILINE):
+    line_starts = [0] + [m.end() for m in _BREAK.finditer(text)]
+    if any(text.startswith("%", p) for p in line_starts):
         return [(0, text)]
-    starts = [0] + [m.start() for m in _DOC_START.finditer(text) if m.start() > 0]
-    ends = [*starts[1:], len(text)]
-    return [(text.count("\n", 0, a), text[a:b]) for a, b in zip(starts, ends, strict=True)]
+    cuts = [(0, 0)] + [
+        (line, p) for line, p in enumerate(line_starts) if p > 0 and _DOC_START.match(text, p)
+    ]
+    ends = [p for _, p in cuts[1:]] + [len(text)]
+    return [(line, text[p:end]) for (line, p), end in zip(cuts, ends, strict=True)]
 
 
 class _Walker:
@@ -144,29 +153,34 @@ class _Walker:
             self.walk(value_node, (*path, key))
 
 
+def _syntax_problem(exc: Exception, chunk: str, offset: int, source: str) -> Problem:
+    if isinstance(exc, yaml.YAMLError):
+        return Problem(source, _error_line(exc, chunk, offset), _explain(exc))
+    return Problem(source, offset + 1, "invalid YAML: nesting is too deep")
+
+
 def _parse_chunk(chunk: str, offset: int, source: str) -> tuple[list[Document], list[Problem]]:
     documents: list[Document] = []
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(chunk)
+    try:
+        loader = yaml.SafeLoader(chunk)  # the reader already checks characters here
+    except yaml.YAMLError as exc:
+        return documents, [_syntax_problem(exc, chunk, offset, source)]
     try:
         while loader.check_node():
             node = loader.get_node()
-            if node is None:
-                continue
+            if node is None:  # check_node() said there is one; keep mypy and us honest
+                break
             walker = _Walker(offset, source)
             walker.walk(node, ())
             data = loader.construct_document(node)
-            if data is None:
-                continue
-            if walker.problems:
+            if data is None or walker.problems:
                 problems.extend(walker.problems)
                 continue
             start = int(node.start_mark.line) + 1 + offset
             documents.append(Document(source, start, data, {(): start, **walker.lines}))
-    except yaml.YAMLError as exc:
-        problems.append(Problem(source, _error_line(exc, chunk, offset), _explain(exc)))
-    except RecursionError:
-        problems.append(Problem(source, offset + 1, "invalid YAML: nesting is too deep"))
+    except (yaml.YAMLError, RecursionError) as exc:
+        problems.append(_syntax_problem(exc, chunk, offset, source))
     finally:
         loader.dispose()
     return documents, problems
