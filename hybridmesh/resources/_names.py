@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "check_dns_1035_label",
     "check_dns_label",
     "check_label_key",
     "check_label_value",
@@ -62,8 +61,6 @@ def one_of(choices: Iterable[str]) -> str:
 
 def _label_hint(value: str, pattern: re.Pattern[str]) -> str:
     fixed = re.sub(r"[^-a-z0-9]+", "-", value.lower()).strip("-")
-    if pattern is DNS_1035_LABEL:
-        fixed = fixed.lstrip("-0123456789")
     fixed = fixed[:_MAX_LABEL].rstrip("-")
     return f'; try "{fixed}"' if fixed and pattern.fullmatch(fixed) else ""
 
@@ -75,17 +72,6 @@ def check_dns_label(value: str) -> str:
             f'"{value}" is not a valid DNS label (lowercase letters, digits and "-", '
             f'starting and ending with a letter or digit, at most 63 characters)'
             + _label_hint(value, DNS_LABEL)
-        )
-    return value
-
-
-def check_dns_1035_label(value: str) -> str:
-    """RFC 1035 label (starts with a letter): Kubernetes' rule for Service names."""
-    if len(value) > _MAX_LABEL or not DNS_1035_LABEL.fullmatch(value):
-        raise ValueError(
-            f'"{value}" is not a valid DNS-1035 label (lowercase letters, digits and "-", '
-            f'starting with a letter, ending with a letter or digit, at most 63 characters)'
-            + _label_hint(value, DNS_1035_LABEL)
         )
     return value
 
