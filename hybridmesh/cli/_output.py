@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NoReturn
 
 import typer
@@ -12,11 +12,12 @@ from rich.console import Console
 
 __all__ = ["OutputFormat", "OutputOption", "console", "err_console", "fail", "print_json"]
 
-console = Console()
+# Piped output is read by scripts and people alike: don't squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hybridmesh.cli._output import OutputFormat, OutputOption, console, err_console, fail, print_json
+from hybridmesh.cli._output import (
+    OutputFormat,
+    OutputOption,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 
 __all__ = ["register"]
 
@@ -24,7 +31,7 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the lab running afterwards."),
     output: OutputFormat = OutputOption,
 ) -> None:
-    """Bring up the demo shop (2 nodes), drive traffic, print per-edge requests, success, p50/p99."""
+    """Bring up the demo shop on 2 nodes, drive traffic, print per-edge success and latency."""
     from importlib.resources import files
 
     from hybridmesh.lab import demo as demo_mod
@@ -43,8 +50,10 @@ def demo(
             runner.lab_down()
             fail(exc.message, exc.hint)
     up_s = time.monotonic() - started
-    err_console.print(f"lab up in {up_s:.2f}s: {len(status['pods'])} pods on "
-                      f"{len(status['nodes'])} nodes; observing traffic for {duration:.0f}s…")
+    err_console.print(
+        f"lab up in {up_s:.2f}s: {len(status['pods'])} pods on "
+        f"{len(status['nodes'])} nodes; observing traffic for {duration:.0f}s…"
+    )
     try:
         rows = demo_mod.observe(status["pods"], duration)
     finally:
@@ -53,13 +62,32 @@ def demo(
     if output is OutputFormat.json:
         print_json({"upSeconds": round(up_s, 3), "edges": [r.to_json() for r in rows]})
     else:
-        table = Table("SOURCE", "DESTINATION", "REQUESTS", "RPS", "SUCCESS", "P50", "P99",
-                      title="service edges (client side)", title_justify="left")
+        table = Table(
+            "SOURCE",
+            "DESTINATION",
+            "REQUESTS",
+            "RPS",
+            "SUCCESS",
+            "P50",
+            "P99",
+            title="service edges (client side)",
+            title_justify="left",
+        )
         for r in rows:
-            table.add_row(r.source, r.destination, str(r.requests), f"{r.rps:.1f}",
-                          f"{100 * r.success_rate:.2f}%", f"{r.p50_ms:.2f}ms", f"{r.p99_ms:.2f}ms")
+            table.add_row(
+                r.source,
+                r.destination,
+                str(r.requests),
+                f"{r.rps:.1f}",
+                f"{100 * r.success_rate:.2f}%",
+                f"{r.p50_ms:.2f}ms",
+                f"{r.p99_ms:.2f}ms",
+            )
         console.print(table)
-        console.print("lab kept running: `hybridmesh lab status`, `hybridmesh lab down`" if keep
-                      else "lab removed")
+        console.print(
+            "lab kept running: `hybridmesh lab status`, `hybridmesh lab down`"
+            if keep
+            else "lab removed"
+        )
     if not rows or any(r.requests == 0 for r in rows):
         fail("no traffic was observed on some edge", "see `hybridmesh demo --keep` and `lab logs`")

@@ -1,4 +1,4 @@
-"""`hybridmesh lab ...`: bring a topology up on this machine, change it, inspect it, tear it down."""
+"""`hybridmesh lab ...`: bring a topology up on this machine, change it, inspect it, remove it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,21 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from hybridmesh.cli._output import OutputFormat, OutputOption, console, err_console, fail, print_json
-from hybridmesh.lab.client import DaemonUnavailable, LabClient
+from hybridmesh.cli._output import (
+    OutputFormat,
+    OutputOption,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 
 __all__ = ["register"]
 
-lab_app = typer.Typer(help="Run a topology on this machine: nodes and pods from netns, veth and cgroups.",
-                      no_args_is_help=True)
+lab_app = typer.Typer(
+    help="Run a topology on this machine: nodes and pods from netns, veth and cgroups.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +38,7 @@ def up(
     timeout: float = typer.Option(120.0, help="Seconds to wait for every pod to become ready."),
     output: OutputFormat = OutputOption,
 ) -> None:
-    """Create the lab and return once every pod is ready (the lab keeps running until `lab down`)."""
+    """Create the lab; return once every pod is ready (it keeps running until `lab down`)."""
     from hybridmesh.lab import runner
 
     started = time.monotonic()
@@ -63,8 +71,10 @@ def _progress(output: OutputFormat) -> Any:
 
 # -- apply -------------------------------------------------------------------------------
 @lab_app.command("apply")
-def apply(file: Path = typer.Argument(..., help="YAML with resources to create or replace."),
-          output: OutputFormat = OutputOption) -> None:
+def apply(
+    file: Path = typer.Argument(..., help="YAML with resources to create or replace."),
+    output: OutputFormat = OutputOption,
+) -> None:
     """Change the running lab without tearing it down (scale a workload, add a service, ...)."""
     from hybridmesh.lab import runner
 
@@ -75,8 +85,12 @@ def apply(file: Path = typer.Argument(..., help="YAML with resources to create o
     if output is OutputFormat.json:
         print_json(result)
         return
-    for key, label in (("podsAdded", "pod created"), ("podsRemoved", "pod removed"),
-                       ("nodesAdded", "node created"), ("nodesRemoved", "node removed")):
+    for key, label in (
+        ("podsAdded", "pod created"),
+        ("podsRemoved", "pod removed"),
+        ("nodesAdded", "node created"),
+        ("nodesRemoved", "node removed"),
+    ):
         for item in result.get(key, []):
             console.print(f"  {label}: {item}")
     if result.get("servicesChanged"):
@@ -96,6 +110,8 @@ def status(output: OutputFormat = OutputOption) -> None:
 
 
 def _client_status() -> dict[str, Any]:
+    from hybridmesh.lab.client import DaemonUnavailable, LabClient
+
     try:
         return LabClient().status()
     except DaemonUnavailable:
@@ -103,17 +119,43 @@ def _client_status() -> dict[str, Any]:
 
 
 def _print_status(st: dict[str, Any]) -> None:
-    console.print(f"lab [bold]{st['phase']}[/]" + (f": {st['message']}" if st.get("message") else ""))
-    pods = Table("POD", "NODE", "IP", "PLACEMENT", "PHASE", "READY", "RESTARTS", "CPU", "MEMORY",
-                 title="pods", title_justify="left")
+    console.print(
+        f"lab [bold]{st['phase']}[/]" + (f": {st['message']}" if st.get("message") else "")
+    )
+    pods = Table(
+        "POD",
+        "NODE",
+        "IP",
+        "PLACEMENT",
+        "PHASE",
+        "READY",
+        "RESTARTS",
+        "CPU",
+        "MEMORY",
+        title="pods",
+        title_justify="left",
+    )
     for p in st["pods"]:
         usage = p.get("usage") or {}
         cpu = f"{usage['cpuUsec'] / 1e6:.2f}s" if usage.get("cpuUsec") is not None else "-"
-        mem = f"{usage['memoryBytes'] / 2**20:.1f}Mi" if usage.get("memoryBytes") is not None else "-"
-        pods.add_row(f"{p['namespace']}/{p['name']}", p["node"], p["ip"], p["placement"],
-                     p["phase"], "yes" if p["ready"] else "no", str(p["restarts"]), cpu, mem)
+        mem = (
+            f"{usage['memoryBytes'] / 2**20:.1f}Mi" if usage.get("memoryBytes") is not None else "-"
+        )
+        pods.add_row(
+            f"{p['namespace']}/{p['name']}",
+            p["node"],
+            p["ip"],
+            p["placement"],
+            p["phase"],
+            "yes" if p["ready"] else "no",
+            str(p["restarts"]),
+            cpu,
+            mem,
+        )
     console.print(pods)
-    svcs = Table("SERVICE", "CLUSTER-IP", "PORTS", "ENDPOINTS", title="services", title_justify="left")
+    svcs = Table(
+        "SERVICE", "CLUSTER-IP", "PORTS", "ENDPOINTS", title="services", title_justify="left"
+    )
     for s in st["services"]:
         ports = ",".join(f"{p['port']}->{p['targetPort']}" for p in s["ports"])
         eps = ",".join(e["ip"] for e in s["endpoints"]) or "<none>"
@@ -122,7 +164,9 @@ def _print_status(st: dict[str, Any]) -> None:
 
 
 # -- exec, logs ---------------------------------------------------------------------------
-@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@lab_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def exec_(ctx: typer.Context, pod: str = typer.Argument(..., help="[namespace/]pod")) -> None:
     """Run a command in a pod's network namespace and cgroup: `lab exec POD -- CMD ARGS...`."""
     from hybridmesh.lab import runner
@@ -138,9 +182,11 @@ def exec_(ctx: typer.Context, pod: str = typer.Argument(..., help="[namespace/]p
 
 
 @lab_app.command("logs")
-def logs(pod: str = typer.Argument(..., help="[namespace/]pod"),
-         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
-         tail: int = typer.Option(-1, help="Only the last N lines (-1: all).")) -> None:
+def logs(
+    pod: str = typer.Argument(..., help="[namespace/]pod"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    tail: int = typer.Option(-1, help="Only the last N lines (-1: all)."),
+) -> None:
     """Print a pod's stdout/stderr (kept across restarts, like `kubectl logs`)."""
     from hybridmesh.lab import runner
 
@@ -164,5 +210,7 @@ def down(output: OutputFormat = OutputOption) -> None:
         print_json({**report, "downSeconds": round(elapsed, 3)})
         return
     removed = ", ".join(f"{v} {k}" for k, v in report.items() if isinstance(v, int) and v)
-    console.print(f"lab down in {elapsed:.2f}s" + (f" (removed {removed})" if removed else " (nothing to remove)"))
-
+    console.print(
+        f"lab down in {elapsed:.2f}s"
+        + (f" (removed {removed})" if removed else " (nothing to remove)")
+    )

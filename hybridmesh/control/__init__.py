@@ -1,1 +1,1 @@
-"""Control plane: desired state to versioned per-pod and per-node snapshots, served over a watch API."""
+"""Control plane: desired state to versioned per-pod and per-node snapshots, and their watch API."""

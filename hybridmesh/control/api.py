@@ -26,8 +26,9 @@ def register_routes(router: Router, control: ControlPlane) -> None:
         return Response.json({"version": control.version})
 
     async def services(_req: Request, _p: dict[str, str]) -> Response:
-        return Response.json({"version": control.version,
-                              "services": [s.to_json() for s in control.services()]})
+        return Response.json(
+            {"version": control.version, "services": [s.to_json() for s in control.services()]}
+        )
 
     async def pod_snapshot(req: Request, p: dict[str, str]) -> Response:
         return await _watch(control, ("pod", f"{p['namespace']}/{p['name']}"), req)

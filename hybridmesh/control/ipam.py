@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ["AddressError", "Allocator", "FABRIC_CIDR", "node_addresses"]
+__all__ = ["FABRIC_CIDR", "AddressError", "Allocator", "node_addresses"]
 
 FABRIC_CIDR = ipaddress.IPv4Network("172.31.255.0/24")
 """The inter-node fabric: lives only inside the lab's own fabric namespace."""

@@ -9,6 +9,7 @@ ready on node-2 does not wake every proxy whose view does not include it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -102,12 +103,10 @@ class ControlPlane:
         so the proxy knows to stop rather than poll forever.
         """
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self._newer(key, after)), timeout
                 )
-            except TimeoutError:
-                pass
         return self.snapshot(key)
 
     def _newer(self, key: SnapshotKey, after: int) -> bool:
@@ -132,7 +131,10 @@ class ControlPlane:
         fresh: dict[SnapshotKey, dict[str, Any]] = {}
         for pod in self._plan.pods:
             fresh[("pod", pod.key)] = {
-                "kind": "pod", "pod": pod.to_json(), "mesh": mesh, "services": services,
+                "kind": "pod",
+                "pod": pod.to_json(),
+                "mesh": mesh,
+                "services": services,
             }
         for node in self._plan.nodes:
             fresh[("node", node.name)] = {

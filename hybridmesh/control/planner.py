@@ -23,7 +23,7 @@ from hybridmesh.control.model import (
 )
 from hybridmesh.resources import Service, Topology, Workload
 
-__all__ = ["Plan", "Planner", "PlanDiff"]
+__all__ = ["Plan", "PlanDiff", "Planner"]
 
 _PLACEHOLDER = re.compile(r"\{(port|pod|namespace|node|pod_ip)\}")
 
@@ -175,7 +175,7 @@ class Planner:
                 node = wl.spec.node or min(node_names, key=lambda n: (load[n], node_names.index(n)))
                 load[node] += 1
                 ip = self._pod_ips[node].allocate(key)
-                pods.append(_pod_info(topology, wl, i, node, ip, services))
+                pods.append(_pod_info(topology, wl, i, node=node, ip=ip, services=services))
             templates[key] = template
         for node, alloc in self._pod_ips.items():
             alloc.release_all_but(p.key for p in pods if p.node == node)
@@ -225,6 +225,7 @@ def _pod_info(
     topology: Topology,
     wl: Workload,
     index: int,
+    *,
     node: str,
     ip: str,
     services: tuple[ServiceInfo, ...],
@@ -242,7 +243,10 @@ def _pod_info(
     command = tuple(_PLACEHOLDER.sub(lambda m: values[m.group(1)], a) for a in wl.spec.command)
     env = _service_env(ns, services)
     env.update(
-        POD_NAME=name, POD_NAMESPACE=ns, POD_IP=ip, NODE_NAME=node,
+        POD_NAME=name,
+        POD_NAMESPACE=ns,
+        POD_IP=ip,
+        NODE_NAME=node,
         HM_SERVICE_ACCOUNT=wl.spec.service_account,
     )
     env.update({e.name: e.value for e in wl.spec.env})

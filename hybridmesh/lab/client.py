@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hybridmesh import env as hm_env
@@ -46,7 +46,9 @@ class LabClient:
         self.socket = str(hm_env.api_socket())
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> ApiResult:
+    def call(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> ApiResult:
         payload = json.dumps(body).encode() if body is not None else None
         try:
             status, _headers, raw = unix_request(

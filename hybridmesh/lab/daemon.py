@@ -82,8 +82,9 @@ class Daemon:
         pod = self.control.plan.pod(f"{p['namespace']}/{p['name']}")
         if pod is None:
             raise HttpError(404, f"no pod {p['namespace']}/{p['name']}")
-        return Response.json({**self.lab.pod_status(pod), "env": pod_environment(pod),
-                              "command": list(pod.command)})
+        return Response.json(
+            {**self.lab.pod_status(pod), "env": pod_environment(pod), "command": list(pod.command)}
+        )
 
     async def _apply(self, req: Request, _p: dict[str, str]) -> Response:
         body = req.json()
@@ -94,22 +95,30 @@ class Daemon:
                 merged = merge(self.resources, load_documents(body["text"], body["source"]))
                 change = await self.lab.apply(merged)
             except ResourceError as exc:
-                return Response.json({"problems": [
-                    {"file": p.source, "line": p.line, "message": p.message} for p in exc.problems
-                ]}, 422)
+                return Response.json(
+                    {
+                        "problems": [
+                            {"file": p.source, "line": p.line, "message": p.message}
+                            for p in exc.problems
+                        ]
+                    },
+                    422,
+                )
             except (PlacementError, AddressError) as exc:
                 return Response.json({"problems": [{"message": str(exc)}]}, 422)
             self.resources = merged
             self.sources.append({"source": body["source"], "text": body["text"]})
             write_sources(self.sources)
-        return Response.json({
-            "version": self.control.version,
-            "podsAdded": [p.key for p in change.pods_added],
-            "podsRemoved": [p.key for p in change.pods_removed],
-            "nodesAdded": [n.name for n in change.nodes_added],
-            "nodesRemoved": [n.name for n in change.nodes_removed],
-            "servicesChanged": change.services_changed,
-        })
+        return Response.json(
+            {
+                "version": self.control.version,
+                "podsAdded": [p.key for p in change.pods_added],
+                "podsRemoved": [p.key for p in change.pods_removed],
+                "nodesAdded": [n.name for n in change.nodes_added],
+                "nodesRemoved": [n.name for n in change.nodes_removed],
+                "servicesChanged": change.services_changed,
+            }
+        )
 
     async def _shutdown(self, _req: Request, _p: dict[str, str]) -> Response:
         self.shutdown.set()
@@ -144,7 +153,8 @@ class Daemon:
 
 def main() -> None:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

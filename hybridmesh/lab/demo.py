@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hybridmesh.lab import names, netns
-from hybridmesh.lab.workloads._stats import Histogram
+from hybridmesh.lab.workloads._stats import EdgeStats, StatsMismatch
 
 __all__ = ["EdgeRow", "collect", "edge_rows", "overlay_placement"]
 
@@ -38,10 +38,14 @@ class EdgeRow:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.source, "destination": self.destination,
-            "requests": self.requests, "errors": self.errors,
-            "successRate": round(self.success_rate, 5), "rps": round(self.rps, 2),
-            "p50Ms": round(self.p50_ms, 3), "p99Ms": round(self.p99_ms, 3),
+            "source": self.source,
+            "destination": self.destination,
+            "requests": self.requests,
+            "errors": self.errors,
+            "successRate": round(self.success_rate, 5),
+            "rps": round(self.rps, 2),
+            "p50Ms": round(self.p50_ms, 3),
+            "p99Ms": round(self.p99_ms, 3),
         }
 
 
@@ -49,7 +53,8 @@ def overlay_placement(placement: str) -> str:
     """A MeshConfig document that, merged over the demo, moves every workload to ``placement``."""
     return (
         "apiVersion: hybridmesh.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n"
-        f"spec: {{trustDomain: cluster.local, mtls: {{mode: STRICT}}, defaultPlacement: {placement}}}\n"
+        "spec: {trustDomain: cluster.local, mtls: {mode: STRICT}, "
+        f"defaultPlacement: {placement}}}\n"
     )
 
 
@@ -78,7 +83,7 @@ def collect(pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for pod in pods:
         try:
             stats = fetch_stats(pod)
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, http.client.HTTPException, StatsMismatch):
             stats = None
         if stats is not None:
             out[f"{pod['namespace']}/{pod['name']}"] = stats
@@ -92,34 +97,39 @@ def edge_rows(
     seconds: float,
 ) -> list[EdgeRow]:
     """Per (source workload, destination) totals over the window between two collections."""
-    workload_of = {f"{p['namespace']}/{p['name']}": f"{p['namespace']}/{p['workload']}" for p in pods}
-    merged: dict[tuple[str, str], tuple[int, int, Histogram]] = {}
+    workload_of = {
+        f"{p['namespace']}/{p['name']}": f"{p['namespace']}/{p['workload']}" for p in pods
+    }
+    merged: dict[tuple[str, str], EdgeStats] = {}
     for pod_key, stats in after.items():
         old_edges = before.get(pod_key, {}).get("edges", {})
-        for dest, edge in stats.get("edges", {}).items():
-            old = old_edges.get(dest)
-            hist = Histogram.from_json(edge["histogram"])
-            requests, errors = edge["requests"], edge["errors"]
-            if old:
-                hist = hist.minus(Histogram.from_json(old["histogram"]))
-                requests -= old["requests"]
-                errors -= old["errors"]
+        for dest, raw in stats.get("edges", {}).items():
+            edge = EdgeStats.from_json(raw)
+            if dest in old_edges:
+                edge = edge.minus(EdgeStats.from_json(old_edges[dest]))
             key = (workload_of.get(pod_key, pod_key), dest)
-            if key in merged:
-                r0, e0, h0 = merged[key]
-                merged[key] = (r0 + requests, e0 + errors, h0.plus(hist))
-            else:
-                merged[key] = (requests, errors, hist)
+            total = merged.setdefault(key, EdgeStats())
+            total.requests += edge.requests
+            total.errors += edge.errors
+            total.latency.merge(edge.latency)
     rows = [
-        EdgeRow(src, dst, r, e, r / seconds if seconds else 0.0,
-                h.percentile(50) / 1000, h.percentile(99) / 1000)
-        for (src, dst), (r, e, h) in merged.items()
+        EdgeRow(
+            source=src,
+            destination=dst,
+            requests=e.requests,
+            errors=e.errors,
+            rps=e.requests / seconds if seconds else 0.0,
+            p50_ms=e.latency.percentile(50) / 1000,
+            p99_ms=e.latency.percentile(99) / 1000,
+        )
+        for (src, dst), e in merged.items()
     ]
     return sorted(rows, key=lambda row: (row.source, row.destination))
 
 
-def observe(pods: list[dict[str, Any]], seconds: float,
-            tick: Callable[[float], None] | None = None) -> list[EdgeRow]:
+def observe(
+    pods: list[dict[str, Any]], seconds: float, tick: Callable[[float], None] | None = None
+) -> list[EdgeRow]:
     before = collect(pods)
     started = time.monotonic()
     while (left := seconds - (time.monotonic() - started)) > 0:

@@ -26,7 +26,7 @@ from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
 from hybridmesh.resources import Resource, Topology, build_topology
 
-__all__ = ["Lab", "PlacementError", "SUPPORTED_PLACEMENTS", "check_placements", "pod_log_path"]
+__all__ = ["SUPPORTED_PLACEMENTS", "Lab", "PlacementError", "check_placements", "pod_log_path"]
 
 SUPPORTED_PLACEMENTS = frozenset({"none"})
 """Placements this build can realize; the others are refused with a clear message at apply."""
@@ -36,6 +36,7 @@ SYNC_PERIOD = 0.2
 arriving together are coalesced into one rewrite per namespace."""
 
 REALIZE_CONCURRENCY = 4
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class PlacementError(Exception):
@@ -248,8 +249,10 @@ class Lab:
 
 def check_placements(topology: Topology) -> None:
     """Refuse, before anything changes, a workload whose placement this build cannot realize."""
-    wanted = {f"{w.metadata.namespace}/{w.metadata.name}": topology.placement_of(w)
-              for w in topology.workloads}
+    wanted = {
+        f"{w.metadata.namespace}/{w.metadata.name}": topology.placement_of(w)
+        for w in topology.workloads
+    }
     bad = sorted({p for p in wanted.values() if p not in SUPPORTED_PLACEMENTS})
     if bad:
         who = ", ".join(sorted(k for k, p in wanted.items() if p in bad))
@@ -267,7 +270,7 @@ def pod_log_path(namespace: str, pod: str) -> Path:
 def pod_environment(pod: PodInfo) -> dict[str, str]:
     """The pod's env on top of a minimal base; the venv's bin first so ``python3`` is ours."""
     base = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{Path(sys.executable).parent}:{SYSTEM_PATH}",
         "HOME": "/tmp",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "PYTHONUNBUFFERED": "1",

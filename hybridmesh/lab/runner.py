@@ -61,18 +61,24 @@ def _validate(source: str, text: str) -> None:
         topology = build_topology(load_documents(text, source))
         check_placements(topology)
     except ResourceError as exc:
-        raise LabUpError(f"{source} is not valid:\n{exc}", f"fix it, then `hybridmesh validate {source}`") from None
+        raise LabUpError(
+            f"{source} is not valid:\n{exc}", f"fix it, then `hybridmesh validate {source}`"
+        ) from None
     except PlacementError as exc:
         raise LabUpError(str(exc)) from None
 
 
-def lab_up(file: Path | None, timeout: float = 120.0, progress: Progress | None = None) -> dict[str, Any]:
+def lab_up(
+    file: Path | None, timeout: float = 120.0, progress: Progress | None = None
+) -> dict[str, Any]:
     source, text = _read_topology(file)
     _validate(source, text)
     pid = daemon_pid()
     if pid is not None:
-        raise LabUpError(f"a lab is already running (daemon pid {pid})",
-                         "change it with `hybridmesh lab apply FILE`, or `hybridmesh lab down` first")
+        raise LabUpError(
+            f"a lab is already running (daemon pid {pid})",
+            "change it with `hybridmesh lab apply FILE`, or `hybridmesh lab down` first",
+        )
     if cleanup.leftovers():
         cleanup.sweep()  # a previous lab crashed: reclaim its objects before reusing the names
     hm_env.STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -97,8 +103,11 @@ def _wait_ready(pid: int, timeout: float, progress: Progress | None) -> dict[str
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid):
-            raise LabUpError("the lab daemon exited during start-up:\n" + _tail(hm_env.STATE_DIR / "daemon.log", 15),
-                             "run `hybridmesh lab down` to clean up, then fix the cause above")
+            raise LabUpError(
+                "the lab daemon exited during start-up:\n"
+                + _tail(hm_env.STATE_DIR / "daemon.log", 15),
+                "run `hybridmesh lab down` to clean up, then fix the cause above",
+            )
         try:
             st = client.status()
         except DaemonUnavailable:
@@ -107,15 +116,19 @@ def _wait_ready(pid: int, timeout: float, progress: Progress | None) -> dict[str
         if st["phase"] == "Ready":
             return st
         if st["phase"] == "Failed":
-            raise LabUpError(f"lab up failed: {st['message']}",
-                             "see `hybridmesh lab status`; `hybridmesh lab down` removes what was made")
+            raise LabUpError(
+                f"lab up failed: {st['message']}",
+                "see `hybridmesh lab status`; `hybridmesh lab down` removes what was made",
+            )
         _check_crashloops(st)
         if progress:
             ready = sum(1 for p in st["pods"] if p["ready"] or p["phase"] == "Succeeded")
             progress(f"pods ready {ready}/{len(st['pods'])}")
         time.sleep(0.1)
-    raise LabUpError(f"the lab was not ready after {timeout:.0f}s",
-                     "see `hybridmesh lab status` and `hybridmesh lab logs POD`")
+    raise LabUpError(
+        f"the lab was not ready after {timeout:.0f}s",
+        "see `hybridmesh lab status` and `hybridmesh lab logs POD`",
+    )
 
 
 def _check_crashloops(st: dict[str, Any]) -> None:
@@ -164,12 +177,15 @@ def resolve_pod(pod: str) -> dict[str, Any]:
     ns, _, name = pod.rpartition("/")
     matches = [p for p in st["pods"] if p["name"] == name and (not ns or p["namespace"] == ns)]
     if len(matches) == 1:
-        return matches[0]
+        found: dict[str, Any] = matches[0]
+        return found
     if not matches:
         known = ", ".join(f"{p['namespace']}/{p['name']}" for p in st["pods"])
         raise LabUpError(f"no pod {pod!r} in the lab", f"pods are: {known}")
-    raise LabUpError(f"pod name {name!r} exists in several namespaces",
-                     "qualify it: " + ", ".join(f"{p['namespace']}/{p['name']}" for p in matches))
+    raise LabUpError(
+        f"pod name {name!r} exists in several namespaces",
+        "qualify it: " + ", ".join(f"{p['namespace']}/{p['name']}" for p in matches),
+    )
 
 
 def lab_exec(pod: str, argv: list[str]) -> int:
@@ -177,7 +193,9 @@ def lab_exec(pod: str, argv: list[str]) -> int:
     detail = LabClient().call("GET", f"/v1/lab/pods/{p['namespace']}/{p['name']}").body
     cg = PodCgroup(p["namespace"], p["name"], detect_layout())
     env = {**detail["env"], "TERM": os.environ.get("TERM", "dumb")}
-    return procs.run_in_pod(names.pod_netns(p["namespace"], p["name"]), cg.procs_files("app"), argv, env)
+    return procs.run_in_pod(
+        names.pod_netns(p["namespace"], p["name"]), cg.procs_files("app"), argv, env
+    )
 
 
 def log_path_of(pod: str) -> Path:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["PodPhase", "PodRunner", "PodStatus", "RestartPolicy"]
 
@@ -26,7 +26,7 @@ PROBE_PERIOD = 2.0
 PROBE_FAILURES = 3
 
 
-class PodPhase(str, Enum):
+class PodPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -35,7 +35,7 @@ class PodPhase(str, Enum):
     TERMINATING = "Terminating"
 
 
-class RestartPolicy(str, Enum):
+class RestartPolicy(StrEnum):
     ALWAYS = "Always"
     ON_FAILURE = "OnFailure"
     NEVER = "Never"
@@ -74,8 +74,12 @@ class PodRunner:
         self._policy = restart_policy
         self._on_ready = on_ready
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._settled = asyncio.Event()  # first time the pod is ready or has given up
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def settled(self) -> asyncio.Event:
@@ -83,10 +87,10 @@ class PodRunner:
 
     async def run(self) -> None:
         backoff = BACKOFF_START
-        while not self._stopping:
+        while not self._stop.is_set():
             started = time.monotonic()
             code = await self._run_once()
-            if self._stopping:
+            if self._stop.is_set():
                 break
             if not self._should_restart(code):
                 self.status.phase = PodPhase.SUCCEEDED if code == 0 else PodPhase.FAILED
@@ -149,7 +153,7 @@ class PodRunner:
 
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds for a clean exit, then SIGKILL."""
-        self._stopping = True
+        self._stop.set()
         self.status.phase = PodPhase.TERMINATING
         proc = self._proc
         if proc is None or proc.poll() is not None:
@@ -164,6 +168,11 @@ class PodRunner:
             await wait_exit(proc)
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     """Await a child's exit without a thread: the pidfd becomes readable when it exits."""
     if (code := proc.poll()) is not None:
@@ -171,7 +180,7 @@ async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     loop = asyncio.get_running_loop()
     fd = os.pidfd_open(proc.pid)
     exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    loop.add_reader(fd, _resolve, exited)
     try:
         await exited
     finally:

@@ -109,8 +109,15 @@ spec:
 """
     one = planner.plan(load_text(HEAD + web(1), "t.yaml"))
     assert one.services[0].cluster_ip == "10.96.0.10"
-    with pytest.raises(AddressError, match=r"clusterIP 10.96.0.10 is already allocated to Service shop/web"):
+    with pytest.raises(
+        AddressError, match=r"clusterIP 10.96.0.10 is already allocated to Service shop/web"
+    ):
         planner.plan(load_text(HEAD + web(1) + extra, "t.yaml"))
-    two = planner.plan(load_text(HEAD + web(1) + extra.replace("10.96.0.10", "10.96.0.50"), "t.yaml"))
-    assert {s.name: s.cluster_ip for s in two.services} == {"web": "10.96.0.10", "api": "10.96.0.50"}
+    two = planner.plan(
+        load_text(HEAD + web(1) + extra.replace("10.96.0.10", "10.96.0.50"), "t.yaml")
+    )
+    assert {s.name: s.cluster_ip for s in two.services} == {
+        "web": "10.96.0.10",
+        "api": "10.96.0.50",
+    }
     assert diff(one, two).services_changed
