@@ -172,7 +172,7 @@ class HttpClient:
         if unix_path is not None:
             self._base = _Target("localhost", 0, unix_path)
         self._idle: dict[_Target, deque[_ClientConnection]] = {}
-        self._addresses: dict[tuple[str, int], tuple[int, tuple[str, int]]] = {}
+        self._addresses: dict[tuple[str, int], list[tuple[int, tuple[str, int]]]] = {}
         self._closed = False
         self._max_idle = max_idle_per_host
 
@@ -258,10 +258,7 @@ class HttpClient:
                     _ClientConnection, target.unix_path
                 )
             else:
-                family, addr = await self._address(target.host, target.port)
-                transport, conn = await loop.create_connection(
-                    _ClientConnection, addr[0], addr[1], family=family
-                )
+                transport, conn = await self._connect_tcp(target.host, target.port)
         except OSError as exc:
             where = target.unix_path or f"{target.host}:{target.port}"
             raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
@@ -274,17 +271,35 @@ class HttpClient:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    async def _address(self, host: str, port: int) -> tuple[int, tuple[str, int]]:
+    async def _connect_tcp(
+        self, host: str, port: int
+    ) -> tuple[asyncio.Transport, _ClientConnection]:
+        """Try the resolved addresses in order; the one that answers moves to the front."""
+        loop = asyncio.get_running_loop()
+        addresses = await self._resolve(host, port)
+        error: OSError = OSError(f"{host} did not resolve")
+        for family, (ip, ip_port) in list(addresses):
+            try:
+                result = await loop.create_connection(_ClientConnection, ip, ip_port, family=family)
+            except OSError as exc:
+                error = exc
+                continue
+            if addresses[0] != (family, (ip, ip_port)):
+                addresses.remove((family, (ip, ip_port)))
+                addresses.insert(0, (family, (ip, ip_port)))
+            return result
+        raise error
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
+        """getaddrinfo once per (host, port): in lab pods names come from a static /etc/hosts."""
         key = (host, port)
         cached = self._addresses.get(key)
         if cached is not None:
             return cached
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(f"{host} did not resolve")
-        family, _, _, _, sockaddr = infos[0]
-        result = (int(family), (str(sockaddr[0]), int(sockaddr[1])))
-        self._addresses[key] = result
+        result = [(int(info[0]), (str(info[4][0]), int(info[4][1]))) for info in infos]
+        if result:
+            self._addresses[key] = result
         return result
 
 

@@ -37,7 +37,7 @@ from hybridmesh._http import (
 )
 
 from ._identity import PodIdentity, edge_name, stats_document
-from ._stats import EdgeStats
+from ._stats import EdgeStats, Histogram
 
 __all__ = ["LoadConfig", "LoadGenerator", "main", "parse_args"]
 
@@ -68,6 +68,11 @@ class LoadGenerator:
         self._stopped = False
         self._wake: asyncio.Future[None] | None = None
         self._started = 0.0
+        self._cpu_at_start = 0.0
+        self.send_lag = Histogram()
+        """Due time to send time: how late the generator itself was (scheduler + pool wait)."""
+        self.service_time = Histogram()
+        """Send time to response: what a closed-loop client would report (hides queueing)."""
         self._sending_s = 0.0
 
     def stop(self) -> None:
@@ -79,6 +84,7 @@ class LoadGenerator:
         """Send until the duration is over or :meth:`stop`; then wait for answers (bounded)."""
         loop = asyncio.get_running_loop()
         workers = [loop.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        self._cpu_at_start = _cpu_seconds()
         self._started = time.perf_counter()
         await self._schedule()
         elapsed = time.perf_counter() - self._started
@@ -113,7 +119,10 @@ class LoadGenerator:
         """Like asyncio.sleep, but :meth:`stop` cuts it short (a 1/R pause can be long)."""
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        timer = loop.call_later(max(0.0, seconds), _resolve, wake)
+        # Event-loop timers have 1 ms resolution (uvloop rounds shorter delays to "now"): a
+        # shorter sleep would spin. Requests falling due meanwhile are sent together on
+        # waking, and their latency still counts from their own due time.
+        timer = loop.call_later(max(_TIMER_RESOLUTION, seconds), _resolve, wake)
         try:
             await wake
         finally:
@@ -129,6 +138,8 @@ class LoadGenerator:
                 self._queue.task_done()
 
     async def _one(self, due: float) -> None:
+        sent = time.perf_counter()
+        self.send_lag.record((sent - due) * 1e6)
         ok = False
         try:
             response = await self._client.request(
@@ -138,12 +149,13 @@ class LoadGenerator:
             self.statuses[str(response.status)] += 1
         except HttpClientError as exc:
             self.statuses[type(exc).__name__] += 1
-        self.edge.record((time.perf_counter() - due) * 1e6, ok)
+        done = time.perf_counter()
+        self.edge.record((done - due) * 1e6, ok)
+        self.service_time.record((done - sent) * 1e6)
 
     def summary(self) -> dict[str, Any]:
         elapsed = self._sending_s or (time.perf_counter() - self._started)
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_s = usage.ru_utime + usage.ru_stime
+        cpu_s = _cpu_seconds() - self._cpu_at_start
         hist = self.edge.latency
         return {
             "target": self.config.target,
@@ -159,8 +171,20 @@ class LoadGenerator:
             "p999_ms": round(hist.percentile(99.9) / 1000, 3),
             "mean_ms": round(hist.mean_us / 1000, 3),
             "statuses": dict(sorted(self.statuses.items())),
+            "service_p50_ms": round(self.service_time.percentile(50) / 1000, 3),
+            "service_p99_ms": round(self.service_time.percentile(99) / 1000, 3),
+            "send_lag_p50_ms": round(self.send_lag.percentile(50) / 1000, 3),
+            "send_lag_p99_ms": round(self.send_lag.percentile(99) / 1000, 3),
             "cpu_percent": round(100 * cpu_s / elapsed, 1) if elapsed else 0.0,
         }
+
+
+_TIMER_RESOLUTION = 0.001
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -173,7 +197,8 @@ def human_line(s: dict[str, Any]) -> str:
         f"{s['requests']} requests to {s['target']} in {s['duration_s']}s "
         f"({s['achieved_rate']}/s of {s['requested_rate']}/s requested), {s['errors']} errors; "
         f"latency p50 {s['p50_ms']} ms, p90 {s['p90_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"p99.9 {s['p999_ms']} ms; loadgen cpu {s['cpu_percent']}%"
+        f"p99.9 {s['p999_ms']} ms; send lag p99 {s['send_lag_p99_ms']} ms, "
+        f"loadgen cpu {s['cpu_percent']}%"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -179,3 +180,29 @@ def test_unix_request_sync_helper(tmp_path: Path) -> None:
         thread.join(5)
     with pytest.raises(UnixRequestError, match="no socket"):
         unix_request(str(tmp_path / "missing.sock"), "GET", "/", timeout=1)
+
+
+def test_host_is_resolved_once_and_cached() -> None:
+    """After the first lookup, new connections use the cached address, not a fresh lookup."""
+
+    def answering(text: bytes) -> RawHandler:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_head(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n" + text
+            )
+            writer.close()
+
+        return serve
+
+    async def main() -> None:
+        first, port = await raw_server(answering(b"1"))
+        second, other_port = await raw_server(answering(b"2"))
+        async with HttpClient() as client:
+            assert (await client.request("GET", f"http://localhost:{port}/")).body == b"1"
+            client._addresses[("localhost", port)] = [(socket.AF_INET, ("127.0.0.1", other_port))]
+            assert (await client.request("GET", f"http://localhost:{port}/")).body == b"2"
+        first.close()
+        second.close()
+
+    asyncio.run(main())

@@ -153,3 +153,22 @@ def test_port_in_use_is_a_clear_error(spawn: Spawner) -> None:
     assert proc.returncode == 1
     assert "cannot listen on 127.0.0.1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_loadgen_counts_queueing_from_the_due_time(spawn: Spawner) -> None:
+    """One connection to a 100 ms server at 20/s: the server can do 10/s, so requests queue.
+
+    A closed-loop client would report ~100 ms for all of them; the last of 20 requests here is
+    due at 0.95 s but answered at ~2 s, and that wait must be in its latency.
+    """
+    slow = spawn.httpsvc("--latency-ms", "100")
+    load = spawn.loadgen(
+        "--target", slow.url(), "--rate", "20", "--duration", "1", "--concurrency", "1", "--json"
+    )
+    out, _ = load.popen.communicate(timeout=30)
+    summary = json.loads(out)
+    assert summary["requests"] == 20
+    assert summary["p99_ms"] > 800
+    assert summary["p50_ms"] > 300
+    assert 95 <= summary["service_p50_ms"] < 300
+    assert summary["send_lag_p99_ms"] > 700
