@@ -304,14 +304,14 @@ def _rmdir_waiting(path: Path, deadline: float) -> None:
             time.sleep(0.02)
 
 
-def daemon_procs_files(layout: CgroupLayout) -> list[Path]:
+def daemon_procs_files(layout: CgroupLayout | None = None) -> list[Path]:
     """Create ``hm-lab/hm-daemon`` in every hierarchy the lab uses; its ``cgroup.procs`` files.
 
     The daemon lives in a lab cgroup so the sweep finds it, and outside any pod so pod
     accounting stays clean.
     """
     files = []
-    for root in layout.hierarchies:
+    for root in (layout or detect_layout()).hierarchies:
         path = root / LAB_CGROUP / DAEMON_CGROUP
         path.mkdir(parents=True, exist_ok=True)
         files.append(path / "cgroup.procs")

@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from hybridmesh import env
-from hybridmesh.lab import _sh
+from hybridmesh.lab import _sh, dns
 from hybridmesh.lab.cgroups import parse_mountinfo
 from hybridmesh.lab.names import has_prefix
 
 __all__ = ["Leftovers", "SweepReport", "iptables_cleanup", "leftovers", "sweep"]
 
-ETC_NETNS = Path("/etc/netns")
 _GRACE = 1.0  # SIGTERM to SIGKILL
 _DEADLINE = 5.0  # for processes to disappear and cgroups to become removable
 
@@ -243,7 +242,7 @@ def _iptables_dumps() -> Iterator[tuple[str, str]]:
 def leftovers() -> Leftovers:
     """Everything with the lab's prefix that exists right now (empty after a good sweep)."""
     mine = _protected()
-    files = [*_globbed(ETC_NETNS), *([env.STATE_DIR] if env.STATE_DIR.exists() else [])]
+    files = [*_globbed(dns.ETC_NETNS), *([env.STATE_DIR] if env.STATE_DIR.exists() else [])]
     return Leftovers(
         processes=[p for p in _lab_pids() if p not in mine],
         netns=_netns_names(),
@@ -378,7 +377,7 @@ def sweep() -> SweepReport:
     _delete_netns(report)
     _delete_links(report)
     _delete_cgroups(report)
-    report.files = _delete_paths(_globbed(ETC_NETNS), report)
+    report.files = _delete_paths(_globbed(dns.ETC_NETNS), report)
     report.bpf_pins = _delete_paths(_globbed(env.BPFFS), report)
     report.files += _delete_paths([env.STATE_DIR], report)
     _delete_iptables(report)

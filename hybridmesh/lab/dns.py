@@ -15,15 +15,25 @@ leave running processes reading the old one forever.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from hybridmesh.control.model import PodInfo, ServiceInfo
 
-__all__ = ["CLUSTER_DOMAIN", "RESOLV_CONF", "netns_etc", "render_hosts", "write_hosts"]
+__all__ = [
+    "CLUSTER_DOMAIN",
+    "ETC_NETNS",
+    "RESOLV_CONF",
+    "netns_etc",
+    "remove_files",
+    "render_hosts",
+    "write_hosts",
+]
 
 CLUSTER_DOMAIN = "cluster.local"
 ETC_NETNS = Path("/etc/netns")
+"""Per-netns files that ``ip netns exec`` bind-mounts over /etc (hosts, resolv.conf)."""
 
 RESOLV_CONF = """\
 # hybridmesh lab: names resolve from /etc/hosts only (see hybridmesh/lab/dns.py).
@@ -95,3 +105,8 @@ def write_hosts(netns: str, text: str) -> None:
     resolv = etc / "resolv.conf"
     if not resolv.exists() or resolv.read_text() != RESOLV_CONF:
         _rewrite_in_place(resolv, RESOLV_CONF.encode())
+
+
+def remove_files(netns: str) -> None:
+    """Forget ``netns``'s /etc files (when its pod or node is deleted)."""
+    shutil.rmtree(netns_etc(netns), ignore_errors=True)

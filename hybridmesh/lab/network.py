@@ -19,13 +19,12 @@ lab does not disturb working links.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 from hybridmesh.control.model import NodeInfo, PodInfo
 from hybridmesh.lab import _sh
 from hybridmesh.lab._sh import LabError
+from hybridmesh.lab.dns import remove_files
 from hybridmesh.lab.names import (
     FABRIC_BRIDGE,
     FABRIC_NETNS,
@@ -39,7 +38,6 @@ from hybridmesh.lab.names import (
 )
 
 __all__ = [
-    "ETC_NETNS",
     "FABRIC_PREFIX_LEN",
     "LabError",
     "create_fabric",
@@ -53,9 +51,6 @@ __all__ = [
 
 FABRIC_PREFIX_LEN = 24
 """Prefix length of node addresses on the fabric (e.g. 172.31.255.0/24)."""
-
-ETC_NETNS = Path("/etc/netns")
-"""Per-netns files ``ip netns exec`` bind-mounts over /etc (hosts, resolv.conf)."""
 
 _NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -190,7 +185,7 @@ def _delete_netns(name: str, link: str | None) -> None:
         if link:
             _sh.ip(name, "link", "del", link, check=False)
         _sh.ip(None, "netns", "del", name, check=False)
-    shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+    remove_files(name)
     if _sh.netns_exists(name):
         raise LabError(f"could not delete netns {name}", "`hybridmesh lab down` sweeps leftovers")
 
