@@ -18,6 +18,7 @@ from typing import Any
 from hybridmesh._aio import TaskSet
 from hybridmesh.control.model import Endpoint, PodInfo, ServiceInfo
 from hybridmesh.control.planner import Plan, PlanDiff, Planner, diff
+from hybridmesh.control.routes import compile_routes
 from hybridmesh.resources import Resource, Topology, build_topology
 
 __all__ = ["ControlPlane", "Snapshot", "SnapshotKey"]
@@ -127,6 +128,11 @@ class ControlPlane:
     def _recompute(self) -> None:
         """Rebuild every subscriber's view; bump the version of those whose content changed."""
         services = [s.to_json() for s in self.services()]
+        routes = compile_routes(self._topology)
+        policies = [
+            p.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for p in self._topology.authorization_policies
+        ]
         mesh = self._mesh_json()
         fresh: dict[SnapshotKey, dict[str, Any]] = {}
         for pod in self._plan.pods:
@@ -135,6 +141,8 @@ class ControlPlane:
                 "pod": pod.to_json(),
                 "mesh": mesh,
                 "services": services,
+                "routes": routes,
+                "policies": policies,
             }
         for node in self._plan.nodes:
             fresh[("node", node.name)] = {
@@ -143,6 +151,8 @@ class ControlPlane:
                 "pods": [self._pod_json(p) for p in self._plan.pods if p.node == node.name],
                 "mesh": mesh,
                 "services": services,
+                "routes": routes,
+                "policies": policies,
             }
         self._version += 1
         snapshots: dict[SnapshotKey, tuple[str, Snapshot]] = {}
