@@ -21,6 +21,7 @@ map"); :meth:`SockLB.remove` clears the pins for a cold start.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -250,8 +251,8 @@ class SockLB:
         """
         for hook, program in self.programs.items():
             pin = self._link_pin(hook, cgroup)
-            if pin.exists():
-                _replace_program(pin, program)
+            # a severed pin may share the number of a since-removed cgroup: attach afresh then
+            if pin.exists() and _replace_program(pin, program):
                 continue
             link = program.attach_cgroup(cgroup)
             try:
@@ -368,10 +369,18 @@ def _cgroup_id(cgroup: Path) -> int:
         ) from exc
 
 
-def _replace_program(pin: Path, program: BpfProgram) -> None:
+def _replace_program(pin: Path, program: BpfProgram) -> bool:
+    """Point a pinned link at ``program``. False, and the pin dropped, when the link was
+    severed: its cgroup was removed (a pod that went away while the agent was down)."""
     link = BpfLink.open(pin)
     try:
         link.update_program(program)
+        return True
+    except BpfError as exc:
+        if exc.errno != errno.ENOLINK:
+            raise
+        link.unpin()
+        return False
     finally:
         link.destroy()
 
@@ -379,7 +388,11 @@ def _replace_program(pin: Path, program: BpfProgram) -> None:
 def _detach_pin(pin: Path) -> None:
     link = BpfLink.open(pin)
     try:
-        link.detach()
+        try:
+            link.detach()
+        except BpfError as exc:
+            if exc.errno != errno.ENOLINK:  # severed already: only the pin is left
+                raise
         link.unpin()
     finally:
         link.destroy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -147,3 +148,26 @@ def test_attach_twice_keeps_one_link(lb: SockLB, cgroup: Path) -> None:
     lb.attach(cgroup)
     assert lb.attached() == [os.stat(cgroup).st_ino]
     assert len(list(lb.pin_dir.glob("link-*"))) == 2
+
+
+def test_links_of_removed_cgroups_are_dropped_on_reload(pin_dir: Path, cgroup: Path) -> None:
+    """A pod removed while the agent was down leaves a severed link pin: reload cleans it."""
+    gone = cgroup / "hm-gone"
+    gone.mkdir()
+    first = SockLB.load(pin_dir)
+    first.attach(cgroup)
+    first.attach(gone)
+    first.close()
+    gone.rmdir()  # the kernel severs the cgroup's links later, from a workqueue
+    deadline = time.monotonic() + 5
+    second = SockLB.load(pin_dir)
+    while len(second.attached()) > 1 and time.monotonic() < deadline:
+        second.close()
+        time.sleep(0.05)
+        second = SockLB.load(pin_dir)
+    try:
+        assert second.attached() == [os.stat(cgroup).st_ino]
+        second.detach()
+        assert list(pin_dir.glob("link-*")) == []
+    finally:
+        second.close()
