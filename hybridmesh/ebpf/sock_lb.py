@@ -2,8 +2,13 @@
 
 ``connect()`` from a process in an attached cgroup to a service VIP:port is rewritten, inside the
 syscall, to a backend picked at random; ``getpeername()`` still reports the VIP. No packet is
-ever NATed. With no backend, ``connect()`` fails with ECONNREFUSED (the hook's own verdict is
-only allow/deny — deny is EPERM — so the program sets the errno with ``bpf_set_retval``).
+ever NATed.
+
+With no backend, ``connect()`` fails with ECONNREFUSED. What the kernel allows: a connect4
+program only returns allow (1) or deny (0), and deny alone makes connect() fail with EPERM;
+since 5.18 the program can choose the errno with ``bpf_set_retval(-ECONNREFUSED)`` before
+denying (Cilium does the same). The refusal is synchronous — no SYN is sent, and a non-blocking
+socket gets the error from connect() itself, not later through SO_ERROR as for a real RST.
 
 State lives in maps pinned under ``<bpffs>/hm-*/`` and in pinned cgroup links, never only in
 this process. The reuse path, for an agent restart or upgrade::
