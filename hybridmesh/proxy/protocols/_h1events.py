@@ -108,6 +108,8 @@ Event = Request | Response | InformationalResponse | Data | EndOfMessage | Conne
 class Framing(enum.Enum):
     """How a message body is delimited on the wire (RFC 9112 §6.3)."""
 
+    __hash__ = object.__hash__  # C-level identity hash: Framing keys hot-path dicts
+
     NONE = "none"  # no body at all (GET without length, HEAD answer, 204, 304, 1xx)
     LENGTH = "length"  # Content-Length
     CHUNKED = "chunked"  # Transfer-Encoding: chunked

@@ -13,7 +13,7 @@ from hybridmesh.proxy.protocols._h1events import Framing, Headers
 from hybridmesh.proxy.protocols._h1grammar import HOST_VALUE, absolute_authority
 from hybridmesh.proxy.protocols.errors import ErrorCode, RemoteProtocolError
 
-__all__ = ["FORBIDDEN_TRAILERS", "check_trailers", "request_head", "response_head"]
+__all__ = ["FORBIDDEN_TRAILERS", "check_trailers", "options", "request_head", "response_head"]
 
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")  # < 2**63: fits every peer's integer
 _FRAMING_NAMES = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection"))
@@ -36,31 +36,35 @@ class _Fields:
         self.hosts: list[bytes] = []
         self.connection: set[bytes] = set()
         for name, value in headers:
-            if name in _FRAMING_NAMES:
-                self._take(name, value)
+            if name not in _FRAMING_NAMES:
+                continue
+            if name == b"host":
+                self.hosts.append(value)
+            elif name == b"connection":
+                self.connection |= options(value)
+            elif name == b"content-length":
+                self._content_length(value)
+            else:
+                self._transfer_encoding(value)
 
-    def _take(self, name: bytes, value: bytes) -> None:
-        if name == b"content-length":
-            if self.length is not None:
-                raise RemoteProtocolError(
-                    ErrorCode.DUPLICATE_CONTENT_LENGTH, "more than one Content-Length"
-                )
-            if _CONTENT_LENGTH.fullmatch(value) is None:
-                raise RemoteProtocolError(
-                    ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {value[:32]!r}: not 1-18 digits"
-                )
-            self.length = int(value)
-        elif name == b"transfer-encoding":
-            if self.chunked or value.lower() != b"chunked":
-                raise RemoteProtocolError(
-                    ErrorCode.BAD_TRANSFER_ENCODING,
-                    f"Transfer-Encoding must be exactly one 'chunked', got {value[:32]!r}",
-                )
-            self.chunked = True
-        elif name == b"host":
-            self.hosts.append(value)
-        else:
-            self.connection.update(t.strip(b" \t").lower() for t in value.split(b","))
+    def _content_length(self, value: bytes) -> None:
+        if self.length is not None:
+            raise RemoteProtocolError(
+                ErrorCode.DUPLICATE_CONTENT_LENGTH, "more than one Content-Length"
+            )
+        if _CONTENT_LENGTH.fullmatch(value) is None:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {value[:32]!r}: not 1-18 digits"
+            )
+        self.length = int(value)
+
+    def _transfer_encoding(self, value: bytes) -> None:
+        if self.chunked or value.lower() != b"chunked":
+            raise RemoteProtocolError(
+                ErrorCode.BAD_TRANSFER_ENCODING,
+                f"Transfer-Encoding must be exactly one 'chunked', got {value[:32]!r}",
+            )
+        self.chunked = True
 
     def check_framing(self, version: bytes) -> None:
         if self.chunked and self.length is not None:
@@ -79,6 +83,16 @@ class _Fields:
         return version == b"1.1" or b"keep-alive" in self.connection
 
 
+def options(value: bytes) -> set[bytes]:
+    """The lowercase tokens of a comma list such as Connection (``a, B;q=1`` → a, b)."""
+    value = value.lower()
+    if b"," not in value and b";" not in value:
+        return {value} if value else set()  # the usual single token, already trimmed
+    found = {t.partition(b";")[0].strip(b" \t") for t in value.split(b",")}
+    found.discard(b"")
+    return found
+
+
 def _check_host(fields: _Fields, version: bytes, method: bytes, target: bytes) -> None:
     """One syntactically valid Host (required in 1.1), agreeing with an absolute-form target.
 
@@ -93,7 +107,9 @@ def _check_host(fields: _Fields, version: bytes, method: bytes, target: bytes) -
     host = fields.hosts[0]
     if HOST_VALUE.fullmatch(host) is None:
         raise RemoteProtocolError(ErrorCode.BAD_HOST, f"invalid Host {host[:64]!r}")
-    authority = None if method == b"CONNECT" else absolute_authority(target)
+    if target[:1] == b"/" or method == b"CONNECT":
+        return
+    authority = absolute_authority(target)
     if authority is not None and authority != host.lower():
         raise RemoteProtocolError(ErrorCode.BAD_HOST, "Host differs from the target's authority")
 

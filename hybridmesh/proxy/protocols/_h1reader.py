@@ -41,6 +41,9 @@ _CR = 13
 class ReaderState(enum.Enum):
     """Where a reader is in the connection's message sequence."""
 
+    # Identity hash in C: states and steps key hot-path dicts, and Enum.__hash__ is Python.
+    __hash__ = object.__hash__
+
     IDLE = "idle"  # waiting for (the rest of) a head
     BODY = "body"  # Content-Length body
     CHUNK_SIZE = "chunk-size"
@@ -58,6 +61,8 @@ class ReaderState(enum.Enum):
 
 class Step(enum.Enum):
     """What just happened, as the input of the transition table."""
+
+    __hash__ = object.__hash__  # see ReaderState
 
     HEAD_NO_BODY = "head-no-body"
     HEAD_LENGTH = "head-length"
