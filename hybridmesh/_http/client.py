@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 
+_URL_CACHE_SIZE = 1024
+
+
 class HttpClientError(Exception):
     """Base of every error the client raises: the request got no usable response."""
 
@@ -175,6 +178,7 @@ class HttpClient:
         self._addresses: dict[tuple[str, int], list[tuple[int, tuple[str, int]]]] = {}
         self._closed = False
         self._max_idle = max_idle_per_host
+        self._parsed_urls: dict[str, tuple[_Target, str]] = {}
 
     async def request(
         self,
@@ -212,7 +216,12 @@ class HttpClient:
             if self._base is None:
                 raise ValueError(f"relative URL {url!r} needs a client with base_url or unix_path")
             return self._base, url
-        return _parse_target(url)
+        parsed = self._parsed_urls.get(url)
+        if parsed is None:  # services call the same few URLs millions of times: parse once
+            if len(self._parsed_urls) >= _URL_CACHE_SIZE:
+                self._parsed_urls.clear()
+            parsed = self._parsed_urls[url] = _parse_target(url)
+        return parsed
 
     async def _send(self, target: _Target, payload: bytes, head_only: bool) -> Response:
         conn, reused = await self._acquire(target)
