@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self._remote = ""
         self._broken = False  # stop parsing: an error response is queued, close after it
         self._paused = False
+        self._idle: asyncio.TimerHandle | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -69,10 +70,13 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         self._server._connections.add(self)
+        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
         self._queue.clear()
+        self._broken = True
+        self._disarm_idle()
         if self._task is not None:
             self._task.cancel()  # nobody is left to read the answer (long-poll peer went away)
 
@@ -90,6 +94,29 @@ class _Connection(asyncio.Protocol):
             else:
                 self._fail(Response.text(f"malformed request: {exc}\n", 400))
         self._pump()
+        if self._task is None:
+            self._arm_idle()  # mid-request or between requests: the peer must keep talking
+        else:
+            self._disarm_idle()  # a handler is running (maybe a long poll): not idle
+
+    def _arm_idle(self) -> None:
+        """(Re)start the idle clock; a peer whose network vanished (netns deleted) sends no FIN."""
+        timeout = self._server.idle_timeout
+        if timeout is None:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(timeout, self._on_idle)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        if self._task is None:
+            self._close()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -164,6 +191,8 @@ class _Connection(asyncio.Protocol):
                 self._close()
         finally:
             self._task = None
+            if not self._broken:
+                self._arm_idle()
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool) -> None:
         assert self._transport is not None
@@ -194,10 +223,13 @@ class HttpServer:
         *,
         max_head_bytes: int = MAX_HEAD_BYTES,
         max_body_bytes: int = MAX_BODY_BYTES,
+        idle_timeout: float | None = 300.0,
     ) -> None:
         self.app = app
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
+        self.idle_timeout = idle_timeout
+        """Close a connection with no request in progress after this long without bytes."""
         self.closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[_Connection] = set()

@@ -262,3 +262,21 @@ def test_client_disconnect_cancels_long_handler() -> None:
         assert server.connection_count == 0
 
     run_with_server(body, events=events)
+
+
+def test_idle_and_half_sent_connections_are_closed_but_long_handlers_are_not() -> None:
+    async def body(server: HttpServer, port: int) -> None:
+        _, idle = await asyncio.open_connection("127.0.0.1", port)
+        partial_reader, partial = await asyncio.open_connection("127.0.0.1", port)
+        partial.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+        long_reader, long_poll = await asyncio.open_connection("127.0.0.1", port)
+        long_poll.write(b"GET /sleep/600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.45)
+        assert server.connection_count == 1  # only the long poll is left
+        assert await asyncio.wait_for(partial_reader.read(), 1) == b""
+        answer = await asyncio.wait_for(long_reader.readuntil(b"600"), 2)
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        for writer in (idle, partial, long_poll):
+            writer.close()
+
+    run_with_server(body, idle_timeout=0.2)
