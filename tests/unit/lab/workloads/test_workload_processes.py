@@ -11,7 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from workload_procs import Spawner
+from workload_procs import Proc, Spawner
 
 from hybridmesh.lab.workloads._stats import EdgeStats
 
@@ -24,6 +24,18 @@ def get(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def wait_until_served(svc: Proc, n: int, timeout: float = 5) -> None:
+    """Poll until ``n`` requests (besides these polls, which count themselves) have arrived."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while time.monotonic() < deadline:
+        polls += 1
+        if svc.stats()["served"] - polls >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} requests reached the service within {timeout}s")
 
 
 def test_chain_driven_by_loadgen_counts_every_edge(spawn: Spawner) -> None:
@@ -93,12 +105,12 @@ def test_failed_call_gives_502_naming_it(spawn: Spawner) -> None:
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_0(spawn: Spawner) -> None:
-    slow = spawn.httpsvc("--latency-ms", "400")
+    slow = spawn.httpsvc("--latency-ms", "1000")
     front = spawn.httpsvc("--call", slow.url())
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(get, front.url()) for _ in range(4)]
         futures += [pool.submit(get, slow.url()) for _ in range(4)]
-        time.sleep(0.2)  # every request is now waiting on the 400 ms latency
+        wait_until_served(slow, 8)  # every request is now waiting on the 1 s latency
         front.popen.send_signal(15)
         slow.popen.send_signal(15)
         results = [f.result() for f in futures]
