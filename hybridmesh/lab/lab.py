@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -22,9 +23,12 @@ from hybridmesh.control.model import NodeInfo, PodInfo
 from hybridmesh.control.plane import ControlPlane
 from hybridmesh.control.planner import PlanDiff
 from hybridmesh.lab import dns, names, netns, network, procs, servicelb
+from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
 from hybridmesh.resources import Resource, Topology, build_topology
+
+log = logging.getLogger("hybridmesh.lab")
 
 __all__ = ["SUPPORTED_PLACEMENTS", "Lab", "PlacementError", "check_placements", "pod_log_path"]
 
@@ -36,6 +40,7 @@ SYNC_PERIOD = 0.2
 arriving together are coalesced into one rewrite per namespace."""
 
 REALIZE_CONCURRENCY = 4
+SIDECAR_PLACEMENTS = frozenset({"sidecar", "sidecar+ebpf"})
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -51,6 +56,8 @@ class Lab:
         self._cgroups: dict[str, PodCgroup] = {}
         self._tasks = TaskSet()
         self._services_dirty = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+        self._rules_applied: dict[str, str] = {}
         self._hosts_dirty = True
         self._limit = asyncio.Semaphore(REALIZE_CONCURRENCY)
         self.phase = "Creating"
@@ -67,8 +74,8 @@ class Lab:
         await self._add_nodes(plan.nodes, plan.nodes)
         self._tasks.spawn(self._sync_loop(), name="service-sync")
         await self._add_pods(plan.pods)
-        self._services_dirty.set()
         await self.wait_settled()
+        await self.sync_now()
         self.phase, self.ready_at = "Ready", time.time()
 
     async def apply(self, resources: list[Resource]) -> PlanDiff:
@@ -83,8 +90,8 @@ class Lab:
             await asyncio.to_thread(network.sync_node_routes, self.control.plan.nodes)
         self._hosts_dirty = self._hosts_dirty or change.services_changed
         await self._add_pods(change.pods_added)
-        self._services_dirty.set()
         await self.wait_settled(keys=[p.key for p in change.pods_added])
+        await self.sync_now()
         return change
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -126,11 +133,12 @@ class Lab:
     def _create_pod_objects(self, pod: PodInfo, node: NodeInfo, cg: PodCgroup) -> None:
         network.create_pod(pod, node)
         cg.create(pod.limits)
-        dns.write_hosts(names.pod_netns(pod.namespace, pod.name), self._hosts_for(pod))
-        servicelb.apply_rules(
-            names.pod_netns(pod.namespace, pod.name),
-            servicelb.render_rules(self.control.services()),
-        )
+        netns = names.pod_netns(pod.namespace, pod.name)
+        dns.write_hosts(netns, self._hosts_for(pod))
+        if pod.placement not in SIDECAR_PLACEMENTS:
+            payload = servicelb.render_rules(self.control.services())
+            servicelb.apply_rules(netns, payload)
+            self._rules_applied[netns] = payload
 
     async def _remove_pods(self, pods: Sequence[PodInfo]) -> None:
         async def remove(pod: PodInfo) -> None:
@@ -138,6 +146,7 @@ class Lab:
             if runner:
                 await runner.stop()
             cg = self._cgroups.pop(pod.key, None)
+            self._rules_applied.pop(names.pod_netns(pod.namespace, pod.name), None)
             await asyncio.to_thread(network.delete_pod, pod.namespace, pod.name)
             if cg:
                 await asyncio.to_thread(cg.remove)
@@ -190,24 +199,40 @@ class Lab:
 
     async def _sync_loop(self) -> None:
         """Rewrite service rules (and hosts files when services changed), coalescing bursts."""
-        last: dict[str, str] = {}
         while True:
             await self._services_dirty.wait()
             await asyncio.sleep(SYNC_PERIOD)
+            await self.sync_now()
+
+    async def sync_now(self) -> None:
+        """One sync pass; ``up``/``apply`` call it so "ready" means reachable by service too."""
+        async with self._sync_lock:
             self._services_dirty.clear()
             payload = servicelb.render_rules(self.control.services())
-            targets = [names.pod_netns(p.namespace, p.name) for p in self.control.plan.pods]
-            targets += [names.node_netns(n.name) for n in self.control.plan.nodes]
-            for ns in targets:
-                if last.get(ns) != payload:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(servicelb.apply_rules, ns, payload)
-                        last[ns] = payload
+            for ns in self._service_rule_targets():
+                if self._rules_applied.get(ns) == payload:
+                    continue
+                try:
+                    await asyncio.to_thread(servicelb.apply_rules, ns, payload)
+                    self._rules_applied[ns] = payload
+                except LabError as exc:  # a pod being deleted right now; the next pass retries
+                    log.warning("service rules for %s: %s", ns, exc)
             if self._hosts_dirty:
                 self._hosts_dirty = False
                 for pod in self.control.plan.pods:
                     ns = names.pod_netns(pod.namespace, pod.name)
                     await asyncio.to_thread(dns.write_hosts, ns, self._hosts_for(pod))
+
+    def _service_rule_targets(self) -> list[str]:
+        """Namespaces that get kube-proxy rules: node netns and pods without a sidecar (a
+        sidecar's capture must see the ClusterIP, and its proxy balances by itself)."""
+        targets = [names.node_netns(n.name) for n in self.control.plan.nodes]
+        targets += [
+            names.pod_netns(p.namespace, p.name)
+            for p in self.control.plan.pods
+            if p.placement not in SIDECAR_PLACEMENTS
+        ]
+        return targets
 
     # -- status ------------------------------------------------------------------------
     def pod_status(self, pod: PodInfo) -> dict[str, Any]:

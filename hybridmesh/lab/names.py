@@ -74,13 +74,17 @@ def node_netns(node: str) -> str:
 
 
 def pod_netns(namespace: str, pod: str) -> str:
-    """``hm-pod-<namespace>-<pod>``: the network namespace that is the pod."""
-    return f"{PREFIX}pod-{namespace}-{pod}"
+    """``hm-pod-<namespace>.<pod>``: the network namespace that is the pod.
+
+    A dot separates namespace and pod because neither may contain one (DNS-1123 labels):
+    with a dash, ``a-b/c`` and ``a/b-c`` would share a namespace.
+    """
+    return f"{PREFIX}pod-{namespace}.{pod}"
 
 
 def pod_cgroup(namespace: str, pod: str) -> str:
-    """``hm-pod-<namespace>-<pod>``: the pod's cgroup directory (below ``hm-lab``)."""
-    return f"{PREFIX}pod-{namespace}-{pod}"
+    """``hm-pod-<namespace>.<pod>``: the pod's cgroup directory (below ``hm-lab``)."""
+    return f"{PREFIX}pod-{namespace}.{pod}"
 
 
 def pod_veth(namespace: str, pod: str) -> str:

@@ -32,7 +32,7 @@ def test_spawned_pid_is_the_apps_and_lives_in_the_pod(mini_lab: MiniLab) -> None
     own = os.stat(f"/proc/{proc.pid}/ns/net")
     assert (own.st_dev, own.st_ino) == (netns.st_dev, netns.st_ino)
     with open(f"/proc/{proc.pid}/cgroup") as groups:
-        assert all(line.endswith("/hm-lab/hm-pod-shop-web-0/app") for line in groups.read()
+        assert all(line.endswith("/hm-lab/hm-pod-shop.web-0/app") for line in groups.read()
                    .splitlines() if line.split(":")[1] in ("", "memory", "cpu", "pids"))
     assert os.getsid(proc.pid) == proc.pid  # its own session: our signals don't reach it
 
@@ -62,7 +62,7 @@ def test_run_in_pod_as_another_user(mini_lab: MiniLab, capfd: pytest.CaptureFixt
 def test_spawning_into_a_missing_pod_is_a_clear_error(mini_lab: MiniLab) -> None:
     files = mini_lab.cgroups["web-0"].procs_files("app")
     with pytest.raises(procs.LabError, match="does not exist"):
-        procs.spawn_in_pod("hm-pod-shop-nope", files, ["true"], None, mini_lab.log_dir / "x")
+        procs.spawn_in_pod("hm-pod-shop.nope", files, ["true"], None, mini_lab.log_dir / "x")
     with pytest.raises(procs.LabError, match="cgroup"):
         procs.spawn_in_pod(mini_lab.netns("web-0"), [mini_lab.log_dir / "nope" / "cgroup.procs"],
                            ["true"], None, mini_lab.log_dir / "x")

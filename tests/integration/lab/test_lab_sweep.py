@@ -70,8 +70,8 @@ for i in range(200):
     network.create_pod(pod, node)
     cg = PodCgroup("shop", pod.name, layout)
     cg.create(Limits(cpu_millis=100))
-    dns.write_hosts(f"hm-pod-shop-{pod.name}", "")
-    procs.spawn_in_pod(f"hm-pod-shop-{pod.name}", cg.procs_files("app"), ["sleep", "60"], None,
+    dns.write_hosts(f"hm-pod-shop.{pod.name}", "")
+    procs.spawn_in_pod(f"hm-pod-shop.{pod.name}", cg.procs_files("app"), ["sleep", "60"], None,
                        Path(sys.argv[1]))
     print(i, flush=True)
 """

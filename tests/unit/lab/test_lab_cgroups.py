@@ -94,7 +94,7 @@ def fake_layout(tmp_path: Path, *, v2_controllers: bool) -> CgroupLayout:
 def test_v1_limits_go_on_the_pod_level_and_leaves_exist(tmp_path: Path) -> None:
     cg = PodCgroup("shop", "web-0", fake_layout(tmp_path, v2_controllers=False))
     cg.create(Limits(cpu_millis=250, memory_bytes=64 << 20))
-    pod = Path("hm-lab/hm-pod-shop-web-0")
+    pod = Path("hm-lab/hm-pod-shop.web-0")
     assert (tmp_path / "cpu" / pod / "cpu.cfs_quota_us").read_text() == "25000"
     assert (tmp_path / "cpu" / pod / "cpu.cfs_period_us").read_text() == "100000"
     assert (tmp_path / "memory" / pod / "memory.limit_in_bytes").read_text() == str(64 << 20)
@@ -108,7 +108,7 @@ def test_v1_limits_go_on_the_pod_level_and_leaves_exist(tmp_path: Path) -> None:
 def test_v2_limits_use_cpu_max_and_memory_max(tmp_path: Path) -> None:
     cg = PodCgroup("shop", "web-0", fake_layout(tmp_path, v2_controllers=True))
     cg.create(Limits(cpu_millis=1500))
-    pod = tmp_path / "unified" / "hm-lab" / "hm-pod-shop-web-0"
+    pod = tmp_path / "unified" / "hm-lab" / "hm-pod-shop.web-0"
     assert (pod / "cpu.max").read_text() == "150000 100000"
     assert (pod / "memory.max").read_text() == "max"
     assert (pod / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
@@ -117,11 +117,11 @@ def test_v2_limits_use_cpu_max_and_memory_max(tmp_path: Path) -> None:
 def test_usage_reads_v1_accounting(tmp_path: Path) -> None:
     cg = PodCgroup("shop", "web-0", fake_layout(tmp_path, v2_controllers=False))
     cg.create()
-    acct = tmp_path / "cpuacct" / "hm-lab" / "hm-pod-shop-web-0"
+    acct = tmp_path / "cpuacct" / "hm-lab" / "hm-pod-shop.web-0"
     (acct / "cpuacct.usage").write_text("3000000\n")
     (acct / "app" / "cpuacct.usage").write_text("2000000\n")
     (acct / "proxy" / "cpuacct.usage").write_text("1000000\n")
-    mem = tmp_path / "memory" / "hm-lab" / "hm-pod-shop-web-0"
+    mem = tmp_path / "memory" / "hm-lab" / "hm-pod-shop.web-0"
     (mem / "memory.usage_in_bytes").write_text("4096\n")
     (mem / "memory.max_usage_in_bytes").write_text("8192\n")
     usage = cg.usage()

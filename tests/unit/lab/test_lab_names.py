@@ -13,8 +13,8 @@ dns_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
 def test_namespace_and_cgroup_names_follow_the_design() -> None:
     assert names.FABRIC_NETNS == "hm-fabric"
     assert names.node_netns("node-1") == "hm-node-node-1"
-    assert names.pod_netns("shop", "web-0") == "hm-pod-shop-web-0"
-    assert names.pod_cgroup("shop", "web-0") == "hm-pod-shop-web-0"
+    assert names.pod_netns("shop", "web-0") == "hm-pod-shop.web-0"
+    assert names.pod_cgroup("shop", "web-0") == "hm-pod-shop.web-0"
     assert names.DAEMON_CGROUP == "hm-daemon"
 
 
@@ -49,3 +49,8 @@ def test_has_prefix() -> None:
     assert names.has_prefix("hm-pod-x")
     assert not names.has_prefix("eth0")
     assert not names.has_prefix("hmm")
+
+
+def test_pod_names_of_different_namespaces_never_collide() -> None:
+    assert names.pod_netns("a-b", "c") != names.pod_netns("a", "b-c")
+    assert names.pod_cgroup("a-b", "c") != names.pod_cgroup("a", "b-c")
