@@ -171,6 +171,19 @@ def test_lab_lifecycle(lab_file: Path, tmp_path: Path) -> None:
         assert web0["usage"]["memoryBytes"] > 1_000_000
         assert web0["limits"] == {"cpuMillis": 500, "memoryBytes": 128 * 2**20}
 
+        # a crashed app is restarted by the supervisor, like a kubelet would
+        victim = next(p for p in status()["pods"] if p["name"] == "web-1")
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            again = next(p for p in status()["pods"] if p["name"] == "web-1")
+            if again["restarts"] >= 1 and again["ready"]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"web-1 was not restarted: {again}")
+        assert again["pid"] != victim["pid"]
+
         # apply: scale up and add a service without tearing down
         before = {p["name"]: p["ip"] for p in status()["pods"]}
         scale = tmp_path / "scale.yaml"
