@@ -16,6 +16,7 @@ __all__ = [
     "PREFIX",
     "STATE_DIR",
     "api_socket",
+    "control_socket",
     "state_dir",
 ]
 
@@ -39,5 +40,17 @@ def state_dir() -> Path:
 
 
 def api_socket() -> Path:
-    """The lab daemon's control-plane API (a filesystem unix socket, reachable from every netns)."""
+    """The lab daemon's full API (root only): lab status, apply, shutdown, and snapshots.
+
+    A filesystem unix socket, so it is reachable from every netns while bound to none.
+    """
     return STATE_DIR / "api.sock"
+
+
+def control_socket() -> Path:
+    """The read-only control-plane API for proxies and agents (snapshots and watch only).
+
+    Separate from :func:`api_socket` so the proxy uid can read its configuration without
+    being able to change the lab.
+    """
+    return STATE_DIR / "control.sock"

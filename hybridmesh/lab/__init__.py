@@ -1,1 +1,1 @@
-"""Nodes and pods from real kernel objects (netns, veth, bridges, cgroups) and the processes in them."""
+"""Nodes and pods from real kernel objects (netns, veth, bridges, cgroups) and their processes."""

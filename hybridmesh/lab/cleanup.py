@@ -79,8 +79,15 @@ class SweepReport:
 
     @property
     def total(self) -> int:
-        return (self.processes + self.netns + self.links + self.cgroups + self.files
-                + self.bpf_pins + self.iptables)
+        return (
+            self.processes
+            + self.netns
+            + self.links
+            + self.cgroups
+            + self.files
+            + self.bpf_pins
+            + self.iptables
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +142,7 @@ def iptables_cleanup(dump: str) -> tuple[str, list[str]]:
 
 # -- discovery -----------------------------------------------------------------------------
 
+
 def _protected() -> set[int]:
     """The calling process and its ancestors: never killed, whatever cgroup they are in."""
     pids, pid = set(), os.getpid()
@@ -150,7 +158,7 @@ def _stat_fields(pid: int) -> list[str]:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return []
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()
 
 
 def _ppid(pid: int) -> int:
@@ -227,14 +235,19 @@ def _globbed(directory: Path) -> list[Path]:
 
 
 def _root_links() -> list[str]:
-    return sorted(str(link["ifname"]) for link in _sh.ip_json(None, "link", "show")
-                  if has_prefix(str(link.get("ifname", ""))))
+    return sorted(
+        str(link["ifname"])
+        for link in _sh.ip_json(None, "link", "show")
+        if has_prefix(str(link.get("ifname", "")))
+    )
 
 
 def _iptables_dumps() -> Iterator[tuple[str, str]]:
     """(restore command, iptables-save dump) for IPv4 and IPv6 in the root netns."""
-    for save, restore in (("iptables-save", "iptables-restore"),
-                          ("ip6tables-save", "ip6tables-restore")):
+    for save, restore in (
+        ("iptables-save", "iptables-restore"),
+        ("ip6tables-save", "ip6tables-restore"),
+    ):
         if shutil.which(save, path="/usr/sbin:/sbin:/usr/bin:/bin"):
             yield restore, _sh.run([save])
 
@@ -255,6 +268,7 @@ def leftovers() -> Leftovers:
 
 
 # -- removal -------------------------------------------------------------------------------
+
 
 def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
     for pid in pids:

@@ -40,8 +40,10 @@ _REJECT = "-j REJECT --reject-with icmp-port-unreachable"
 
 def service_chain(service: ServiceInfo, port: ServicePortInfo) -> str:
     """``HM-SVC-<16 hex>``: stable per service port, within iptables' 28-char chain limit."""
-    return _SVC_PREFIX + short_hash(service.namespace, service.name, str(port.port), "tcp",
-                                    length=16).upper()
+    return (
+        _SVC_PREFIX
+        + short_hash(service.namespace, service.name, str(port.port), "tcp", length=16).upper()
+    )
 
 
 def _comment(service: ServiceInfo, port: ServicePortInfo) -> str:
@@ -93,10 +95,20 @@ def render_rules(services: Sequence[ServiceInfo]) -> str:
             chains.append(f":{chain} - [0:0]")
             nat.append(f"-A {SERVICES_CHAIN} {match} -j {chain}")
             nat += _dnat_rules(chain, comment, endpoints, port.target_port)
-    return "\n".join([
-        "*nat", f":{SERVICES_CHAIN} - [0:0]", *chains, *nat, "COMMIT",
-        "*filter", f":{SERVICES_CHAIN} - [0:0]", *reject, "COMMIT", "",
-    ])
+    return "\n".join(
+        [
+            "*nat",
+            f":{SERVICES_CHAIN} - [0:0]",
+            *chains,
+            *nat,
+            "COMMIT",
+            "*filter",
+            f":{SERVICES_CHAIN} - [0:0]",
+            *reject,
+            "COMMIT",
+            "",
+        ]
+    )
 
 
 _TABLE = re.compile(r"^\*(\w+)$")
@@ -132,7 +144,7 @@ def _fixups(state: _TableState, declared: set[str]) -> list[str]:
     lines = []
     if state.jumps != [_WANTED_JUMP] or state.first_output != _WANTED_JUMP:
         lines += ["-D" + rule[2:] for rule in state.jumps]
-        lines.append("-I OUTPUT 1" + _WANTED_JUMP[len("-A OUTPUT"):])
+        lines.append("-I OUTPUT 1" + _WANTED_JUMP[len("-A OUTPUT") :])
     for stale in sorted(set(state.chains) - declared):
         lines += [f"-F {stale}", f"-X {stale}"]
     return lines

@@ -64,10 +64,13 @@ class PodRunner:
         key: str,
         launch: Launcher,
         probe: Probe | None,
+        *,
         restart_policy: RestartPolicy,
         on_ready: Callable[[str, bool], None],
+        before_start: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.key = key
+        self._before_start = before_start
         self.status = PodStatus()
         self._launch = launch
         self._probe = probe
@@ -86,6 +89,8 @@ class PodRunner:
         return self._settled
 
     async def run(self) -> None:
+        if self._before_start is not None:  # e.g. the app waits for its sidecar to be ready
+            await self._before_start()
         backoff = BACKOFF_START
         while not self._stop.is_set():
             started = time.monotonic()
