@@ -8,8 +8,10 @@ onto the same idle endpoint) and the blindness of round robin to a slow endpoint
 The estimate is *peak-sensitive*: a sample above it replaces it at once, so one slow response
 is enough to divert traffic; a sample below it only pulls it down gradually (time constant
 ``tau_s``), so an endpoint must stay fast for a while to win its share back. Between samples
-the estimate decays toward zero with the same time constant: that is what eventually sends a
-probe to an endpoint that was slow or failed, instead of starving it forever.
+the estimate decays toward zero with the same time constant. Endpoints that keep receiving
+traffic are re-sampled all the time, so only the avoided one drifts down: that is what
+eventually sends a probe to an endpoint that was slow or failed instead of starving it
+forever (after about ``tau × ln(its estimate / the others' cost)``).
 
 An endpoint never sampled is charged the penalty RTT for each request in flight to it (and
 reports the penalty as its estimate). An idle new endpoint therefore gets one probe, and no
