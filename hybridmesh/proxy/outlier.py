@@ -67,12 +67,14 @@ class OutlierDetector(Generic[K]):
             return False
         if rec is None:
             rec = self._records[key] = _Record()
+        now = self._clock()
+        if rec.until > now:
+            return False  # a request sent before the ejection: not part of the next run
         rec.failures += 1
         if rec.failures < self._threshold:
             return False
-        now = self._clock()
-        if rec.until > now or len(self.ejected(pool)) >= self._allowed(len(pool)):
-            return False  # already out, or no room: the run continues and may eject later
+        if len(self.ejected(pool)) >= self._allowed(len(pool)):
+            return False  # no room: the run continues and may eject once there is
         duration = self._base * (2 ** min(rec.ejections, 30))
         rec.until = now + min(duration, self._max)
         rec.ejections += 1
