@@ -24,12 +24,23 @@ __all__ = [
     "InformationalResponse",
     "Limits",
     "NeedData",
+    "ParsedHeaders",
     "Request",
     "Response",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
 """(lowercase name, value) pairs in the order received."""
+
+
+class ParsedHeaders(tuple[tuple[bytes, bytes], ...]):
+    """Headers exactly as a reader produced them, hence already proven valid.
+
+    The writers skip re-validating these; any edit (``+``, slicing, a new tuple) yields a
+    plain tuple, which they validate. Only the readers construct this type.
+    """
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import httptools
 
-from hybridmesh.proxy.protocols._h1events import Headers, Limits
+from hybridmesh.proxy.protocols._h1events import Headers, Limits, ParsedHeaders
 
 __all__ = ["head_bounds", "llhttp_fields"]
 
@@ -45,7 +45,7 @@ def head_bounds(buf: bytes, start: int, limits: Limits) -> tuple[int, int] | Non
     return line_end, end + 4
 
 
-def llhttp_fields(parser_type: _HeadParser, head: bytes, max_fields: int) -> Headers | None:
+def llhttp_fields(parser_type: _HeadParser, head: bytes, limits: Limits) -> Headers | None:
     """The header fields of ``head`` as the slow path would return them, or None."""
     if b" \r\n" in head or b"\t\r\n" in head:
         return None  # trailing whitespace: llhttp keeps it, the grammar trims it
@@ -57,6 +57,6 @@ def llhttp_fields(parser_type: _HeadParser, head: bytes, max_fields: int) -> Hea
     except httptools.HttpParserError:
         return None
     fields = collector.fields
-    if len(fields) != head.count(b"\r\n") - 2 or len(fields) > max_fields:
+    if len(fields) != head.count(b"\r\n") - 2 or len(fields) > limits.max_headers:
         return None
-    return tuple(fields)
+    return ParsedHeaders(fields)

@@ -17,6 +17,7 @@ __all__ = ["FORBIDDEN_TRAILERS", "check_trailers", "options", "request_head", "r
 
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")  # < 2**63: fits every peer's integer
 _FRAMING_NAMES = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection"))
+_NO_OPTIONS: frozenset[bytes] = frozenset()
 FORBIDDEN_TRAILERS = frozenset(
     (
         b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
@@ -25,62 +26,57 @@ FORBIDDEN_TRAILERS = frozenset(
 )
 
 
-class _Fields:
-    """The framing-relevant fields of one head, collected in a single pass."""
+def _scan(headers: Headers, version: bytes) -> tuple[int | None, bool, list[bytes], bool]:
+    """One pass over a head: (Content-Length, chunked?, Host values, keep-alive?).
 
-    __slots__ = ("chunked", "connection", "hosts", "length")
+    Written as one flat loop because it runs for every message (see ``_bench_http1``).
+    """
+    length: int | None = None
+    chunked = False
+    hosts: list[bytes] = []
+    connection: frozenset[bytes] | set[bytes] = _NO_OPTIONS
+    for name, value in headers:
+        if name not in _FRAMING_NAMES:
+            continue
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"connection":
+            connection = connection | options(value)
+        elif name == b"content-length":
+            length = _content_length(value, length)
+        else:
+            chunked = _transfer_encoding(value, chunked)
+    if chunked and length is not None:
+        raise RemoteProtocolError(
+            ErrorCode.CONTENT_LENGTH_AND_TRANSFER_ENCODING,
+            "both Content-Length and Transfer-Encoding",
+        )
+    if chunked and version == b"1.0":
+        raise RemoteProtocolError(
+            ErrorCode.BAD_TRANSFER_ENCODING, "Transfer-Encoding in an HTTP/1.0 message"
+        )
+    if b"close" in connection:
+        return length, chunked, hosts, False
+    return length, chunked, hosts, version == b"1.1" or b"keep-alive" in connection
 
-    def __init__(self, headers: Headers) -> None:
-        self.length: int | None = None
-        self.chunked = False
-        self.hosts: list[bytes] = []
-        self.connection: set[bytes] = set()
-        for name, value in headers:
-            if name not in _FRAMING_NAMES:
-                continue
-            if name == b"host":
-                self.hosts.append(value)
-            elif name == b"connection":
-                self.connection |= options(value)
-            elif name == b"content-length":
-                self._content_length(value)
-            else:
-                self._transfer_encoding(value)
 
-    def _content_length(self, value: bytes) -> None:
-        if self.length is not None:
-            raise RemoteProtocolError(
-                ErrorCode.DUPLICATE_CONTENT_LENGTH, "more than one Content-Length"
-            )
-        if _CONTENT_LENGTH.fullmatch(value) is None:
-            raise RemoteProtocolError(
-                ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {value[:32]!r}: not 1-18 digits"
-            )
-        self.length = int(value)
+def _content_length(value: bytes, seen: int | None) -> int:
+    if seen is not None:
+        raise RemoteProtocolError(ErrorCode.DUPLICATE_CONTENT_LENGTH, "two Content-Length fields")
+    if _CONTENT_LENGTH.fullmatch(value) is None:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {value[:32]!r}: not 1-18 digits"
+        )
+    return int(value)
 
-    def _transfer_encoding(self, value: bytes) -> None:
-        if self.chunked or value.lower() != b"chunked":
-            raise RemoteProtocolError(
-                ErrorCode.BAD_TRANSFER_ENCODING,
-                f"Transfer-Encoding must be exactly one 'chunked', got {value[:32]!r}",
-            )
-        self.chunked = True
 
-    def check_framing(self, version: bytes) -> None:
-        if self.chunked and self.length is not None:
-            raise RemoteProtocolError(
-                ErrorCode.CONTENT_LENGTH_AND_TRANSFER_ENCODING,
-                "both Content-Length and Transfer-Encoding",
-            )
-        if self.chunked and version == b"1.0":
-            raise RemoteProtocolError(
-                ErrorCode.BAD_TRANSFER_ENCODING, "Transfer-Encoding in an HTTP/1.0 message"
-            )
-
-    def keep_alive(self, version: bytes) -> bool:
-        if b"close" in self.connection:
-            return False
-        return version == b"1.1" or b"keep-alive" in self.connection
+def _transfer_encoding(value: bytes, seen: bool) -> bool:
+    if seen or value.lower() != b"chunked":
+        raise RemoteProtocolError(
+            ErrorCode.BAD_TRANSFER_ENCODING,
+            f"Transfer-Encoding must be exactly one 'chunked', got {value[:32]!r}",
+        )
+    return True
 
 
 def options(value: bytes) -> set[bytes]:
@@ -93,18 +89,18 @@ def options(value: bytes) -> set[bytes]:
     return found
 
 
-def _check_host(fields: _Fields, version: bytes, method: bytes, target: bytes) -> None:
+def _check_host(hosts: list[bytes], version: bytes, method: bytes, target: bytes) -> None:
     """One syntactically valid Host (required in 1.1), agreeing with an absolute-form target.
 
     A mismatch would let routing (by Host) and the origin (by target) pick different hosts.
     """
-    if len(fields.hosts) > 1:
-        raise RemoteProtocolError(ErrorCode.BAD_HOST, "more than one Host header")
-    if not fields.hosts:
+    if len(hosts) != 1:
+        if hosts:
+            raise RemoteProtocolError(ErrorCode.BAD_HOST, "more than one Host header")
         if version == b"1.1":
             raise RemoteProtocolError(ErrorCode.MISSING_HOST, "HTTP/1.1 request without Host")
         return
-    host = fields.hosts[0]
+    host = hosts[0]
     if HOST_VALUE.fullmatch(host) is None:
         raise RemoteProtocolError(ErrorCode.BAD_HOST, f"invalid Host {host[:64]!r}")
     if target[:1] == b"/" or method == b"CONNECT":
@@ -118,30 +114,26 @@ def request_head(
     method: bytes, target: bytes, version: bytes, headers: Headers
 ) -> tuple[int | None, bool]:
     """(content_length, keep_alive) of a request; content_length None means chunked."""
-    fields = _Fields(headers)
-    fields.check_framing(version)
-    if method == b"CONNECT" and (fields.chunked or fields.length):
+    length, chunked, hosts, keep_alive = _scan(headers, version)
+    if method == b"CONNECT" and (chunked or length):
         raise RemoteProtocolError(ErrorCode.UNEXPECTED_BODY, "CONNECT request with a body")
-    _check_host(fields, version, method, target)
-    length = None if fields.chunked else (fields.length or 0)
-    return length, fields.keep_alive(version)
+    _check_host(hosts, version, method, target)
+    return (None if chunked else (length or 0)), keep_alive
 
 
 def response_head(
     method: bytes, status: int, version: bytes, headers: Headers
 ) -> tuple[int | None, bool, Framing]:
     """(declared content_length, keep_alive, body framing) of a response to ``method``."""
-    fields = _Fields(headers)
-    fields.check_framing(version)
-    keep_alive = fields.keep_alive(version)
+    length, chunked, _, keep_alive = _scan(headers, version)
     if status < 200 or status in (204, 304) or method == b"HEAD":
-        return fields.length, keep_alive, Framing.NONE
+        return length, keep_alive, Framing.NONE
     if method == b"CONNECT" and status < 300:
         return None, keep_alive, Framing.NONE
-    if fields.chunked:
+    if chunked:
         return None, keep_alive, Framing.CHUNKED
-    if fields.length is not None:
-        return fields.length, keep_alive, Framing.LENGTH
+    if length is not None:
+        return length, keep_alive, Framing.LENGTH
     return None, False, Framing.CLOSE
 
 

@@ -28,6 +28,7 @@ from hybridmesh.proxy.protocols._h1events import (
     Headers,
     Limits,
     NeedData,
+    ParsedHeaders,
 )
 from hybridmesh.proxy.protocols._h1framing import check_trailers
 from hybridmesh.proxy.protocols._h1grammar import parse_chunk_line, parse_header_line
@@ -253,7 +254,7 @@ class Reader:
             else:
                 self._section = None
                 self._pos = sec.scan
-                return self._finish_section(sec.start_line, tuple(sec.fields))
+                return self._finish_section(sec.start_line, ParsedHeaders(sec.fields))
 
     def _take_line(self, sec: _Section, first_line_limit: int | None) -> bytes | None:
         """The next complete line (without CRLF), None if not yet complete; checks limits."""
@@ -390,9 +391,7 @@ class Reader:
     def _on_closed(self) -> Event:
         return ConnectionClosed()
 
-    def _at_eof_between_messages(self) -> Event | None:
-        """In IDLE with nothing buffered: a clean close, or None if input may still come."""
-        if self._eof:
-            self._advance(Step.EOF)
-            return ConnectionClosed()
-        return None
+    def _at_eof_between_messages(self) -> Event:
+        """In IDLE with nothing buffered after end of stream: a clean close."""
+        self._advance(Step.EOF)
+        return ConnectionClosed()

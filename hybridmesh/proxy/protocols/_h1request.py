@@ -41,7 +41,7 @@ class RequestReader(Reader):
         if self._section is None:
             rest = len(self._buf) - self._pos
             if rest == 0:
-                return self._at_eof_between_messages() or NEED_DATA
+                return self._at_eof_between_messages() if self._eof else NEED_DATA
             if not self._crlf_skipped and self._buf[self._pos] == 13:
                 # RFC 9112 §2.2: tolerate one empty line before a request line (some
                 # clients send CRLF after a POST body).
@@ -54,12 +54,6 @@ class RequestReader(Reader):
         return self._start_head()
 
     def _fast_head(self, start: int) -> Event | None:
-        try:
-            return self._fast_request(start)
-        except RemoteProtocolError:
-            return None  # the slow path re-parses and raises the precise error
-
-    def _fast_request(self, start: int) -> Event | None:
         buf = self._buf
         bounds = head_bounds(buf, start, self.limits)
         if bounds is None:
@@ -69,12 +63,14 @@ class RequestReader(Reader):
         if match is None or match.group(3) not in _VERSIONS:
             return None
         method, target, version = match.groups()
-        check_target(method, target)
-        head = buf[start:head_end]
-        fields = llhttp_fields(httptools.HttpRequestParser, head, self.limits.max_headers)
+        fields = llhttp_fields(httptools.HttpRequestParser, buf[start:head_end], self.limits)
         if fields is None:
             return None
-        event = self._request(method, target, version, fields)
+        try:
+            check_target(method, target)
+            event = self._request(method, target, version, fields)
+        except RemoteProtocolError:
+            return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
         return event
 

@@ -48,7 +48,7 @@ class ResponseReader(Reader):
     def _on_idle(self) -> Event | NeedData | None:
         if self._section is None:
             if len(self._buf) == self._pos:
-                return self._at_eof_between_messages() or NEED_DATA
+                return self._at_eof_between_messages() if self._eof else NEED_DATA
             if not self._methods:
                 raise RemoteProtocolError(
                     ErrorCode.UNSOLICITED_RESPONSE, "bytes received with no request outstanding"
@@ -56,12 +56,6 @@ class ResponseReader(Reader):
         return self._start_head()
 
     def _fast_head(self, start: int) -> Event | None:
-        try:
-            return self._fast_response(start)
-        except RemoteProtocolError:
-            return None  # the slow path re-parses and raises the precise error
-
-    def _fast_response(self, start: int) -> Event | None:
         buf = self._buf
         bounds = head_bounds(buf, start, self.limits)
         if bounds is None:
@@ -71,11 +65,14 @@ class ResponseReader(Reader):
         if match is None or match.group(1) not in _VERSIONS or match.group(2)[:1] == b"0":
             return None
         head = buf[start:head_end]
-        fields = llhttp_fields(httptools.HttpResponseParser, head, self.limits.max_headers)
+        fields = llhttp_fields(httptools.HttpResponseParser, head, self.limits)
         if fields is None:
             return None
         version, status, reason = match.groups()
-        event = self._response(version, int(status), reason or b"", fields)
+        try:
+            event = self._response(version, int(status), reason or b"", fields)
+        except RemoteProtocolError:
+            return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
         return event
 

@@ -159,6 +159,20 @@ def test_invalid_events_are_local_errors(req: Request) -> None:
         serialize_request(req)
 
 
+def test_edited_parsed_headers_are_validated_again() -> None:
+    """Headers straight from a reader skip validation; any edit makes a plain tuple."""
+    events, _ = outcome(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n")
+    parsed = events[0]
+    assert isinstance(parsed, Request)
+    assert serialize_request(parsed) == b"GET / HTTP/1.1\r\nhost: a\r\nx-a: 1\r\n\r\n"
+    injected = dataclasses.replace(parsed, headers=(*parsed.headers, (b"x-b", b"1\r\nx-c: 2")))
+    with pytest.raises(LocalProtocolError):
+        serialize_request(injected)
+    rewritten = dataclasses.replace(parsed, target=b"/new HTTP/1.1\r\nx: y")
+    with pytest.raises(LocalProtocolError):
+        serialize_request(rewritten)
+
+
 def test_invalid_response_fields_are_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         serialize_response(Response(200, b"OK\r\nX: y", ()))
