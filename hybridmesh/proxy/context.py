@@ -1,0 +1,90 @@
+"""The state one proxy worker shares between its connections (nothing global).
+
+Handlers read ``ctx.tables`` once per request (or connection) and keep that reference, so a
+snapshot swapped in mid-request never changes what an in-flight request sees. Everything else
+here (balancers, pools, metrics) is long-lived and owned by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hybridmesh._aio import TaskSet
+from hybridmesh.proxy._sockopt import SockoptSocket, original_dst
+from hybridmesh.proxy.balance import Balancers
+from hybridmesh.proxy.config import ProxyConfig
+from hybridmesh.proxy.discovery import Tables
+from hybridmesh.proxy.upstream import Pool
+from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
+
+__all__ = ["Closable", "OriginalDst", "ProxyContext"]
+
+OriginalDst = Callable[[SockoptSocket, str], "tuple[str, int] | None"]
+"""(accepted socket, listener direction) → the pre-REDIRECT destination."""
+
+
+class Closable(Protocol):
+    """A live connection handler, closed (gracefully or not) when the worker drains."""
+
+    @property
+    def busy(self) -> bool: ...
+    def close_when_idle(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def _kernel_original_dst(sock: SockoptSocket, _direction: str) -> tuple[str, int] | None:
+    return original_dst(sock)
+
+
+class ProxyContext:
+    """One worker's shared state: tables, balancers, pools, telemetry, live connections."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        metrics: ProxyMetrics | None = None,
+        access_log: AccessLog | None = None,
+        rng: random.Random | None = None,
+        original_dst: OriginalDst | None = None,
+    ) -> None:
+        self.config = config
+        self.proxy_name = config.pod_key
+        self.rng = rng or random.Random()
+        self.balancers = Balancers(self.rng)
+        self.pool = Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
+        self.metrics = metrics or ProxyMetrics()
+        self.access_log = access_log or AccessLog(sys.stdout if config.access_log else None)
+        self.original_dst: OriginalDst = original_dst or _kernel_original_dst
+        self.tasks = TaskSet()
+        self.connections: set[Closable] = set()
+        self.draining = False
+        self._tables: Tables | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def tables(self) -> Tables | None:
+        """The current tables; None until the first snapshot arrived."""
+        return self._tables
+
+    def install(self, tables: Tables) -> None:
+        """Swap in a new snapshot's tables (balancer state of surviving endpoints is kept)."""
+        self.balancers.sync(tables)
+        self._tables = tables
+
+    def busy_connections(self) -> int:
+        return sum(1 for c in self.connections if c.busy)
+
+    def config_dump(self) -> dict[str, Any]:
+        tables = self._tables
+        return {
+            "proxy": self.proxy_name,
+            "tables": tables.config_dump() if tables is not None else None,
+            "balancers": self.balancers.snapshot(),
+            "connections": len(self.connections),
+            "idle_upstream": self.pool.idle_count(),
+        }

@@ -1,0 +1,200 @@
+"""One client connection speaking HTTP/1.1 to the proxy (either direction).
+
+The strict reader (``protocols/http1.py``) sits in front: nothing the client sends reaches an
+upstream except as a request the proxy re-serialized canonically, so a framing trick
+(CL+TE, obs-fold, bare LF...) dies here with the status the reader chose (400/414/431/505),
+and the connection closes. Requests are handled one at a time in order; pipelined requests
+wait in the reader's buffer (bounded: reading pauses when too much piles up).
+
+Reading pauses for three independent reasons (a bit each, so one cannot undo another): the
+upstream cannot take more request body, the body is buffering before any upstream is
+connected, or pipelined bytes are piling up behind an in-flight request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from hybridmesh.proxy.context import ProxyContext
+from hybridmesh.proxy.errors import ProxyError, Reason, render
+from hybridmesh.proxy.exchange import Exchange
+from hybridmesh.proxy.plan import ConnRoute
+from hybridmesh.proxy.protocols.http1 import (
+    NEED_DATA,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    RemoteProtocolError,
+    Request,
+    RequestReader,
+)
+from hybridmesh.telemetry.proxy_metrics import Peer
+
+__all__ = ["PAUSE_PIPELINE", "PAUSE_PREATTACH", "PAUSE_UPSTREAM", "Http1Session"]
+
+PAUSE_UPSTREAM = 1
+PAUSE_PREATTACH = 2
+PAUSE_PIPELINE = 4
+_MAX_HELD = 1 << 20  # pipelined bytes buffered behind an in-flight request
+
+
+class Http1Session(asyncio.Protocol):
+    """Reads requests from one client and runs an :class:`Exchange` per request."""
+
+    def __init__(
+        self, ctx: ProxyContext, route: ConnRoute, transport: asyncio.Transport, remote: str
+    ) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.transport = transport
+        self.remote = remote
+        self.reader = RequestReader()
+        self.exchange: Exchange | None = None
+        self.closing = False  # we decided to close: read nothing more
+        self.lost = False
+        self.write_paused = False
+        self._paused = 0
+        self._held = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, buffered: bytes, eof: bool) -> None:
+        """Take over the accepted transport; ``buffered`` = bytes read during detection."""
+        self.transport.set_protocol(self)
+        self.ctx.connections.add(self)
+        if buffered:
+            self.data_received(buffered)
+        if eof:
+            self.eof_received()
+
+    @property
+    def busy(self) -> bool:
+        return self.exchange is not None
+
+    def close_when_idle(self) -> None:
+        if self.exchange is None:
+            self.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.transport.abort()
+
+    def close(self) -> None:
+        self.closing = True
+        self.transport.close()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.exchange is not None and self.exchange.request_complete:
+            self._held += len(data)
+            if self._held > _MAX_HELD:
+                self.pause_reading(PAUSE_PIPELINE, True)
+        self.reader.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        if not self.closing:
+            self.reader.receive_data(b"")
+            self._pump()
+        return True  # keep our write side open: a response may still be on its way
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        self.ctx.connections.discard(self)
+        if self.exchange is not None:
+            self.exchange.client_gone()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.client_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.client_writable(True)
+
+    # -- requests ------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        reader = self.reader
+        while not self.closing:
+            ex = self.exchange
+            if ex is not None and ex.request_complete:
+                return  # a pipelined request waits until this response is done
+            try:
+                event = reader.next_event()
+            except RemoteProtocolError as exc:
+                self._bad_request(exc)
+                return
+            if event is NEED_DATA:
+                return
+            kind = type(event)
+            if kind is Data:
+                ex.request_body(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                ex.request_end(event)  # type: ignore[union-attr, arg-type]
+            elif kind is Request:
+                self._begin(event)  # type: ignore[arg-type]
+            elif kind is ConnectionClosed:
+                self.close()
+
+    def _begin(self, request: Request) -> None:
+        if request.method == b"CONNECT":
+            self._refuse(ProxyError(Reason.BAD_REQUEST, self.route.destination,
+                                    "CONNECT through the sidecar is not supported; declare the "
+                                    "port appProtocol: tcp", status=501))
+            return
+        self._held = 0
+        self.exchange = Exchange(self, request)
+        self.exchange.start()
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        """The response is complete (called by the exchange)."""
+        self.exchange = None
+        self._held = 0
+        self.pause_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM | PAUSE_PREATTACH, False)
+        if not keep_alive or self.ctx.draining or self.lost:
+            self.close()
+        else:
+            self._pump()
+
+    def _bad_request(self, exc: RemoteProtocolError) -> None:
+        """The client's bytes broke the HTTP/1.1 rules: answer the reader's status, close."""
+        if self.exchange is not None:  # a bad body mid-request: the framing is gone
+            self.exchange.request_broken(str(exc))
+            self.abort()
+            return
+        detail = f"{exc.code.value}: {exc.detail}"
+        self._refuse(ProxyError(Reason.BAD_REQUEST, self.route.destination, detail,
+                                status=exc.status))
+
+    def _refuse(self, err: ProxyError) -> None:
+        self.transport.write(render(err, self.ctx.proxy_name, keep_alive=False))
+        self.ctx.metrics.proxy_error(err.reason.value)
+        self.ctx.metrics.request(
+            reporter=self.route.reporter, source=self.route.source,
+            destination=Peer.unknown(), service=self.route.service, protocol="http",
+            status=err.code, grpc_status="", flags=err.reason.flag, latency_s=0.0,
+        )  # fmt: skip
+        if self.ctx.access_log.enabled:
+            self.ctx.access_log.log({"start_time": time.time(), "response_code": err.code,
+                                     "response_flags": err.reason.flag,
+                                     "downstream_remote_address": self.remote,
+                                     "reporter": self.route.reporter})
+        self.close()
+
+    # -- flow control ---------------------------------------------------------------------------
+    def pause_reading(self, reason: int, paused: bool) -> None:
+        before = self._paused
+        self._paused = before | reason if paused else before & ~reason
+        if bool(before) == bool(self._paused) or self.lost:
+            return
+        with contextlib.suppress(RuntimeError):
+            if self._paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()

@@ -1,0 +1,53 @@
+"""Inbound: connections to the pod's IP, redirected to 15006 by the pod's capture rules.
+
+The original destination *is* the pod's own address and app port, so there is nothing to
+balance: the proxy connects to ``<pod IP>:<port>`` (not 127.0.0.1: apps may bind the pod IP
+only, as Istio ≥1.10 assumes) with its marked socket. Retries are the client side's job
+(Istio habit); only a refused connect is tried again. Metrics report as the destination:
+the source is the peer pod found by its IP, the destination is this pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from hybridmesh.proxy.context import ProxyContext
+from hybridmesh.proxy.discovery import Tables
+from hybridmesh.proxy.plan import NO_RETRY, Plan
+from hybridmesh.proxy.protocols.http1 import Request
+from hybridmesh.proxy.upstream import EndpointKey
+from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, Peer
+
+__all__ = ["InboundRoute"]
+
+
+class InboundRoute:
+    """Routing facts for one inbound connection (see :class:`~hybridmesh.proxy.plan.ConnRoute`)."""
+
+    reporter = REPORTER_DESTINATION
+
+    def __init__(
+        self, ctx: ProxyContext, tables: Tables, orig: tuple[str, int], remote_ip: str
+    ) -> None:
+        del ctx  # nothing shared is needed: no balancer, no budget
+        self._target = orig
+        port = tables.inbound.get(orig[1])
+        self.service = port.service_fqdn if port is not None else f"{orig[0]}:{orig[1]}"
+        self.destination = f"{tables.pod.namespace}/{tables.pod.name} port {orig[1]}"
+        self.opaque = port is not None and port.app_protocol in ("tcp", "opaque")
+        self.source = tables.peer_of(remote_ip)
+        self._self_peer = tables.pod.peer
+        self._plan = Plan(
+            service=self.service, destination=self.destination, route=None, retry=NO_RETRY,
+            request_timeout_s=None, backend_timeout_s=None, fixed=orig,
+            fixed_peer=self._self_peer,
+        )  # fmt: skip
+
+    def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:
+        return self._target, self._self_peer
+
+    def finish_tcp(self, key: EndpointKey, started: float, ok: bool) -> None:
+        return None
+
+    def plan(self, request: Request) -> Plan:
+        return self._plan

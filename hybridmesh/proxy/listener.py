@@ -1,0 +1,142 @@
+"""Accepting a captured connection: original destination, route, protocol detection, handoff.
+
+Every connection the outbound (15001) and inbound (15006) listeners accept starts as an
+:class:`Accepted` protocol. It reads ``SO_ORIGINAL_DST`` (where the app meant to go), builds the
+connection's route (outbound.py / inbound.py) from the current tables, then decides the protocol:
+
+- ports declared ``appProtocol: tcp|opaque`` skip detection and relay at once;
+- otherwise the first bytes are sniffed (``protocols/detect.py``) for at most the detection
+  window (default 20 ms). A client that stays silent — a server-speaks-first protocol such as
+  SMTP or MySQL — is relayed as opaque TCP when the window ends, so its banner is only that
+  window late (Istio's default window is 100 ms+, and it documents the stall);
+- HTTP/1 goes to :class:`~hybridmesh.proxy.h1session.Http1Session`; TLS, HTTP/2 prior
+  knowledge and anything else are relayed opaquely (HTTP/2 termination is issue 5).
+
+The transport is handed over with ``transport.set_protocol`` and the bytes already read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from hybridmesh.proxy._sockopt import tune_stream
+from hybridmesh.proxy.context import ProxyContext
+from hybridmesh.proxy.h1session import Http1Session
+from hybridmesh.proxy.inbound import InboundRoute
+from hybridmesh.proxy.outbound import OutboundRoute
+from hybridmesh.proxy.plan import ConnRoute
+from hybridmesh.proxy.protocols.detect import Detection, Detector, Protocol
+from hybridmesh.proxy.tcpproxy import TcpSession
+
+__all__ = ["INBOUND", "OUTBOUND", "Accepted"]
+
+log = logging.getLogger(__name__)
+
+OUTBOUND = "outbound"
+INBOUND = "inbound"
+
+
+class Accepted(asyncio.Protocol):
+    """A connection whose protocol is not decided yet."""
+
+    def __init__(self, ctx: ProxyContext, direction: str) -> None:
+        self.ctx = ctx
+        self.direction = direction
+        self.transport: asyncio.Transport | None = None
+        self.route: ConnRoute | None = None
+        self.detector: Detector | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._remote = ""
+
+    # -- Closable ------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return False
+
+    def close_when_idle(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        route = self._route(transport)
+        if route is None:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.route = route
+        self.ctx.connections.add(self)
+        if route.opaque:
+            self._handoff(Protocol.OPAQUE, b"", eof=False)
+            return
+        self.detector = Detector()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.ctx.config.detect_timeout_s, self._window_ended)
+
+    def data_received(self, data: bytes) -> None:
+        detector = self.detector
+        if detector is None:
+            return
+        outcome = detector.feed(data)
+        if outcome.decided:
+            self._decided(outcome, eof=False)
+
+    def eof_received(self) -> bool:
+        if self.detector is not None:
+            self._decided(self.detector.eof(), eof=True)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.ctx.connections.discard(self)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _route(self, transport: asyncio.BaseTransport) -> ConnRoute | None:
+        ctx, tables = self.ctx, self.ctx.tables
+        if tables is None or ctx.draining:
+            return None
+        sock = transport.get_extra_info("socket")
+        peer = transport.get_extra_info("peername")
+        self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        orig = ctx.original_dst(sock, self.direction) if sock is not None else None
+        if orig is None or (orig[1] in ctx.config.excluded_inbound_ports and orig[0] in (
+            tables.pod.ip, "127.0.0.1", "0.0.0.0"
+        )):
+            # Not redirected (someone dialled the listener itself), or redirected to us again:
+            # following it would loop back into this listener.
+            log.debug("%s: refusing %s -> %s (no usable original destination)",
+                      self.direction, self._remote, orig)
+            return None
+        tune_stream(sock)
+        if self.direction == OUTBOUND:
+            return OutboundRoute(ctx, tables, orig)
+        return InboundRoute(ctx, tables, orig, str(peer[0]) if isinstance(peer, tuple) else "")
+
+    def _window_ended(self) -> None:
+        self._timer = None
+        if self.detector is not None:
+            self._decided(self.detector.timeout(), eof=False)
+
+    def _decided(self, outcome: Detection, *, eof: bool) -> None:
+        detector, self.detector = self.detector, None
+        self._cancel_timer()
+        self._handoff(outcome.protocol, detector.buffered if detector else b"", eof=eof)
+
+    def _handoff(self, protocol: Protocol, buffered: bytes, *, eof: bool) -> None:
+        transport, route = self.transport, self.route
+        assert transport is not None and route is not None
+        self.ctx.connections.discard(self)
+        if protocol is Protocol.HTTP1:
+            Http1Session(self.ctx, route, transport, self._remote).start(buffered, eof)
+        else:
+            TcpSession(self.ctx, route).start(transport, buffered, eof)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,148 @@
+"""Outbound: the app's own connections, redirected to 15001 by the pod's capture rules.
+
+The original destination decides everything. A service's clusterIP:port is load balanced
+(P2C over the endpoints not ejected, to ``endpoint ip:targetPort``), HTTP requests to it are
+routed per request (HTTPRoutes: backends, timeouts, retries); any other destination (a pod IP,
+something outside the mesh) is *passthrough*: connected to as is, no retries beyond a failed
+connect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+
+from hybridmesh.proxy.context import ProxyContext
+from hybridmesh.proxy.discovery import ServicePort, Tables
+from hybridmesh.proxy.errors import ProxyError, Reason
+from hybridmesh.proxy.plan import NO_RETRY, Plan, finite
+from hybridmesh.proxy.protocols.http1 import Headers, Request
+from hybridmesh.proxy.routing import NoBackendError, RouteAction
+from hybridmesh.proxy.upstream import EndpointKey
+from hybridmesh.telemetry.proxy_metrics import REPORTER_SOURCE, Peer
+
+__all__ = ["HeaderView", "OutboundRoute", "request_path"]
+
+
+class HeaderView(Mapping[str, str]):
+    """Request fields as the str mapping routing wants, decoded only when looked up."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Headers) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self._fields:
+            if key == wanted:
+                return value.decode("latin-1")
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k.decode("latin-1") for k, _ in self._fields))
+
+    def __len__(self) -> int:
+        return len({k for k, _ in self._fields})
+
+
+def request_path(target: bytes) -> str:
+    """The path of an origin-form or absolute-form request target (query kept; routing drops
+    it)."""
+    if target[:1] != b"/" and b"://" in target:
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        target = rest[slash:] if slash >= 0 else b"/"
+    return target.decode("latin-1")
+
+
+class OutboundRoute:
+    """Routing facts for one outbound connection (see :class:`~hybridmesh.proxy.plan.ConnRoute`)."""
+
+    reporter = REPORTER_SOURCE
+
+    def __init__(self, ctx: ProxyContext, tables: Tables, orig: tuple[str, int]) -> None:
+        self._ctx = ctx
+        self._tables = tables
+        self._orig = orig
+        self.source = tables.pod.peer
+        sp = tables.by_vip.get(orig)
+        self._sp: ServicePort | None = sp
+        if sp is not None:
+            self.service = sp.fqdn
+            self.destination = f"{sp.fqdn}:{sp.port}"
+            self.opaque = sp.opaque
+        else:
+            self.service = self.destination = f"{orig[0]}:{orig[1]}"
+            self.opaque = False
+        self._plans: dict[tuple[int, str, int | None], Plan] = {}
+
+    # -- opaque TCP --------------------------------------------------------------------------
+    def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:
+        sp = self._sp
+        if sp is None:
+            ep = self._tables.by_ip.get(self._orig[0])
+            return self._orig, ep.peer if ep is not None else Peer.unknown()
+        bal = self._ctx.balancers.get(sp.service, sp.port)
+        key = bal.pick(tried) if bal is not None else None
+        if key is None or bal is None:
+            return None
+        meta = bal.meta.get(key)
+        return key, meta.peer if meta is not None else Peer.unknown()
+
+    def finish_tcp(self, key: EndpointKey, started: float, ok: bool) -> None:
+        sp = self._sp
+        bal = self._ctx.balancers.get(sp.service, sp.port) if sp is not None else None
+        if bal is None:
+            return
+        bal.lb.finish(key, started, ok)
+        if bal.record(key, ok):
+            self._ctx.metrics.ejection(sp.fqdn if sp is not None else self.service)
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def plan(self, request: Request) -> Plan:
+        sp = self._sp
+        if sp is None:
+            return self._passthrough()
+        method = request.method.decode("latin-1")
+        path = request_path(request.target)
+        action = self._tables.routes.match(sp.service, sp.port, method, path,
+                                           HeaderView(request.headers))
+        try:
+            backend = action.choose(self._ctx.rng)
+        except NoBackendError as exc:
+            raise ProxyError(Reason.NO_ENDPOINTS, self.destination, str(exc)) from None
+        key = (id(action), backend.service, backend.port)
+        cached = self._plans.get(key)
+        if cached is None:
+            cached = self._plans[key] = self._backend_plan(action, backend.service,
+                                                           backend.port or sp.port)
+        return cached
+
+    def _backend_plan(self, action: RouteAction, service: str, port: int) -> Plan:
+        tables = self._tables
+        svc = tables.services.get(service)
+        bsp = svc.ports.get(port) if svc is not None else None
+        if svc is None or bsp is None:
+            what = f"service {service} port {port} is not in this proxy's snapshot"
+            raise ProxyError(Reason.NO_ENDPOINTS, self.destination, what)
+        return Plan(
+            service=bsp.fqdn,
+            destination=f"{bsp.fqdn}:{port}",
+            route=action.route,
+            retry=action.retry,
+            request_timeout_s=finite(action.request_timeout_s),
+            backend_timeout_s=finite(action.backend_timeout_s),
+            balancer=self._ctx.balancers.get(svc.key, port),
+            budget=self._ctx.balancers.budget(svc.key),
+        )
+
+    def _passthrough(self) -> Plan:
+        plan = self._plans.get((0, "", None))
+        if plan is None:
+            ep = self._tables.by_ip.get(self._orig[0])
+            plan = self._plans[(0, "", None)] = Plan(
+                service=self.service, destination=self.destination, route=None,
+                retry=NO_RETRY, request_timeout_s=None, backend_timeout_s=None,
+                fixed=self._orig, fixed_peer=ep.peer if ep is not None else Peer.unknown(),
+            )  # fmt: skip
+        return plan

@@ -1,0 +1,162 @@
+"""Test support that lives with the code: a fake control plane and snapshot builders.
+
+:class:`FakeControlPlane` serves the real watch protocol (``GET
+/v1/snapshots/pods/{ns}/{name}?after=V&timeout=T``: 200 with a newer snapshot, 304 after the
+timeout, 404 once the pod is deleted) on a unix socket, from a snapshot the test writes. It runs
+on the caller's event loop (:meth:`start`) or in a thread of its own (:meth:`start_in_thread`),
+for tests that run the proxy as a separate process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hybridmesh._aio import TaskSet
+from hybridmesh._http import HttpServer, Request, Response, Router
+
+__all__ = ["FakeControlPlane", "endpoint", "pod_snapshot", "service"]
+
+
+def endpoint(pod: str, ip: str, *, namespace: str = "default", placement: str = "sidecar",
+             service_account: str = "default", node: str = "n1") -> dict[str, Any]:
+    """One ``endpoints[]`` entry of a snapshot service."""
+    return {"pod": pod, "namespace": namespace, "ip": ip, "node": node,
+            "serviceAccount": service_account, "placement": placement}
+
+
+def service(name: str, cluster_ip: str, ports: Iterable[tuple[int, int] | tuple[int, int, str]],
+            endpoints: Iterable[Mapping[str, Any]] = (), *, namespace: str = "default",
+            selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One ``services[]`` entry; ports are (port, targetPort[, appProtocol])."""
+    return {
+        "name": name, "namespace": namespace, "clusterIP": cluster_ip,
+        "ports": [{"name": f"p{p[0]}", "port": p[0], "targetPort": p[1],
+                   "appProtocol": p[2] if len(p) > 2 else None} for p in ports],  # type: ignore[misc]
+        "selector": dict(selector or {"app": name}),
+        "endpoints": [dict(e) for e in endpoints],
+    }  # fmt: skip
+
+
+def pod_snapshot(pod: str, ip: str, services: Iterable[Mapping[str, Any]] = (), *,
+                 namespace: str = "default", workload: str | None = None,
+                 labels: Mapping[str, str] | None = None,
+                 routes: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """A pod snapshot as the control plane sends it (without ``version``: the fake adds it)."""
+    workload = workload or pod.rsplit("-", 1)[0]
+    return {
+        "kind": "pod",
+        "pod": {"name": pod, "namespace": namespace, "workload": workload, "node": "n1",
+                "ip": ip, "serviceAccount": workload, "placement": "sidecar",
+                "labels": dict(labels or {"app": workload}), "ports": []},
+        "mesh": {"trustDomain": "cluster.local", "mtlsMode": "PERMISSIVE"},
+        "services": [dict(s) for s in services],
+        "routes": [dict(r) for r in routes],
+        "policies": [],
+    }  # fmt: skip
+
+
+class FakeControlPlane:
+    """Serves snapshots for pods; ``set()`` publishes a new version, ``delete()`` a 404."""
+
+    def __init__(self, socket_path: str | Path) -> None:
+        self.path = str(socket_path)
+        self.version = 0
+        self.requests = 0
+        self._snapshots: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._changed: asyncio.Condition | None = None
+        self._server: HttpServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks = TaskSet()
+
+    # -- publishing ------------------------------------------------------------------------------
+    def set(self, pod_key: str, snapshot: Mapping[str, Any]) -> int:
+        """Publish ``snapshot`` for ``ns/name``; returns its version. Thread-safe."""
+        self.version += 1
+        self._snapshots[pod_key] = (self.version, dict(snapshot))
+        self._notify()
+        return self.version
+
+    def delete(self, pod_key: str) -> None:
+        self._snapshots.pop(pod_key, None)
+        self._notify()
+
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is None or self._changed is None:
+            return
+
+        async def wake() -> None:
+            assert self._changed is not None
+            async with self._changed:
+                self._changed.notify_all()
+
+        def schedule() -> None:
+            self._tasks.spawn(wake())
+
+        loop.call_soon_threadsafe(schedule)
+
+    # -- serving ---------------------------------------------------------------------------------
+    async def _watch(self, req: Request, params: dict[str, str]) -> Response:
+        self.requests += 1
+        assert self._changed is not None
+        key = f"{params['namespace']}/{params['name']}"
+        query = req.query_params()
+        after = int(float(query.get("after", "-1")))
+        timeout = float(query.get("timeout", "30"))
+
+        def newer() -> bool:
+            entry = self._snapshots.get(key)
+            return entry is None or entry[0] > after
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(newer), timeout)
+        entry = self._snapshots.get(key)
+        if entry is None:
+            return Response.text(f"no pod {key}\n", 404)
+        if entry[0] <= after:
+            return Response(304, {"X-Hm-Version": str(entry[0])})
+        return Response.json({"version": entry[0], **entry[1]})
+
+    async def start(self) -> None:
+        """Serve on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Condition()
+        router = Router()
+        router.add("GET", "/v1/snapshots/pods/{namespace}/{name}", self._watch)
+        self._server = HttpServer(router)
+        await self._server.start_unix(self.path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close(timeout=0.5)
+
+    def start_in_thread(self) -> None:
+        """Serve from a private loop in a daemon thread (for proxies run as processes)."""
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name="hm-fake-control", daemon=True)
+        self._thread.start()
+        ready.wait(5.0)
+
+    def stop_thread(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.close(), loop)
+        with contextlib.suppress(Exception):
+            fut.result(5.0)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5.0)

@@ -1,0 +1,282 @@
+"""Upstream connections: marked sockets, typed connect failures, HTTP/1 keep-alive pools.
+
+Every socket the proxy opens towards an upstream carries ``SO_MARK 0x539`` so the pod's capture
+rules let it through instead of redirecting it back into the proxy (a loop). Connects are
+bounded by the connect timeout and fail with a :class:`ConnectFailed` that says why, so the
+caller can pick the right error response (502 refused, 504 timeout) and tell outlier
+detection.
+
+:class:`H1Upstream` is one HTTP/1.1 connection: a :class:`ResponseReader` turning bytes into
+events that go to the *sink* (the request currently using the connection). :class:`Pool` keeps
+idle connections per endpoint, LIFO (the warmest first), and closes ones idle too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from hybridmesh.proxy._sockopt import set_mark, tune_stream
+from hybridmesh.proxy.protocols.http1 import (
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    InformationalResponse,
+    ReaderState,
+    RemoteProtocolError,
+    Response,
+    ResponseReader,
+)
+
+__all__ = [
+    "ConnectFailed",
+    "EndpointKey",
+    "H1Upstream",
+    "Pool",
+    "ResponseSink",
+    "connect",
+    "open_socket",
+]
+
+log = logging.getLogger(__name__)
+
+EndpointKey = tuple[str, int]
+"""(ip, port) of an upstream: what the balancer picks and the pool is keyed by."""
+
+P = TypeVar("P", bound=asyncio.Protocol)
+_MAX_IDLE_S = 60.0
+
+
+class ConnectFailed(Exception):
+    """The upstream could not be reached; ``timeout`` tells a 504 from a 502."""
+
+    def __init__(self, key: EndpointKey, detail: str, *, timeout: bool = False) -> None:
+        super().__init__(f"{key[0]}:{key[1]}: {detail}")
+        self.key = key
+        self.detail = detail
+        self.timeout = timeout
+
+
+async def open_socket(key: EndpointKey, *, mark: int | None, timeout: float) -> socket.socket:
+    """A connected, non-blocking, marked TCP socket to ``key`` (:class:`ConnectFailed`)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in key[0] else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if mark is not None:
+            set_mark(sock, mark)
+        tune_stream(sock)
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, key)
+    except TimeoutError:
+        sock.close()
+        detail = f"no answer within {timeout * 1000:.0f} ms"
+        raise ConnectFailed(key, detail, timeout=True) from None
+    except OSError as exc:
+        sock.close()
+        detail = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise ConnectFailed(key, detail) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect(
+    key: EndpointKey, factory: Callable[[], P], *, mark: int | None, timeout: float
+) -> tuple[asyncio.Transport, P]:
+    """A transport + protocol over a fresh marked connection to ``key``."""
+    sock = await open_socket(key, mark=mark, timeout=timeout)
+    try:
+        transport, proto = await asyncio.get_running_loop().create_connection(factory, sock=sock)
+    except OSError as exc:
+        sock.close()
+        raise ConnectFailed(key, str(exc)) from None
+    return transport, proto
+
+
+class ResponseSink(Protocol):
+    """Who receives an upstream connection's events: the request using it."""
+
+    def on_informational(self, event: InformationalResponse) -> None: ...
+    def on_response(self, event: Response) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
+    def on_end(self, event: EndOfMessage) -> None: ...
+    def on_upstream_error(self, error: RemoteProtocolError | None, detail: str) -> None: ...
+    def on_upstream_writable(self, writable: bool) -> None: ...
+
+
+class H1Upstream(asyncio.Protocol):
+    """One pooled HTTP/1.1 connection to an endpoint; events go to the current sink."""
+
+    def __init__(self, pool: Pool, key: EndpointKey) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.reader = ResponseReader()
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self.uses = 0  # requests sent on this connection
+        self.received = False  # any byte received for the current request
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:  # an idle connection must be silent: anything else is unsafe
+            self.abort()
+            return
+        self.received = True
+        self.reader.receive_data(data)
+        self._pump(sink)
+
+    def eof_received(self) -> bool:
+        sink = self.sink
+        if sink is not None and not self.closed:
+            self.reader.receive_data(b"")
+            self._pump(sink)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        sink, self.sink = self.sink, None
+        self.pool.forget(self)
+        if sink is not None:
+            sink.on_upstream_error(None, str(exc) if exc else "connection closed")
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.on_upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.on_upstream_writable(True)
+
+    # -- events ----------------------------------------------------------------------------
+    def _pump(self, sink: ResponseSink) -> None:
+        reader = self.reader
+        try:
+            while self.sink is sink:
+                event = reader.next_event()
+                if event is NEED_DATA:
+                    return
+                if isinstance(event, Data):
+                    sink.on_body(event.data)
+                elif isinstance(event, Response):
+                    sink.on_response(event)
+                elif isinstance(event, EndOfMessage):
+                    sink.on_end(event)
+                elif isinstance(event, InformationalResponse):
+                    sink.on_informational(event)
+                else:  # ConnectionClosed between messages: no response at all
+                    self.detach()
+                    self.abort()
+                    sink.on_upstream_error(None, "closed before responding")
+        except RemoteProtocolError as exc:
+            self.detach()
+            self.abort()
+            sink.on_upstream_error(exc, str(exc))
+
+    # -- use by a request ------------------------------------------------------------------
+    def attach(self, sink: ResponseSink, method: bytes) -> None:
+        self.sink = sink
+        self.uses += 1
+        self.received = False
+        self.reader.expect(method)
+
+    def detach(self) -> None:
+        self.sink = None
+
+    @property
+    def reusable(self) -> bool:
+        """After a complete response: may go back to the pool."""
+        return not self.closed and self.reader.state is ReaderState.IDLE and (
+            self.transport is not None and not self.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self, paused: bool) -> None:
+        if self.transport is None or self.closed:
+            return
+        with contextlib.suppress(RuntimeError):
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Pool:
+    """Idle HTTP/1.1 connections per endpoint (LIFO), opened on demand."""
+
+    def __init__(
+        self, *, mark: int | None, connect_timeout: float, max_idle_per_key: int = 128
+    ) -> None:
+        self.mark = mark
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle_per_key
+        self._idle: dict[EndpointKey, deque[H1Upstream]] = {}
+        self.opened = 0
+
+    async def acquire(self, key: EndpointKey, *, fresh: bool = False) -> H1Upstream:
+        """An idle connection to ``key`` (unless ``fresh``) or a new one (ConnectFailed)."""
+        idle = None if fresh else self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        _, conn = await connect(key, lambda: H1Upstream(self, key), mark=self.mark,
+                                timeout=self.connect_timeout)
+        self.opened += 1
+        return conn
+
+    def release(self, conn: H1Upstream) -> None:
+        """Back to the pool after a complete exchange, or closed if it cannot be reused."""
+        conn.detach()
+        idle = self._idle.setdefault(conn.key, deque())
+        if not conn.reusable or len(idle) >= self.max_idle:
+            conn.abort()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def forget(self, conn: H1Upstream) -> None:
+        idle = self._idle.get(conn.key)
+        if idle:
+            with contextlib.suppress(ValueError):
+                idle.remove(conn)
+
+    def sweep(self, max_idle_s: float = _MAX_IDLE_S) -> int:
+        """Close connections idle longer than ``max_idle_s``; returns how many."""
+        cutoff = time.monotonic() - max_idle_s
+        closed = 0
+        for idle in self._idle.values():
+            while idle and idle[0].idle_since < cutoff:
+                idle.popleft().abort()
+                closed += 1
+        return closed
+
+    def idle_count(self) -> int:
+        return sum(len(d) for d in self._idle.values())
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
