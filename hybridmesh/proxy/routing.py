@@ -135,7 +135,7 @@ class RouteTable:
         """Build the table from a snapshot's ``routes``; bad routes land in ``errors``."""
         by_parent: dict[tuple[str, int | None], list[_Match]] = {}
         errors: list[str] = []
-        for index, route in enumerate(routes):
+        for index, route in enumerate(routes or ()):
             try:
                 parent, matches = _compile_route(route, index, default_retry)
             except RouteError as exc:
@@ -232,7 +232,7 @@ def _compile_route(
                 matches.append(_compile_match(spec, action, (index, r, m)))
     except RouteError as exc:
         raise RouteError(f"{label}: {exc}") from None
-    except (KeyError, TypeError, AttributeError, re.error) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError, re.error) as exc:
         raise RouteError(f"{label}: malformed ({type(exc).__name__}: {exc})") from None
     return (service, port), matches
 
@@ -312,7 +312,7 @@ def _retry(spec: dict[str, Any] | None, default: RetryPolicy) -> RetryPolicy:
 def _seconds(ms: object) -> float | None:
     if ms is None:
         return None
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0:
         raise RouteError(f"timeout {ms!r} is not a number of milliseconds >= 0")
     return math.inf if ms == 0 else ms / 1000.0
 
