@@ -205,7 +205,8 @@ def _print_table(rows: list[StatRow], view: View, elapsed: float) -> None:
         table.add_row(*_cells(row))
     console.print(table, highlight=False)
     if not rows:
-        console.print("no traffic on that edge in the window", highlight=False)
+        empty = "no workloads" if view.kind == "workload" else "no traffic on that edge"
+        console.print(f"{empty} in the window", highlight=False)
 
 
 def _print_errors(errors: Mapping[PodKey, str]) -> None:

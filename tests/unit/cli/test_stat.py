@@ -180,6 +180,12 @@ def test_from_view_without_traffic_says_so() -> None:
     assert "no traffic on that edge in the window" in result.stdout
 
 
+def test_empty_namespace_says_no_workloads() -> None:
+    result = _invoke(FakeLab(shop_traffic), "-n", "empty", "-w", "1")
+    assert result.exit_code == 0, result.output
+    assert "no workloads in the window" in result.stdout
+
+
 def test_unreachable_proxy_is_a_warning_and_listed() -> None:
     lab = FakeLab(shop_traffic)
     lab.broken.add("web-1")
