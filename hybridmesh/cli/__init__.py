@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hybridmesh.cli import check, demo, lab, validate
+from hybridmesh.cli import check, demo, lab, stat, validate
 
 __all__ = ["app", "main"]
 
@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (check, validate, lab, demo):
+for module in (check, validate, lab, demo, stat):
     module.register(app)
 
 
