@@ -11,6 +11,8 @@ Client side (the proxy talking to an upstream): ``ResponseReader.expect(method)`
 request written, then the same loop yields InformationalResponse, Response, Data,
 EndOfMessage. Bad input raises :class:`RemoteProtocolError` whose ``status`` is the answer
 (400/414/431/505 for requests, 502 for responses); the reader then refuses further use.
+Readers buffer whatever they are given: back-pressure is the caller's (stop reading the socket
+while events are pending, so pipelined requests wait in the kernel, not in our buffer).
 
 Writers (:func:`serialize_request`, :func:`serialize_response`, :func:`frame_data`,
 :func:`frame_end`) rebuild every message canonically; raw peer bytes are never forwarded, so
