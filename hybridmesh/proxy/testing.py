@@ -36,7 +36,7 @@ def service(name: str, cluster_ip: str, ports: Iterable[tuple[int, int] | tuple[
     return {
         "name": name, "namespace": namespace, "clusterIP": cluster_ip,
         "ports": [{"name": f"p{p[0]}", "port": p[0], "targetPort": p[1],
-                   "appProtocol": p[2] if len(p) > 2 else None} for p in ports],  # type: ignore[misc]
+                   "appProtocol": p[2] if len(p) > 2 else None} for p in ports],
         "selector": dict(selector or {"app": name}),
         "endpoints": [dict(e) for e in endpoints],
     }  # fmt: skip
