@@ -8,7 +8,9 @@ connection's route (outbound.py / inbound.py) from the current tables, then deci
 - otherwise the first bytes are sniffed (``protocols/detect.py``) for at most the detection
   window (default 20 ms). A client that stays silent — a server-speaks-first protocol such as
   SMTP or MySQL — is relayed as opaque TCP when the window ends, so its banner is only that
-  window late (Istio's default window is 100 ms+, and it documents the stall);
+  window late (Istio's default window is 100 ms+, and it documents the stall). Inbound, where
+  the destination is fixed, the proxy connects to the app during detection, and an app that
+  speaks first ends detection at once (preconnect.py);
 - HTTP/1 goes to :class:`~hybridmesh.proxy.h1session.Http1Session`; TLS, HTTP/2 prior
   knowledge and anything else are relayed opaquely (HTTP/2 termination is issue 5).
 
@@ -26,8 +28,10 @@ from hybridmesh.proxy.h1session import Http1Session
 from hybridmesh.proxy.inbound import InboundRoute
 from hybridmesh.proxy.outbound import OutboundRoute
 from hybridmesh.proxy.plan import ConnRoute
+from hybridmesh.proxy.preconnect import Preconnect
 from hybridmesh.proxy.protocols.detect import Detection, Detector, Protocol
 from hybridmesh.proxy.tcpproxy import TcpSession
+from hybridmesh.proxy.upstream import ConnectFailed, connect
 
 __all__ = ["INBOUND", "OUTBOUND", "Accepted"]
 
@@ -48,6 +52,8 @@ class Accepted(asyncio.Protocol):
         self.detector: Detector | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._remote = ""
+        self._pre: Preconnect | None = None
+        self._pre_task: asyncio.Task[None] | None = None
 
     # -- Closable ------------------------------------------------------------------------------
     @property
@@ -77,6 +83,8 @@ class Accepted(asyncio.Protocol):
         self.detector = Detector()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.ctx.config.detect_timeout_s, self._window_ended)
+        if self.direction == INBOUND:
+            self._pre_task = self.ctx.tasks.spawn(self._preconnect(), name="hm-preconnect")
 
     def data_received(self, data: bytes) -> None:
         detector = self.detector
@@ -94,6 +102,9 @@ class Accepted(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.ctx.connections.discard(self)
+        if self.detector is not None:  # the client left while we were still sniffing
+            self.detector = None
+            self._drop_preconnect()
 
     # -- internals ------------------------------------------------------------------------------
     def _route(self, transport: asyncio.BaseTransport) -> ConnRoute | None:
@@ -117,6 +128,39 @@ class Accepted(asyncio.Protocol):
             return OutboundRoute(ctx, tables, orig)
         return InboundRoute(ctx, tables, orig, str(peer[0]) if isinstance(peer, tuple) else "")
 
+    async def _preconnect(self) -> None:
+        """Inbound only: connect to the app while detecting (see preconnect.py)."""
+        route = self.route
+        picked = route.pick_tcp(()) if route is not None else None
+        if picked is None:
+            return
+        config = self.ctx.config
+        try:
+            _, pre = await connect(picked[0], lambda: Preconnect(self._upstream_spoke),
+                                   mark=config.mark, timeout=config.connect_timeout_s)
+        except ConnectFailed:
+            return
+        finally:
+            self._pre_task = None
+        if self.detector is None:  # decided (or gone) meanwhile without it
+            pre.disown()
+        else:
+            self._pre = pre
+
+    def _upstream_spoke(self) -> None:
+        """The app spoke (or closed) before the client said anything: a server-first
+        protocol, so opaque now rather than at the end of the window."""
+        if self.detector is not None:
+            self._decided(self.detector.timeout(), eof=False)
+
+    def _drop_preconnect(self) -> None:
+        if self._pre_task is not None:
+            self._pre_task.cancel()
+            self._pre_task = None
+        if self._pre is not None:
+            self._pre.disown()
+            self._pre = None
+
     def _window_ended(self) -> None:
         self._timer = None
         if self.detector is not None:
@@ -131,10 +175,21 @@ class Accepted(asyncio.Protocol):
         transport, route = self.transport, self.route
         assert transport is not None and route is not None
         self.ctx.connections.discard(self)
+        pre, self._pre = self._pre, None
+        if pre is None or pre.lost:
+            self._drop_preconnect()
+            pre = None
         if protocol is Protocol.HTTP1:
+            if pre is not None and pre.pristine:
+                picked = route.pick_tcp(())
+                if picked is not None:
+                    pre.to_pool(self.ctx.pool, picked[0])
+                    pre = None
+            if pre is not None:
+                pre.disown()
             Http1Session(self.ctx, route, transport, self._remote).start(buffered, eof)
         else:
-            TcpSession(self.ctx, route).start(transport, buffered, eof)
+            TcpSession(self.ctx, route).start(transport, buffered, eof, pre)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

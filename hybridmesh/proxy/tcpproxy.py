@@ -16,6 +16,7 @@ import time
 
 from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.plan import ConnRoute
+from hybridmesh.proxy.preconnect import Preconnect
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey, connect
 from hybridmesh.telemetry.proxy_metrics import Peer
@@ -47,13 +48,27 @@ class TcpSession:
     def abort(self) -> None:
         self.relay.abort()
 
-    def start(self, transport: asyncio.Transport, buffered: bytes, eof: bool) -> None:
-        """Take over the client transport and connect upstream in the background."""
+    def start(self, transport: asyncio.Transport, buffered: bytes, eof: bool,
+              pre: Preconnect | None = None) -> None:
+        """Take over the client transport; relay to ``pre`` (an upstream connection made
+        during detection) or connect upstream in the background."""
         self.relay.start_downstream(transport, buffered)
         if eof:
             self.relay.downstream_eof()
         self.ctx.connections.add(self)
+        picked = self.route.pick_tcp(()) if pre is not None else None
+        if pre is not None and picked is not None:
+            pre.to_relay(self.relay)
+            self._opened_to(picked[1])
+            return
         self.ctx.tasks.spawn(self._connect(), name="hm-tcp-connect")
+
+    def _opened_to(self, peer: Peer) -> None:
+        self._peer = peer
+        self._opened = True
+        self.ctx.metrics.tcp_open(reporter=self.route.reporter, source=self.route.source,
+                                  destination=peer, service=self.route.service)
+        self.relay.upstream_connected()
 
     async def _connect(self) -> None:
         tried: list[EndpointKey] = []
@@ -78,11 +93,7 @@ class TcpSession:
             if self.relay.down.lost:
                 transport.abort()
                 return
-            self._peer = peer
-            self._opened = True
-            self.ctx.metrics.tcp_open(reporter=self.route.reporter, source=self.route.source,
-                                      destination=peer, service=self.route.service)
-            self.relay.upstream_connected()
+            self._opened_to(peer)
             return
         self.ctx.metrics.proxy_error("connect-refused" if tried else "no-endpoints")
         log.info("tcp %s: giving up (%s)", self.route.destination, detail)

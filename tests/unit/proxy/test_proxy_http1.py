@@ -125,7 +125,8 @@ def test_route_request_timeout_is_a_504(tmp_path: Path) -> None:
 
     async def main() -> None:
         backends = await start_backends(1, slow)
-        route: dict[str, Any] = {"name": "default/slow", "service": "default/web", "port": None, "hostnames": [],
+        route: dict[str, Any] = {
+                 "name": "default/slow", "service": "default/web", "port": None, "hostnames": [],
                  "rules": [{"matches": [], "backends": [],
                             "timeouts": {"requestMs": 150, "backendRequestMs": None},
                             "retry": None}]}

@@ -127,3 +127,45 @@ def test_unreachable_upstream_resets_the_client(tmp_path: Path) -> None:
             assert h.metric("proxy_errors_total", reason="connect-refused") == 1
 
     run(main())
+
+
+def test_inbound_banner_ends_detection_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        server, port = await serve(banner)
+        async with running_proxy(tmp_path, [], orig=("127.0.0.2", port),
+                                 detect_timeout_s=0.5) as h:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            reader, writer = await asyncio.open_connection("127.0.0.1", h.worker.inbound_port)
+            line = await asyncio.wait_for(reader.readline(), 5)
+            assert line == b"220 hm-smtp ready\r\n"
+            assert loop.time() - t0 < 0.1  # the app spoke first: no 500 ms window
+            writer.write(b"QUIT\r\n")
+            writer.close()
+            await asyncio.sleep(0.05)
+            assert h.metric("tcp_open_total", reporter="destination") == 1
+        server.close()
+
+    run(main())
+
+
+def test_inbound_http_uses_the_preconnected_upstream(tmp_path: Path) -> None:
+    from proxy_harness import get, read_response, start_backends
+
+    async def main() -> None:
+        backends = await start_backends(1)
+        async with running_proxy(tmp_path, [], orig=("127.0.0.2", backends[0].port),
+                                 detect_timeout_s=0.5) as h:
+            reader, writer = await asyncio.open_connection("127.0.0.1", h.worker.inbound_port)
+            await asyncio.sleep(0.05)  # the preconnect lands well within the window
+            writer.write(get("/in"))
+            resp = await asyncio.wait_for(read_response(reader), 5)
+            assert resp.startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            assert h.worker.ctx.pool.opened == 0  # the request used the early connection
+            assert backends[0].connections == 1
+            assert h.metric("request_total", reporter="destination", response_code="200",
+                            destination_workload="client") == 1
+        await backends[0].stop()
+
+    run(main())
