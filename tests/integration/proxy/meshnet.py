@@ -70,7 +70,8 @@ def web_route(retry_codes: Sequence[int] = (), attempts: int = 2) -> dict[str, A
                        "retry": retry}]}
 
 
-SLOW_ROUTE: dict[str, Any] = {"name": "default/slow", "service": "default/slow", "port": None, "hostnames": [],
+SLOW_ROUTE: dict[str, Any] = {
+              "name": "default/slow", "service": "default/slow", "port": None, "hostnames": [],
               "rules": [{"matches": [], "backends": [],
                          "timeouts": {"requestMs": 200, "backendRequestMs": None},
                          "retry": None}]}
