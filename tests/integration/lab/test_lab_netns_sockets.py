@@ -41,7 +41,7 @@ def test_async_streams(mini_lab: MiniLab) -> None:
 def test_failures_are_os_errors(mini_lab: MiniLab) -> None:
     with pytest.raises(ConnectionRefusedError):
         netns.connect(mini_lab.netns("client-0"), mini_lab.pods["web-0"].ip, 9)
-    with pytest.raises(FileNotFoundError, match="hm-pod-shop.nope"):
+    with pytest.raises(FileNotFoundError, match=r"hm-pod-shop\.nope"):
         netns.connect("hm-pod-shop.nope", "10.244.1.10", 80)
 
     async def unreachable() -> None:
