@@ -1,0 +1,200 @@
+"""The test bed: the bench's lab (up, Envoy injected, down) and running tools in its pods.
+
+It is a thin layer over the lab's own functions (``lab_up``/``lab_down``, ``spawn_in_pod``,
+the pod cgroups): the bench runs exactly what ``hybridmesh lab`` runs, so what it measures
+is the lab a user gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridmesh.bench.envoy_config import pod_from_status, services_from_status
+from hybridmesh.bench.envoy_sidecar import EnvoyError, EnvoySidecar, envoy_binary
+from hybridmesh.bench.scenarios import Contender
+from hybridmesh.bench.topology import PodRole, namespace_of, render_topology
+from hybridmesh.lab import names, netns, procs, runner
+from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup, detect_layout
+from hybridmesh.lab.client import LabClient, daemon_pid
+from hybridmesh.lab.lab import SUPPORTED_PLACEMENTS
+
+__all__ = ["BedError", "TestBed", "ToolResult", "stop_process", "unavailable_contenders"]
+
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class BedError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def unavailable_contenders(contenders: Sequence[Contender]) -> dict[str, str]:
+    """Contenders this build or machine cannot run, with the reason."""
+    out: dict[str, str] = {}
+    for c in contenders:
+        if c.placement not in SUPPORTED_PLACEMENTS:
+            out[c.name] = f"the lab cannot realize placement {c.placement!r} yet"
+        elif c.name == "envoy-sidecar":
+            try:
+                envoy_binary()
+            except EnvoyError as exc:
+                out[c.name] = f"{exc.message} ({exc.hint})"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    returncode: int
+    output: str  # stdout and stderr, interleaved
+    seconds: float
+
+
+@dataclass
+class TestBed:
+    """The lab with every contender's namespace, and the Envoys the bench injected."""
+
+    contenders: Sequence[Contender]
+    workdir: Path
+    envoy_concurrency: int = 2
+    layout: CgroupLayout = field(default_factory=detect_layout)
+    status: dict[str, Any] = field(default_factory=dict)
+    envoys: dict[str, EnvoySidecar] = field(default_factory=dict)  # pod key -> Envoy
+    _env: dict[str, dict[str, str]] = field(default_factory=dict)
+    _seq: int = 0
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    def up(self, progress: Callable[[str], None] | None = None) -> None:
+        """Bring the lab up; inject Envoy into the ``envoy-sidecar`` namespace's pods."""
+        if daemon_pid() is not None:
+            raise BedError(
+                "a lab is already running; the bench needs the machine's lab to itself",
+                "`hybridmesh lab down` first (it removes every hm- object on this machine)",
+            )
+        topology = self.workdir / "topology.yaml"
+        topology.write_text(render_topology(self.contenders))
+        try:
+            self.status = runner.lab_up(topology, timeout=180)
+        except runner.LabUpError as exc:
+            raise BedError(f"lab up failed: {exc.message}", exc.hint) from None
+        if any(c.name == "envoy-sidecar" for c in self.contenders):
+            self._inject_envoy(progress)
+
+    def _inject_envoy(self, progress: Callable[[str], None] | None) -> None:
+        binary = envoy_binary()
+        ns = namespace_of("envoy-sidecar")
+        services = tuple(services_from_status(self.status, ns))
+        for pod in self.status["pods"]:
+            if pod["namespace"] != ns:
+                continue
+            if progress:
+                progress(f"starting Envoy in {ns}/{pod['name']}")
+            sidecar = EnvoySidecar(
+                pod_from_status(pod, self.status),
+                services,
+                PodCgroup(ns, pod["name"], self.layout),
+                concurrency=self.envoy_concurrency,
+            )
+            self.envoys[f"{ns}/{pod['name']}"] = sidecar
+            try:
+                sidecar.start(binary, self.env_for(PodRole(ns, pod["name"])))
+            except EnvoyError as exc:
+                raise BedError(exc.message, exc.hint) from None
+
+    def down(self) -> None:
+        for sidecar in self.envoys.values():
+            with contextlib.suppress(Exception):
+                sidecar.stop()
+        runner.lab_down()
+
+    def pod(self, role: PodRole) -> dict[str, Any]:
+        for pod in self.status["pods"]:
+            if pod["namespace"] == role.namespace and pod["name"] == role.name:
+                found: dict[str, Any] = pod
+                return found
+        raise BedError(f"no pod {role.key} in the bench lab")
+
+    def env_for(self, role: PodRole) -> dict[str, str]:
+        """The environment the lab gives the pod's processes, venv first on PATH."""
+        if role.key not in self._env:
+            detail = LabClient().call("GET", f"/v1/lab/pods/{role.key}").body
+            base = {
+                "PATH": f"{Path(sys.executable).parent}:{_SYSTEM_PATH}",
+                "HOME": "/tmp",
+                "LANG": os.environ.get("LANG", "C.UTF-8"),
+                "PYTHONUNBUFFERED": "1",
+            }
+            self._env[role.key] = {**base, **(detail or {}).get("env", {})}
+        return self._env[role.key]
+
+    def spawn(
+        self, role: PodRole, argv: Sequence[str], name: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start ``argv`` in the pod (its netns, its app cgroup leaf); output to a log file."""
+        self._seq += 1
+        log = self.workdir / "logs" / f"{self._seq:04d}-{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cg = PodCgroup(role.namespace, role.name, self.layout)
+        proc = procs.spawn_in_pod(
+            names.pod_netns(role.namespace, role.name),
+            cg.procs_files("app"),
+            list(argv),
+            self.env_for(role),
+            log,
+        )
+        return proc, log
+
+    def run_tool(self, role: PodRole, argv: Sequence[str], name: str, timeout: float) -> ToolResult:
+        """Run ``argv`` in the pod to completion (killed after ``timeout``)."""
+        started = time.monotonic()
+        proc, log = self.spawn(role, argv, name)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BedError(f"{argv[0]} in {role.key} did not finish in {timeout:.0f}s") from None
+        return ToolResult(code, log.read_text(errors="replace"), time.monotonic() - started)
+
+    def http_get(self, role: PodRole, port: int, path: str, timeout: float = 2.0) -> Any:
+        """GET ``path`` from 127.0.0.1:``port`` inside the pod, JSON-decoded."""
+        sock = netns.connect(names.pod_netns(role.namespace, role.name), "127.0.0.1", port, timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.sock = sock
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise BedError(f"GET {path} in {role.key} answered {response.status}")
+        return json.loads(body)
+
+    def envoy(self, role: PodRole) -> EnvoySidecar | None:
+        return self.envoys.get(role.key)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace``; the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

@@ -1,0 +1,286 @@
+"""One measured run per call: start the load tool in the client pod, read everything around it.
+
+Every run brackets its measured window with two snapshots of the same counters (the load
+tool's own statistics, the pods' cgroup CPU, eBPF run time, the proxies' request counters),
+so warm-up and process start are outside the window wherever the tool allows it:
+
+* ``http-latency``: loadgen runs open-loop until stopped; its cumulative ``/_hm/stats``
+  histogram is read after the warm-up and again after the window, and subtracted.
+* ``http-throughput``: a warm-up wrk run, then the measured wrk run.
+* ``tcp-rr`` / ``tcp-stream``: tcpperf warms up itself; the snapshots bracket the process
+  (its interpreter start is in the load generator's CPU, a few tens of ms).
+
+A contender with a proxy must show that the proxy carried the traffic: Envoy's request (or
+connection) counters must have moved by the run's operations, and every proxy must have
+used CPU. A run where capture silently failed would otherwise be reported as a proxy with
+zero overhead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hybridmesh.bench.accounting import Accountant, Usage, usage_metrics
+from hybridmesh.bench.bed import BedError, TestBed, stop_process
+from hybridmesh.bench.model import SampleDoc
+from hybridmesh.bench.schedule import Run
+from hybridmesh.bench.tools import (
+    ToolOutputError,
+    last_json,
+    loadgen_argv,
+    parse_wrk,
+    tcpperf_argv,
+    wrk_argv,
+)
+from hybridmesh.bench.topology import (
+    HTTP_SERVICE_PORT,
+    RR_PORT,
+    STREAM_PORT,
+    PodRole,
+    client_pod,
+    namespace_of,
+)
+from hybridmesh.lab.workloads._stats import EdgeStats
+
+__all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError", "proxy_checks"]
+
+LOADGEN_STATS_PORT = 19090
+HTTP_TARGET = "http://http/" if HTTP_SERVICE_PORT == 80 else f"http://http:{HTTP_SERVICE_PORT}/"
+MIN_PROXY_SHARE = 0.95
+
+
+class RunError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """What was read at one edge of the measured window."""
+
+    usage: Usage
+    counters: dict[str, dict[str, int]]  # side -> Envoy counters ({} without Envoy)
+
+
+_HTTP_COUNTERS = {
+    "client": "http.outbound_http.downstream_rq_total",
+    "server": "http.inbound_http.downstream_rq_total",
+}
+_TCP_COUNTERS = {
+    "client": "tcp.outbound_tcp.downstream_cx_total",
+    "server": "tcp.inbound_tcp.downstream_cx_total",
+}
+
+
+def proxy_checks(
+    before: dict[str, dict[str, int]],
+    after: dict[str, dict[str, int]],
+    *,
+    http: bool,
+    ops: float,
+) -> dict[str, float]:
+    """Share of the run's operations each Envoy saw (TCP: 1.0 if it saw a connection)."""
+    names = _HTTP_COUNTERS if http else _TCP_COUNTERS
+    out: dict[str, float] = {}
+    for side, counter in names.items():
+        if side not in after:
+            continue
+        moved = after[side].get(counter, 0) - before[side].get(counter, 0)
+        if http:
+            out[f"proxy_{side}_share"] = round(moved / ops, 4) if ops else 0.0
+        else:
+            out[f"proxy_{side}_share"] = 1.0 if moved > 0 else 0.0
+    return out
+
+
+class Executor:
+    """Measures runs on a test bed."""
+
+    def __init__(self, bed: TestBed, loadgen_concurrency: int = 64) -> None:
+        self.bed = bed
+        self.loadgen_concurrency = loadgen_concurrency
+        self.last_loadgen_output = ""  # the last loadgen's log (its JSON summary at the end)
+
+    def measure(self, run: Run) -> SampleDoc:
+        scenario = run.cell.scenario
+        client = client_pod(run.contender, run.cell.variant)
+        server_name = "http-0" if scenario.startswith("http") else "tcp-0"
+        server = PodRole(namespace_of(run.contender), server_name)
+        acct = Accountant(
+            self.bed.layout, (client.namespace, client.name), (server.namespace, server.name)
+        )
+        started = time.time()
+        if scenario == "http-latency":
+            result = self._http_latency(run, client, server, acct)
+        elif scenario == "http-throughput":
+            result = self._http_throughput(run, client, server, acct)
+        elif scenario in ("tcp-rr", "tcp-stream"):
+            result = self._tcp(run, client, server, acct)
+        else:
+            raise RunError(f"scenario {scenario!r} has no executor")
+        metrics, checks, histogram, wall = result
+        self._verify(run, metrics, checks)
+        return SampleDoc(
+            scenario=scenario,
+            variant=run.cell.variant,
+            level=run.cell.level,
+            contender=run.contender,
+            repeat=run.repeat,
+            order=run.order,
+            started_at=started,
+            wall_s=round(wall, 4),
+            metrics=metrics,
+            checks=checks,
+            histogram=histogram,
+        )
+
+    # -- windows -------------------------------------------------------------------------
+    def _edge(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
+        counters: dict[str, dict[str, int]] = {}
+        for side, role in (("client", client), ("server", server)):
+            envoy = self.bed.envoy(role)
+            if envoy is not None:
+                counters[side] = envoy.counters()
+        return _Window(acct.snapshot(), counters)
+
+    def _open(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
+        for role in (client, server):
+            envoy = self.bed.envoy(role)
+            if envoy is not None:
+                envoy.ensure_capture()  # the lab may have put its service rules first again
+        window = self._edge(client, server, acct)
+        acct.reset_peaks()
+        return window
+
+    # -- scenarios -----------------------------------------------------------------------
+    def _http_latency(
+        self, run: Run, client: PodRole, server: PodRole, acct: Accountant
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+        rate = int(run.cell.level or 0)
+        argv = loadgen_argv(HTTP_TARGET, rate, self.loadgen_concurrency, LOADGEN_STATS_PORT)
+        proc, log = self.bed.spawn(client, argv, f"loadgen-{run.contender}-{rate}")
+        try:
+            self._wait_stats(client, proc)
+            time.sleep(run.warmup_s)
+            first, begin = self._loadgen_edge(client), self._open(client, server, acct)
+            time.sleep(run.duration_s)
+            last, end = self._loadgen_edge(client), self._edge(client, server, acct)
+            peaks = acct.peaks()
+        finally:
+            stop_process(proc)
+        self.last_loadgen_output = log.read_text(errors="replace")
+        summary = last_json(self.last_loadgen_output)
+        edge = last.minus(first)
+        wall = end.usage.at - begin.usage.at
+        hist = edge.latency.summary_ms()
+        metrics = {
+            "rps": round(edge.requests / wall, 2),
+            "errors": float(edge.errors),
+            "p50_ms": hist["p50"],
+            "p90_ms": hist["p90"],
+            "p99_ms": hist["p99"],
+            "p999_ms": hist["p999"],
+            "mean_ms": hist["mean"],
+            "send_lag_p99_ms": float(summary.get("send_lag_p99_ms", 0.0)),
+            **usage_metrics(begin.usage, end.usage, edge.requests, peaks),
+        }
+        checks = proxy_checks(begin.counters, end.counters, http=True, ops=edge.requests)
+        return metrics, checks, edge.latency.to_json(), wall
+
+    def _wait_stats(self, client: PodRole, proc: Any, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RunError(f"loadgen in {client.key} exited with {proc.returncode}")
+            try:
+                self.bed.http_get(client, LOADGEN_STATS_PORT, "/_hm/stats")
+                return
+            except (OSError, BedError, ValueError):
+                time.sleep(0.05)
+        raise RunError(f"loadgen in {client.key} did not serve its stats in {timeout:.0f}s")
+
+    def _loadgen_edge(self, client: PodRole) -> EdgeStats:
+        doc = self.bed.http_get(client, LOADGEN_STATS_PORT, "/_hm/stats")
+        edges = list(doc.get("edges", {}).values())
+        return EdgeStats.from_json(edges[0]) if edges else EdgeStats()
+
+    def _http_throughput(
+        self, run: Run, client: PodRole, server: PodRole, acct: Accountant
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+        conns = int(run.cell.level or 1)
+        timeout = run.duration_s + run.warmup_s + 30
+        if run.warmup_s > 0:
+            self.bed.run_tool(
+                client, wrk_argv(HTTP_TARGET, conns, run.warmup_s), "wrk-warmup", timeout
+            )
+        begin = self._open(client, server, acct)
+        done = self.bed.run_tool(
+            client, wrk_argv(HTTP_TARGET, conns, run.duration_s), "wrk", timeout
+        )
+        end, peaks = self._edge(client, server, acct), acct.peaks()
+        try:
+            wrk = parse_wrk(done.output)
+        except ToolOutputError as exc:
+            raise RunError(f"wrk in {client.key} failed: {exc}") from None
+        metrics = {
+            "rps": wrk.rps,
+            "errors": float(wrk.errors),
+            "p50_ms": wrk.p50_ms,
+            "p99_ms": wrk.p99_ms,
+            **usage_metrics(begin.usage, end.usage, wrk.requests, peaks),
+        }
+        checks = proxy_checks(begin.counters, end.counters, http=True, ops=wrk.requests)
+        return metrics, checks, None, wrk.seconds
+
+    def _tcp(
+        self, run: Run, client: PodRole, server: PodRole, acct: Accountant
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+        rr = run.cell.scenario == "tcp-rr"
+        mode, port = ("rr", RR_PORT) if rr else ("stream", STREAM_PORT)
+        argv = tcpperf_argv(mode, "tcp", port, run.warmup_s, run.duration_s)
+        begin = self._open(client, server, acct)
+        timeout = 2 * (run.duration_s + run.warmup_s) + 30
+        done = self.bed.run_tool(client, argv, f"tcpperf-{mode}-{run.contender}", timeout)
+        end, peaks = self._edge(client, server, acct), acct.peaks()
+        if done.returncode != 0:
+            raise RunError(f"tcpperf {mode} in {client.key} failed: {done.output[-400:]}")
+        out = last_json(done.output)
+        if rr:
+            ops = float(out["transactions"] + out["warmup_transactions"])
+            metrics = {
+                "tps": float(out["tps"]),
+                "rtt_p50_us": float(out["rtt_p50_us"]),
+                "rtt_p99_us": float(out["rtt_p99_us"]),
+            }
+            histogram = out.get("histogram")
+        else:
+            ops = (out["bytes"] + out["warmup_bytes"]) / (1 << 20)
+            metrics = {"gbps": float(out["gbps"])}
+            histogram = None
+        metrics.update(usage_metrics(begin.usage, end.usage, ops, peaks))
+        checks = proxy_checks(begin.counters, end.counters, http=False, ops=ops)
+        return metrics, checks, histogram, float(out["seconds"])
+
+    # -- verification --------------------------------------------------------------------
+    def _verify(self, run: Run, metrics: dict[str, float], checks: dict[str, float]) -> None:
+        if run.contender == "none":
+            return
+        for name, share in checks.items():
+            if share < MIN_PROXY_SHARE:
+                side = name.split("_")[1]
+                raise RunError(
+                    f"{run.contender}: the {side}-side proxy carried only {share:.0%} of the "
+                    f"traffic in {run.cell.label()}: capture is not in effect",
+                    "check the pod's nat OUTPUT/PREROUTING rules (iptables-save in its netns)",
+                )
+        for side in ("client", "server"):
+            if metrics.get(f"cpu_proxy_{side}_us_per_op", 0.0) <= 0.0:
+                raise RunError(
+                    f"{run.contender}: the {side}-side proxy used no CPU in {run.cell.label()}; "
+                    "the traffic bypassed it",
+                    "is the proxy running in the pod's proxy cgroup leaf?",
+                )

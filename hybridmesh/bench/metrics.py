@@ -1,0 +1,87 @@
+"""What each figure in a result is called, its unit, and which direction is better.
+
+One table, read by the aggregation (which metrics a cell has), the CSV/markdown/HTML
+renderers (labels and units) and the plots. Resource figures are per *operation*, and an
+operation depends on the scenario: a request (HTTP), a transaction (tcp-rr) or a MiB moved
+(tcp-stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CPU_COMPONENTS",
+    "METRICS",
+    "RESOURCE_METRICS",
+    "SCENARIO_METRICS",
+    "MetricInfo",
+    "op_unit",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    label: str
+    unit: str
+    higher_is_better: bool = False
+
+
+CPU_COMPONENTS = ("loadgen", "app", "proxy_client", "proxy_server", "ebpf")
+"""Stacked in the CPU plot, in this order; ``loadgen`` is shown to prove it is not the limit."""
+
+METRICS: dict[str, MetricInfo] = {
+    "rps": MetricInfo("achieved rate", "req/s", higher_is_better=True),
+    "errors": MetricInfo("errors", "count"),
+    "p50_ms": MetricInfo("p50", "ms"),
+    "p90_ms": MetricInfo("p90", "ms"),
+    "p99_ms": MetricInfo("p99", "ms"),
+    "p999_ms": MetricInfo("p99.9", "ms"),
+    "mean_ms": MetricInfo("mean", "ms"),
+    "send_lag_p99_ms": MetricInfo("loadgen send lag p99", "ms"),
+    "tps": MetricInfo("transactions", "txn/s", higher_is_better=True),
+    "rtt_p50_us": MetricInfo("RTT p50", "µs"),
+    "rtt_p99_us": MetricInfo("RTT p99", "µs"),
+    "gbps": MetricInfo("throughput", "Gbit/s", higher_is_better=True),
+    "cpu_loadgen_pct": MetricInfo("load generator CPU", "% of a core"),
+    "cpu_loadgen_us_per_op": MetricInfo("load generator CPU", "µs/op"),
+    "cpu_app_us_per_op": MetricInfo("server app CPU", "µs/op"),
+    "cpu_proxy_client_us_per_op": MetricInfo("client-side proxy CPU", "µs/op"),
+    "cpu_proxy_server_us_per_op": MetricInfo("server-side proxy CPU", "µs/op"),
+    "cpu_proxy_us_per_op": MetricInfo("proxy CPU (both sides)", "µs/op"),
+    "cpu_ebpf_us_per_op": MetricInfo("kernel eBPF CPU", "µs/op"),
+    "rss_proxy_client_mib": MetricInfo("client-side proxy peak RSS", "MiB"),
+    "rss_proxy_server_mib": MetricInfo("server-side proxy peak RSS", "MiB"),
+    "rss_proxy_mib": MetricInfo("proxy peak RSS (both sides)", "MiB"),
+}
+
+RESOURCE_METRICS = (
+    "cpu_loadgen_pct",
+    "cpu_loadgen_us_per_op",
+    "cpu_app_us_per_op",
+    "cpu_proxy_client_us_per_op",
+    "cpu_proxy_server_us_per_op",
+    "cpu_proxy_us_per_op",
+    "cpu_ebpf_us_per_op",
+    "rss_proxy_client_mib",
+    "rss_proxy_server_mib",
+    "rss_proxy_mib",
+)
+
+SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
+    "http-latency": (
+        "rps", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms", "send_lag_p99_ms",
+        *RESOURCE_METRICS,
+    ),
+    "http-throughput": ("rps", "errors", "p50_ms", "p99_ms", *RESOURCE_METRICS),
+    "tcp-rr": ("tps", "rtt_p50_us", "rtt_p99_us", *RESOURCE_METRICS),
+    "tcp-stream": ("gbps", *RESOURCE_METRICS),
+}  # fmt: skip
+"""Every metric a sample of the scenario must have (the integration test checks all filled)."""
+
+_OP_UNITS = {"tcp-rr": "txn", "tcp-stream": "MiB"}
+
+
+def op_unit(scenario: str) -> str:
+    """What one operation is in ``scenario`` (``µs/op`` figures are per this)."""
+    return _OP_UNITS.get(scenario, "req")

@@ -1,0 +1,226 @@
+"""``hybridmesh bench`` end to end: options in, a validated results document out.
+
+Order of work: resolve what was asked (unknown names and not-yet scenarios are refused
+before anything is created), bring the test bed up, measure the plan run by run (results.json
+is rewritten after every run, so an interrupted bench still leaves its samples), calibrate
+the load generator, take the lab down (always), aggregate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from hybridmesh.bench import machine
+from hybridmesh.bench.accounting import bpf_stats_enabled
+from hybridmesh.bench.bed import TestBed, unavailable_contenders
+from hybridmesh.bench.calibrate import calibrate
+from hybridmesh.bench.envoy_sidecar import envoy_binary, envoy_uid, envoy_version
+from hybridmesh.bench.measure import Executor
+from hybridmesh.bench.metrics import op_unit
+from hybridmesh.bench.model import (
+    ConfigDoc,
+    ContenderDoc,
+    Results,
+    SampleDoc,
+    ScenarioDoc,
+)
+from hybridmesh.bench.scenarios import (
+    FULL,
+    QUICK,
+    SCENARIOS,
+    BenchConfigError,
+    Contender,
+    Profile,
+    levels_for,
+    select_contenders,
+    select_scenarios,
+)
+from hybridmesh.bench.schedule import Run, cells, plan_runs
+from hybridmesh.bench.stats import aggregate
+
+__all__ = ["BenchOptions", "Progress", "Resolved", "resolve", "run_bench"]
+
+CALIBRATION_RATE = 1000
+
+
+class Progress(Protocol):
+    def phase(self, message: str) -> None: ...
+    def planned(self, total: int) -> None: ...
+    def run_started(self, run: Run) -> None: ...
+    def run_done(self, run: Run, sample: SampleDoc) -> None: ...
+
+
+class _Silent:
+    def phase(self, message: str) -> None:
+        pass
+
+    def planned(self, total: int) -> None:
+        pass
+
+    def run_started(self, run: Run) -> None:
+        pass
+
+    def run_done(self, run: Run, sample: SampleDoc) -> None:
+        pass
+
+
+@dataclass
+class BenchOptions:
+    out: Path
+    scenarios: Sequence[str] = ()
+    contenders: Sequence[str] = ()
+    quick: bool = False
+    repeats: int | None = None
+    duration_s: float | None = None
+    warmup_s: float | None = None
+    rates: Sequence[int] = ()
+    envoy_concurrency: int = 2
+    loadgen_concurrency: int = 64
+    calibrate: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    profile: Profile
+    scenarios: list[str]
+    contenders: list[Contender]
+    notes: list[str]
+
+
+def resolve(opts: BenchOptions) -> Resolved:
+    """What will run; raises BenchConfigError for anything that cannot."""
+    scenarios = [s.name for s in select_scenarios(opts.scenarios)]
+    contenders = select_contenders(opts.contenders)
+    notes: list[str] = []
+    missing = unavailable_contenders(contenders)
+    if missing and opts.contenders:
+        name, why = next(iter(missing.items()))
+        raise BenchConfigError(f"contender {name!r} cannot run here: {why}")
+    for name, why in missing.items():
+        notes.append(f"contender {name} skipped: {why}")
+    contenders = [c for c in contenders if c.name not in missing]
+    base = QUICK if opts.quick else FULL
+    profile = dataclasses.replace(
+        base,
+        repeats=opts.repeats or base.repeats,
+        duration_s=opts.duration_s or base.duration_s,
+        warmup_s=base.warmup_s if opts.warmup_s is None else opts.warmup_s,
+        rates=tuple(opts.rates) or base.rates,
+    )
+    if profile.repeats < 1 or profile.duration_s <= 0 or profile.warmup_s < 0:
+        raise BenchConfigError("--repeats must be >= 1, --duration > 0 and --warmup >= 0")
+    if any(r <= 0 for r in profile.rates):
+        raise BenchConfigError(f"rates must be positive, got {list(profile.rates)}")
+    return Resolved(profile, scenarios, contenders, notes)
+
+
+def _header(opts: BenchOptions, plan: Resolved) -> Results:
+    envoy = None
+    details: dict[str, dict[str, str]] = {}
+    if any(c.name == "envoy-sidecar" for c in plan.contenders):
+        binary = envoy_binary()
+        envoy = envoy_version(binary)
+        uid = envoy_uid(binary)
+        details["envoy-sidecar"] = {
+            "envoy": envoy,
+            "concurrency": str(opts.envoy_concurrency),
+            "runs_as": f"uid {uid}" if uid is not None else "root with SO_MARK 0x539",
+            "protocol": "HTTP/1.1 between sidecars, no mTLS",
+        }
+    p = plan.profile
+    return Results(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=machine.machine(),
+        versions=machine.versions(envoy),
+        config=ConfigDoc(
+            profile="quick" if opts.quick else "full",
+            duration_s=p.duration_s,
+            warmup_s=p.warmup_s,
+            repeats=p.repeats,
+            rates=list(p.rates),
+            concurrency=list(p.concurrency),
+            variants=list(p.variants),
+            loadgen_concurrency=opts.loadgen_concurrency,
+            command=shlex.join(["hybridmesh", *sys.argv[1:]]),
+        ),
+        scenarios=[
+            ScenarioDoc(
+                name=s.name,
+                summary=s.summary,
+                description=s.description,
+                implemented=s.implemented,
+                measured=s.name in plan.scenarios,
+                level_unit=s.level_unit,
+                op_unit=op_unit(s.name),
+            )
+            for s in SCENARIOS.values()
+        ],
+        contenders=[
+            ContenderDoc(
+                name=c.name,
+                description=c.description,
+                placement=c.placement,
+                details=details.get(c.name, {}),
+            )
+            for c in plan.contenders
+        ],
+        notes=[*plan.notes, *opts.notes],
+    )
+
+
+def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
+    """Measure everything ``opts`` asks for; results.json is kept current in ``opts.out``."""
+    progress = progress or _Silent()
+    plan = resolve(opts)
+    p = plan.profile
+    opts.out.mkdir(parents=True, exist_ok=True)
+    results = _header(opts, plan)
+    keys = cells(plan.scenarios, p.variants, {s: levels_for(s, p) for s in plan.scenarios})
+    names = [c.name for c in plan.contenders]
+    runs = plan_runs(keys, names, p.repeats, warmup_s=p.warmup_s, duration_s=p.duration_s)
+    progress.planned(len(runs))
+    bed = TestBed(plan.contenders, opts.out, envoy_concurrency=opts.envoy_concurrency)
+    with bpf_stats_enabled():
+        progress.phase("bringing the lab up")
+        bed.up(progress.phase)
+        try:
+            executor = Executor(bed, opts.loadgen_concurrency)
+            for run in runs:
+                progress.run_started(run)
+                sample = executor.measure(run)
+                results.samples.append(sample)
+                _save(results, opts.out)
+                progress.run_done(run, sample)
+            if opts.calibrate and "http-latency" in plan.scenarios:
+                progress.phase("calibrating the load generator (h2load vs loadgen on none)")
+                rate = max([r for r in p.rates if r <= CALIBRATION_RATE] or [min(p.rates)])
+                results.calibration = calibrate(
+                    bed,
+                    executor,
+                    list(p.variants),
+                    rate=rate,
+                    warmup=p.warmup_s,
+                    seconds=p.duration_s,
+                )
+        finally:
+            progress.phase("taking the lab down")
+            bed.down()
+    results.cells = aggregate(results.samples, names)
+    results.machine.loadavg_end = machine.loadavg()
+    results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    _save(results, opts.out)
+    return results
+
+
+def _save(results: Results, out: Path) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(results.model_dump_json(indent=1))
+    tmp.replace(out / "results.json")

@@ -1,0 +1,156 @@
+"""The lab topology the benchmark runs on: one namespace per contender, all in one lab.
+
+Every contender gets the same four pods in its own namespace ``bench-<contender>``::
+
+    http-0           node-1   httpsvc, 1 KiB responses           Service http:80 -> 8080
+    tcp-0            node-1   tcpperf server (echo + sink)       Service tcp:5001, 5002 (tcp)
+    client-same-0    node-1   idle; the bench runs load tools in it  (same-node variant)
+    client-cross-0   node-2   idle; likewise                          (cross-node variant)
+
+Keeping every contender up at once is what makes alternation cheap: switching from A to B is
+choosing another client pod, not rebuilding a lab, and idle pods cost no CPU. The lab knows
+nothing of Envoy: the ``envoy-sidecar`` namespace runs with placement ``none`` and the bench
+injects Envoy into its pods afterwards, as Istio's injector would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hybridmesh.bench.scenarios import Contender
+
+__all__ = [
+    "HTTP_PORT",
+    "HTTP_SERVICE_PORT",
+    "RR_PORT",
+    "STREAM_PORT",
+    "PodRole",
+    "client_pod",
+    "namespace_of",
+    "render_topology",
+]
+
+HTTP_PORT = 8080
+HTTP_SERVICE_PORT = 80
+RR_PORT = 5001
+STREAM_PORT = 5002
+SERVER_NODE = "node-1"
+CLIENT_NODES = {"same-node": "node-1", "cross-node": "node-2"}
+
+
+@dataclass(frozen=True, slots=True)
+class PodRole:
+    """Where a bench pod is: its lab namespace and name."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def namespace_of(contender: str) -> str:
+    return f"bench-{contender}"
+
+
+def client_pod(contender: str, variant: str) -> PodRole:
+    """The pod the load tools run in for ``variant`` (same-node / cross-node)."""
+    if variant not in CLIENT_NODES:
+        raise ValueError(f"unknown variant {variant!r}")
+    return PodRole(namespace_of(contender), f"client-{variant.split('-', maxsplit=1)[0]}-0")
+
+
+_HEADER = """\
+apiVersion: hybridmesh.io/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec: {trustDomain: cluster.local, mtls: {mode: PERMISSIVE}, defaultPlacement: none}
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Node
+metadata: {name: node-1}
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Node
+metadata: {name: node-2}
+"""
+
+_NAMESPACE = """\
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Workload
+metadata: {{name: http, namespace: {ns}, labels: {{app: http}}}}
+spec:
+  serviceAccount: http
+  node: {server_node}
+  placement: {placement}
+  command: ["python3", "-m", "hybridmesh.lab.workloads.httpsvc", "--port", "{{port}}",
+            "--response-size", "1024"]
+  ports: [{{name: http, containerPort: {http}}}]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Workload
+metadata: {{name: tcp, namespace: {ns}, labels: {{app: tcp}}}}
+spec:
+  serviceAccount: tcp
+  node: {server_node}
+  placement: {placement}
+  command: ["python3", "-m", "hybridmesh.bench.tcpperf", "serve", "--rr-port", "{rr}",
+            "--stream-port", "{stream}"]
+  ports: [{{name: rr, containerPort: {rr}}}, {{name: stream, containerPort: {stream}}}]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Workload
+metadata: {{name: client-same, namespace: {ns}, labels: {{app: client-same}}}}
+spec:
+  serviceAccount: client
+  node: {same_node}
+  placement: {placement}
+  command: ["sleep", "infinity"]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Workload
+metadata: {{name: client-cross, namespace: {ns}, labels: {{app: client-cross}}}}
+spec:
+  serviceAccount: client
+  node: {cross_node}
+  placement: {placement}
+  command: ["sleep", "infinity"]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Service
+metadata: {{name: http, namespace: {ns}}}
+spec:
+  selector: {{app: http}}
+  ports: [{{name: http, port: {http_svc}, targetPort: {http}, appProtocol: http}}]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: Service
+metadata: {{name: tcp, namespace: {ns}}}
+spec:
+  selector: {{app: tcp}}
+  ports: [{{name: rr, port: {rr}, targetPort: {rr}, appProtocol: tcp}},
+          {{name: stream, port: {stream}, targetPort: {stream}, appProtocol: tcp}}]
+"""
+
+
+def render_topology(contenders: Sequence[Contender]) -> str:
+    """The multi-document YAML for ``hybridmesh lab up``."""
+    parts = [_HEADER]
+    for contender in contenders:
+        parts.append(
+            _NAMESPACE.format(
+                ns=namespace_of(contender.name),
+                placement=contender.placement,
+                server_node=SERVER_NODE,
+                same_node=CLIENT_NODES["same-node"],
+                cross_node=CLIENT_NODES["cross-node"],
+                http=HTTP_PORT,
+                http_svc=HTTP_SERVICE_PORT,
+                rr=RR_PORT,
+                stream=STREAM_PORT,
+            )
+        )
+    return "".join(parts)
