@@ -129,6 +129,9 @@ class _Attempt:
             self.done.set_exception(ProxyError(Reason.UPSTREAM_RESET, self.ex.where(self.key),
                                                f"mid-response: {detail}"))
 
+    def on_batch_end(self) -> None:
+        self.ex.flush_client()
+
     def on_upstream_writable(self, writable: bool) -> None:
         from hybridmesh.proxy.h1session import PAUSE_UPSTREAM
 
@@ -164,6 +167,7 @@ class Exchange:
         self.status = 0
         self.flags = "-"
         self._finished = False
+        self._wbuf: list[bytes] = []
 
     def start(self) -> None:
         self._task = self.ctx.tasks.spawn(self._run())
@@ -389,12 +393,23 @@ class Exchange:
 
     def response_end(self, event: EndOfMessage) -> None:
         self.write_client(frame_end(self._resp_framing, event.trailers))
+        self.flush_client()
         self._attempt = None
         self._finish(self.status)
 
     def write_client(self, data: bytes) -> None:
-        if data and not self.session.lost:
-            self.session.transport.write(data)
+        """Queue bytes for the client; :meth:`flush_client` writes them in one go (a response
+        head and the body that came in the same read cost one send, not two)."""
+        if data:
+            self._wbuf.append(data)
+
+    def flush_client(self) -> None:
+        buf = self._wbuf
+        if buf:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            if not self.session.lost:
+                self.session.transport.write(data)
 
     def where(self, key: EndpointKey | None) -> str:
         dest = self._plan.destination if self._plan is not None else self.session.route.destination
@@ -413,6 +428,7 @@ class Exchange:
         self._keep_alive = (self.request.keep_alive and self.request_complete
                             and not self.ctx.draining and err.code != 400)
         self.write_client(render(err, self.ctx.proxy_name, keep_alive=self._keep_alive))
+        self.flush_client()
         self._finish(err.code)
 
     def _abort_attempt(self) -> None:

@@ -110,6 +110,7 @@ class ResponseSink(Protocol):
     def on_end(self, event: EndOfMessage) -> None: ...
     def on_upstream_error(self, error: RemoteProtocolError | None, detail: str) -> None: ...
     def on_upstream_writable(self, writable: bool) -> None: ...
+    def on_batch_end(self) -> None: ...
 
 
 class H1Upstream(asyncio.Protocol):
@@ -185,6 +186,8 @@ class H1Upstream(asyncio.Protocol):
             self.detach()
             self.abort()
             sink.on_upstream_error(exc, str(exc))
+        finally:
+            sink.on_batch_end()  # the events of one read leave in one write downstream
 
     # -- use by a request ------------------------------------------------------------------
     def attach(self, sink: ResponseSink, method: bytes) -> None:
@@ -204,7 +207,7 @@ class H1Upstream(asyncio.Protocol):
         )
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def pause_reading(self, paused: bool) -> None:
