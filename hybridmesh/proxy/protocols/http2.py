@@ -74,7 +74,9 @@ __all__ = [
     "H2Server",
     "Headers",
     "InformationalResponse",
+    "LocalProtocolError",
     "ProtocolViolation",
+    "RemoteProtocolError",
     "RequestHeaders",
     "ResponseHeaders",
     "StreamRefused",
@@ -584,8 +586,11 @@ class _Connection(h2.connection.H2Connection):
     def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[
             list[Frame], list[h2.events.Event]]:
         sid = frame.stream_id
+        if self.config.client_side and not sid & 1 and sid not in self.streams:
+            # h2 would open it and report a *request* to a client (push is disabled)
+            raise h2.exceptions.ProtocolError(f"server-initiated stream {sid}")
         if sid in self.streams or self.config.client_side or not sid & 1:
-            return super()._receive_headers_frame(frame)
+            return super()._receive_headers_frame(frame)  # h2's rules suffice
         if sid <= self.highest_inbound_stream_id:  # a stream closed and cleaned up
             h2.connection._decode_headers(self.decoder, frame.data)
             raise h2.exceptions.StreamIDTooLowError(sid, self.highest_inbound_stream_id)
@@ -731,7 +736,7 @@ class _Endpoint:
             return [ConnectionAbuse(AbuseKind.HEADER_LIST_TOO_LARGE, str(exc))]
         except h2.exceptions.ProtocolError as exc:
             self._closed = True
-            return [ProtocolViolation(exc.error_code, str(exc) or type(exc).__name__)]
+            return [ProtocolViolation(exc.error_code, f"{type(exc).__name__}: {exc}")]
         out: list[Event] = []
         handlers = self._handlers
         flush = False
