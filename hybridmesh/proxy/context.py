@@ -63,6 +63,7 @@ class ProxyContext:
         self.tasks = TaskSet()
         self.connections: set[Closable] = set()
         self.draining = False
+        self.requests = 0  # HTTP requests finished (for /config_dump; metrics have the detail)
         self._tables: Tables | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,5 +87,6 @@ class ProxyContext:
             "tables": tables.config_dump() if tables is not None else None,
             "balancers": self.balancers.snapshot(),
             "connections": len(self.connections),
+            "requests": self.requests,
             "idle_upstream": self.pool.idle_count(),
         }

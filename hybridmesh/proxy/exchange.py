@@ -350,6 +350,8 @@ class Exchange:
         plan = self._plan
         if plan is None or self.response_started or self.session.lost:
             return False
+        if status is not None and status not in plan.retry.codes:
+            return False  # the common case, decided without the full policy
         if not plan.retry.should_retry(self.retries, status=status, error=error,
                                        method=self.method, replayable=self._replayable()):
             return False
@@ -442,6 +444,7 @@ class Exchange:
             return
         self._finished = True
         self.status = status
+        self.ctx.requests += 1
         plan, key, route = self._plan, self._key, self.session.route
         destination = plan.peer(key) if plan is not None and key is not None else Peer.unknown()
         service = plan.service if plan is not None else route.service

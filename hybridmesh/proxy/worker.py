@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from typing import Any
 
@@ -123,6 +124,7 @@ class Worker:
         dump = self.ctx.config_dump()
         dump["watch"] = {"version": self._watcher.version, "errors": self._watcher.errors}
         dump["listeners"] = {OUTBOUND: self.outbound_port, INBOUND: self.inbound_port}
+        dump["pid"] = os.getpid()
         return dump
 
     # -- drain ---------------------------------------------------------------------------------

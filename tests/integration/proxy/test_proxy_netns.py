@@ -215,3 +215,27 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(net: MeshNet, tmp_pat
     # without the proxy, captured connections are refused: nothing bypasses the mesh
     with pytest.raises(OSError):
         raw_socket(CLIENT_NS, WEB_VIP, 80).close()
+
+
+def test_workers_share_the_listeners_and_admin_aggregates(net: MeshNet) -> None:
+    import json
+
+    if "proxy-client" in net.procs:  # the SIGTERM test normally stopped it already
+        net.stop("proxy-client")
+    assert net.cp is not None
+    net.python("proxy-client", CLIENT_NS, "-m", "hybridmesh.proxy", "--pod", CLIENT_POD,
+               "--control", net.cp.path, "--workers", "2")
+    wait_ready(CLIENT_NS)
+    before = metric(CLIENT_NS, "request_total")
+    counts = run_load(net, 400, conns=16)
+    assert counts.get("200", 0) == 400, counts
+    assert metric(CLIENT_NS, "request_total") - before == 400  # the sum over both workers
+    _, _, body = http_get(CLIENT_NS, "127.0.0.1", 15020, "/config_dump")
+    workers = json.loads(body)["workers"]
+    assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2
+    assert all(w["requests"] > 0 for w in workers), [w["requests"] for w in workers]
+    proc = net.procs.pop("proxy-client")
+    os.kill(proc.pid, 15)
+    assert proc.wait(15) == 0
+    with pytest.raises(OSError):  # no worker survived its supervisor
+        raw_socket(CLIENT_NS, WEB_VIP, 80).close()
