@@ -24,6 +24,7 @@ class Reason(enum.Enum):
     """Why the proxy answered itself; ``value`` is the stable name (header, metrics, logs)."""
 
     NO_ENDPOINTS = "no-endpoints"
+    NO_BACKEND = "no-backend"
     CONNECT_REFUSED = "connect-refused"
     CONNECT_TIMEOUT = "connect-timeout"
     UPSTREAM_RESET = "upstream-reset"
@@ -47,6 +48,7 @@ class Reason(enum.Enum):
 
 _STATUS = {
     Reason.NO_ENDPOINTS: 503,
+    Reason.NO_BACKEND: 500,
     Reason.CONNECT_REFUSED: 502,
     Reason.CONNECT_TIMEOUT: 504,
     Reason.UPSTREAM_RESET: 502,
@@ -57,6 +59,7 @@ _STATUS = {
 }
 _FLAG = {
     Reason.NO_ENDPOINTS: "UH",
+    Reason.NO_BACKEND: "NR",
     Reason.CONNECT_REFUSED: "UF",
     Reason.CONNECT_TIMEOUT: "UF",
     Reason.UPSTREAM_RESET: "UC",
@@ -67,6 +70,7 @@ _FLAG = {
 }
 _TEXT = {
     Reason.NO_ENDPOINTS: "no ready endpoint for the destination",
+    Reason.NO_BACKEND: "the matched route has no usable backend (every weight is 0)",
     Reason.CONNECT_REFUSED: "the upstream refused or dropped the connection",
     Reason.CONNECT_TIMEOUT: "the upstream did not accept the connection in time",
     Reason.UPSTREAM_RESET: "the upstream closed the connection before a complete response",
@@ -76,7 +80,8 @@ _TEXT = {
     Reason.POLICY: "denied by an authorization policy",
 }
 _PHRASES = {400: b"Bad Request", 403: b"Forbidden", 414: b"URI Too Long",
-            431: b"Request Header Fields Too Large", 502: b"Bad Gateway",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+            501: b"Not Implemented", 502: b"Bad Gateway",
             503: b"Service Unavailable", 504: b"Gateway Timeout",
             505: b"HTTP Version Not Supported"}
 

@@ -110,7 +110,7 @@ class OutboundRoute:
         try:
             backend = action.choose(self._ctx.rng)
         except NoBackendError as exc:
-            raise ProxyError(Reason.NO_ENDPOINTS, self.destination, str(exc)) from None
+            raise ProxyError(Reason.NO_BACKEND, self.destination, str(exc)) from None
         key = (id(action), backend.service, backend.port)
         cached = self._plans.get(key)
         if cached is None:
