@@ -194,7 +194,7 @@ def test_client_vanishing_mid_request_frees_the_upstream(tmp_path: Path) -> None
     async def main() -> None:
         backends = await start_backends(1, hang)
         async with running_proxy(tmp_path, [web_service(backends, backends[0].port)]) as h:
-            reader, writer = await h.open()
+            _reader, writer = await h.open()
             writer.write(get("/gone"))
             await asyncio.wait_for(started.wait(), 5)
             sock = writer.get_extra_info("socket")
