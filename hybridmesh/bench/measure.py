@@ -147,14 +147,17 @@ class Executor:
                 counters[side] = envoy.counters()
         return _Window(acct.snapshot(), counters)
 
-    def _open(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
+    def _prepare(self, client: PodRole, server: PodRole, acct: Accountant) -> None:
+        """Just before a window opens: capture first in line again, peak RSS reset."""
         for role in (client, server):
             envoy = self.bed.envoy(role)
             if envoy is not None:
                 envoy.ensure_capture()  # the lab may have put its service rules first again
-        window = self._edge(client, server, acct)
         acct.reset_peaks()
-        return window
+
+    def _open(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
+        self._prepare(client, server, acct)
+        return self._edge(client, server, acct)
 
     # -- scenarios -----------------------------------------------------------------------
     def _http_latency(
@@ -166,16 +169,18 @@ class Executor:
         try:
             self._wait_stats(client, proc)
             time.sleep(run.warmup_s)
-            first, begin = self._loadgen_edge(client), self._open(client, server, acct)
+            self._prepare(client, server, acct)
+            first, t_first = self._loadgen_edge(client)
+            begin = self._edge(client, server, acct)
             time.sleep(run.duration_s)
-            last, end = self._loadgen_edge(client), self._edge(client, server, acct)
-            peaks = acct.peaks()
+            last, t_last = self._loadgen_edge(client)
+            end, peaks = self._edge(client, server, acct), acct.peaks()
         finally:
             stop_process(proc)
         self.last_loadgen_output = log.read_text(errors="replace")
         summary = last_json(self.last_loadgen_output)
         edge = last.minus(first)
-        wall = end.usage.at - begin.usage.at
+        wall = t_last - t_first  # between the two reads of loadgen's own counters
         hist = edge.latency.summary_ms()
         metrics = {
             "rps": round(edge.requests / wall, 2),
@@ -203,10 +208,12 @@ class Executor:
                 time.sleep(0.05)
         raise RunError(f"loadgen in {client.key} did not serve its stats in {timeout:.0f}s")
 
-    def _loadgen_edge(self, client: PodRole) -> EdgeStats:
+    def _loadgen_edge(self, client: PodRole) -> tuple[EdgeStats, float]:
+        """loadgen's cumulative counters and when they were read (monotonic)."""
         doc = self.bed.http_get(client, LOADGEN_STATS_PORT, "/_hm/stats")
+        at = time.monotonic()
         edges = list(doc.get("edges", {}).values())
-        return EdgeStats.from_json(edges[0]) if edges else EdgeStats()
+        return (EdgeStats.from_json(edges[0]) if edges else EdgeStats()), at
 
     def _http_throughput(
         self, run: Run, client: PodRole, server: PodRole, acct: Accountant

@@ -266,6 +266,7 @@ def report_markdown(results: Results, images: Mapping[str, str]) -> str:
         "",
         _summary_table(results),
         "",
+        *(f"![{k}]({p})\n" for k, p in images.items() if k.startswith("overview:")),
     ]
     parts += _machine_section(results) + _method_section(results)
     parts += ["## Results", ""]
