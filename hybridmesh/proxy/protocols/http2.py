@@ -37,6 +37,7 @@ Why a wrapper and not bare h2:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 import struct
@@ -615,7 +616,7 @@ class _Connection(h2.connection.H2Connection):
         return [], [_GoAway(frame.error_code, frame.last_stream_id, frame.additional_data)]
 
 
-_LOCAL_END, _REMOTE_END, _BOTH_ENDS = 1, 2, 3
+_LOCAL_END, _REMOTE_END, _BOTH_ENDS, _HEAD_SENT = 1, 2, 3, 4  # per-stream flags
 
 
 class _Pending:
@@ -736,7 +737,9 @@ class _Endpoint:
             return [ConnectionAbuse(AbuseKind.HEADER_LIST_TOO_LARGE, str(exc))]
         except h2.exceptions.ProtocolError as exc:
             self._closed = True
-            return [ProtocolViolation(exc.error_code, f"{type(exc).__name__}: {exc}")]
+            name, text = type(exc).__name__, str(exc)
+            detail = text if text.startswith(name) else f"{name}: {text}"
+            return [ProtocolViolation(exc.error_code, detail)]
         out: list[Event] = []
         handlers = self._handlers
         flush = False
@@ -793,7 +796,7 @@ class _Endpoint:
         if flags is None:
             return
         flags |= end
-        if flags == _BOTH_ENDS:
+        if flags & _BOTH_ENDS == _BOTH_ENDS:
             del self._streams[stream_id]
         else:
             self._streams[stream_id] = flags
@@ -809,12 +812,19 @@ class _Endpoint:
             return stream_id > self._highest_peer  # not even seen yet: opened in this read
         return not flags & _LOCAL_END
 
-    def _writable(self, stream_id: int) -> bool:
-        """False for a stream that is gone (the peer reset it, or we ended it): writes to it
-        are dropped, as a reset often crosses the proxy's reply. Unknown ids are a bug."""
+    def _writable(self, stream_id: int, *, body: bool = False) -> bool:
+        """False for a stream that is gone (reset, or finished both ways): writes to it are
+        dropped, as a reset often crosses the proxy's reply. Unknown ids, writes after our
+        own end of stream, and a body before the head (h2 would send it) are our caller's
+        bugs (LocalProtocolError)."""
         flags = self._streams.get(stream_id)
         if flags is not None and not self._closed:
-            return not flags & _LOCAL_END
+            if flags & _LOCAL_END or (
+                    (pending := self._pending.get(stream_id)) is not None and pending.end):
+                raise LocalProtocolError(f"stream {stream_id}: written after end_stream")
+            if body and not flags & _HEAD_SENT:
+                raise LocalProtocolError(f"stream {stream_id}: body before the head")
+            return True
         if stream_id <= max(self._highest_peer, self._highest_local) or self._closed:
             return False
         raise LocalProtocolError(f"stream {stream_id} was never opened")
@@ -835,31 +845,41 @@ class _Endpoint:
         Prefer :meth:`H2Client.send_request` / :meth:`H2Server.send_response`; this is the
         generic form for heads that are already HTTP/2 lists.
         """
+        if not self._writable(stream_id):
+            return
         items = list(headers)
         split = next((i for i, (name, _) in enumerate(items) if name[:1] != b":"), len(items))
-        self._send_head(stream_id, items[:split] + check_fields(items[split:]), end_stream)
+        interim = split > 0 and items[0][0] == b":status" and items[0][1][:1] == b"1"  # 1xx
+        self._send_head(stream_id, items[:split] + check_fields(items[split:]), end_stream,
+                        interim=interim)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
         """Send body bytes within the peer's flow-control window; the rest is queued and
         goes out as WINDOW_UPDATEs arrive. Returns the bytes still queued on the stream
-        (stop reading the source while > 0; :class:`WindowOpened` says it drained)."""
-        if not self._writable(stream_id):
+        (stop reading the source while > 0; :class:`WindowOpened` says it drained).
+        Empty data without ``end_stream`` sends nothing (empty frames look like a flood)."""
+        if not self._writable(stream_id, body=True) or not (data or end_stream):
             return 0
         conn = self._conn
-        if stream_id not in self._pending and len(data) <= min(
-                conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size):
-            conn.send_data(stream_id, data, end_stream=end_stream)  # the common, small case
-            if end_stream:
-                self._ended(stream_id, _LOCAL_END)
-            return 0
-        pending = self._pending.get(stream_id) or _Pending()
-        pending.data, pending.offset = pending.data[pending.offset :] + data, 0
-        pending.end = end_stream
-        return self._flush(stream_id, pending)
+        pending = self._pending.get(stream_id)
+        try:
+            if pending is None and len(data) <= min(
+                    conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size):
+                conn.send_data(stream_id, data, end_stream=end_stream)  # the common case
+                if end_stream:
+                    self._ended(stream_id, _LOCAL_END)
+                return 0
+            if pending is None:
+                pending = _Pending()
+            pending.data, pending.offset = pending.data[pending.offset :] + data, 0
+            pending.end = end_stream
+            return self._flush(stream_id, pending)
+        except h2.exceptions.ProtocolError as exc:  # e.g. data before the head
+            raise LocalProtocolError(f"stream {stream_id}: {exc}") from exc
 
     def send_trailers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """End the stream with trailing fields (after any queued data)."""
-        if not self._writable(stream_id):
+        if not self._writable(stream_id, body=True):
             return
         fields = check_fields(headers)
         pending = self._pending.get(stream_id)
@@ -873,7 +893,8 @@ class _Endpoint:
         if stream_id not in self._streams or self._closed:
             return
         self._forget(stream_id)
-        self._conn.reset_stream(stream_id, code)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # h2 closed it already
+            self._conn.reset_stream(stream_id, code)
 
     def goaway(self, code: int = H2ErrorCode.NO_ERROR, debug: bytes = b"",
                last_stream_id: int | None = None) -> None:
@@ -893,13 +914,15 @@ class _Endpoint:
         self._conn.hm_draining_after = last if previous is None else min(previous, last)
 
     def _send_head(self, stream_id: int, fields: list[tuple[bytes, bytes]],
-                   end_stream: bool) -> None:
+                   end_stream: bool, *, interim: bool = False) -> None:
         if stream_id in self._pending:
             raise LocalProtocolError(f"stream {stream_id}: a head after queued data")
         try:
             self._conn.send_headers(stream_id, fields, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             raise LocalProtocolError(f"stream {stream_id}: {exc}") from exc
+        if not interim:
+            self._streams[stream_id] |= _HEAD_SENT
         if end_stream:
             self._ended(stream_id, _LOCAL_END)
 
@@ -963,7 +986,7 @@ class H2Server(_Endpoint):
         if not 100 <= status < 200 or status == 101:
             raise LocalProtocolError(f"status {status} is not a valid HTTP/2 interim status")
         if self._writable(stream_id):
-            self._send_head(stream_id, response_fields(status, headers), False)
+            self._send_head(stream_id, response_fields(status, headers), False, interim=True)
 
     def _on_request(self, ev: h2.events.RequestReceived, out: list[Event]) -> None:
         headers = ev.headers

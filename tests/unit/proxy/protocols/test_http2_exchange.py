@@ -238,3 +238,21 @@ def test_streams_opened_before_the_servers_settings_are_refused_beyond_its_limit
     [retry] = server.receive_data(client.data_to_send())
     assert isinstance(retry, RequestHeaders)  # HPACK survived the refused block
     assert (retry.stream_id, retry.path, retry.headers) == (again, b"/again", tuple(heavy))
+
+
+def test_send_misuse_is_a_local_error_and_empty_data_sends_nothing() -> None:
+    wire = Wire(server=H2Limits(stream_window=100))
+    sid = wire.client.send_request(b"POST", b"http", b"a", b"/")
+    wire.take_server()
+    with pytest.raises(LocalProtocolError):
+        wire.server.send_data(sid, b"body before the head")
+    assert wire.client.send_data(sid, b"") == 0
+    assert wire.client.data_to_send() == b""  # no empty DATA frame
+    assert wire.client.send_data(sid, b"x" * 150, end_stream=True) == 50
+    with pytest.raises(LocalProtocolError):
+        wire.client.send_data(sid, b"more")
+    with pytest.raises(LocalProtocolError):
+        wire.client.send_trailers(sid, [(b"x-t", b"1")])
+    wire.server.send_response(sid, 200, end_stream=True)  # the request is still open
+    with pytest.raises(LocalProtocolError):
+        wire.server.send_data(sid, b"after our own end")
