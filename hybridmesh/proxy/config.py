@@ -63,6 +63,7 @@ class ProxyConfig:
     admin_host: str = "0.0.0.0"
     mark: int | None = PROXY_MARK
     watch_timeout_s: float = 30.0
+    uid: int | None = None
 
     def __post_init__(self) -> None:
         if not self.namespace or not self.pod or "/" in self.namespace + self.pod:
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-grace-s", type=float, default=10.0,
                    help="how long SIGTERM waits for in-flight requests and connections")
     p.add_argument("--bind", default="0.0.0.0", help="address the traffic listeners bind")
+    p.add_argument("--uid", type=int, default=None, metavar="UID",
+                   help="the uid capture exempts; the launcher starts the proxy as that user "
+                        "(the proxy never changes uid itself). Recorded for /config_dump")
     p.add_argument("--no-mark", action="store_true",
                    help="do not set SO_MARK on upstream sockets (unprivileged runs)")
     p.add_argument("--worker-admin", metavar="PATH", help=argparse.SUPPRESS)
@@ -140,6 +144,7 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[ProxyConfig, str |
             drain_grace_s=args.drain_grace_s,
             bind_host=args.bind,
             mark=None if args.no_mark else PROXY_MARK,
+            uid=args.uid,
         ), args.worker_admin
     except ConfigError as exc:
         parser.error(str(exc))
@@ -162,4 +167,6 @@ def to_argv(config: ProxyConfig) -> list[str]:
         argv.append("--access-log")
     if config.mark is None:
         argv.append("--no-mark")
+    if config.uid is not None:
+        argv += ["--uid", str(config.uid)]
     return argv

@@ -8,6 +8,7 @@ here (balancers, pools, metrics) is long-lived and owned by the worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sys
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class ProxyContext:
         self.rng = rng or random.Random()
         self.balancers = Balancers(self.rng)
         self.pool = Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
+        self.mark = config.mark  # None once we know the process may not set SO_MARK
         self.metrics = metrics or ProxyMetrics()
         self.access_log = access_log or AccessLog(sys.stdout if config.access_log else None)
         self.original_dst: OriginalDst = original_dst or _kernel_original_dst
@@ -77,6 +79,11 @@ class ProxyContext:
         self.balancers.sync(tables)
         self._tables = tables
 
+    def disable_mark(self) -> None:
+        """No CAP_NET_ADMIN: upstream sockets go unmarked (capture must exempt our uid)."""
+        self.mark = None
+        self.pool.mark = None
+
     def busy_connections(self) -> int:
         return sum(1 for c in self.connections if c.busy)
 
@@ -84,6 +91,7 @@ class ProxyContext:
         tables = self._tables
         return {
             "proxy": self.proxy_name,
+            "config": {**dataclasses.asdict(self.config), "mark_in_use": self.mark},
             "tables": tables.config_dump() if tables is not None else None,
             "balancers": self.balancers.snapshot(),
             "connections": len(self.connections),

@@ -137,7 +137,7 @@ class Accepted(asyncio.Protocol):
         config = self.ctx.config
         try:
             _, pre = await connect(picked[0], lambda: Preconnect(self._upstream_spoke),
-                                   mark=config.mark, timeout=config.connect_timeout_s)
+                                   mark=self.ctx.mark, timeout=config.connect_timeout_s)
         except ConnectFailed:
             return
         finally:

@@ -81,7 +81,7 @@ class TcpSession:
             tried.append(key)
             started = time.monotonic()
             try:
-                transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.config.mark,
+                transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.mark,
                                              timeout=self.ctx.config.connect_timeout_s)
             except ConnectFailed as exc:
                 self.route.finish_tcp(key, started, False)

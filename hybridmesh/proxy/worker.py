@@ -19,6 +19,7 @@ import socket
 from typing import Any
 
 from hybridmesh._http import HttpClient
+from hybridmesh.proxy._sockopt import set_mark
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.context import OriginalDst, ProxyContext
 from hybridmesh.proxy.discovery import Tables, Watcher
@@ -81,6 +82,7 @@ class Worker:
     async def start(self) -> None:
         """Bind both listeners and start watching the control plane (ListenError)."""
         self.ctx.loop = asyncio.get_running_loop()
+        self._check_mark()
         self.outbound_port = await self._listen(OUTBOUND, self.config.outbound_port)
         self.inbound_port = await self._listen(INBOUND, self.config.inbound_port)
         watcher = Watcher(self._client, self.config.pod_key, self._install, self._pod_deleted,
@@ -88,6 +90,18 @@ class Worker:
         self._watcher = watcher
         self._watch = self.ctx.tasks.spawn(watcher.run(), name="hm-proxy-watch")
         self._upkeep = self.ctx.tasks.spawn(self._sweep(), name="hm-proxy-upkeep")
+
+    def _check_mark(self) -> None:
+        """SO_MARK needs CAP_NET_ADMIN; without it run unmarked and say what capture needs."""
+        if self.ctx.mark is None:
+            return
+        with socket.socket() as probe:
+            try:
+                set_mark(probe, self.ctx.mark)
+            except PermissionError:
+                log.warning("cannot set SO_MARK (no CAP_NET_ADMIN): upstream sockets are "
+                            "unmarked; capture must exempt uid %d", os.geteuid())
+                self.ctx.disable_mark()
 
     async def _listen(self, direction: str, port: int) -> int:
         sock = listen_socket(self.config.bind_host, port, reuse_port=self.config.workers > 1)
