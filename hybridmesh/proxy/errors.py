@@ -32,6 +32,7 @@ class Reason(enum.Enum):
     BAD_RESPONSE = "bad-response"
     BAD_REQUEST = "bad-request"
     POLICY = "policy"
+    INTERNAL = "internal"
 
     @property
     def status(self) -> int:
@@ -56,6 +57,7 @@ _STATUS = {
     Reason.BAD_RESPONSE: 502,
     Reason.BAD_REQUEST: 400,
     Reason.POLICY: 403,
+    Reason.INTERNAL: 500,
 }
 _FLAG = {
     Reason.NO_ENDPOINTS: "UH",
@@ -67,6 +69,7 @@ _FLAG = {
     Reason.BAD_RESPONSE: "UPE",
     Reason.BAD_REQUEST: "DPE",
     Reason.POLICY: "RBAC",
+    Reason.INTERNAL: "IE",
 }
 _TEXT = {
     Reason.NO_ENDPOINTS: "no ready endpoint for the destination",
@@ -78,6 +81,7 @@ _TEXT = {
     Reason.BAD_RESPONSE: "the upstream sent an invalid HTTP response",
     Reason.BAD_REQUEST: "the request is not valid HTTP/1.1",
     Reason.POLICY: "denied by an authorization policy",
+    Reason.INTERNAL: "the proxy failed (a bug: its log has the details)",
 }
 _PHRASES = {400: b"Bad Request", 403: b"Forbidden", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error",

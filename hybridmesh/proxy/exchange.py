@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hybridmesh.proxy.errors import ProxyError, Reason, render
@@ -144,6 +145,10 @@ class Exchange:
     def __init__(self, session: Http1Session, request: Request) -> None:
         self.session = session
         self.ctx = session.ctx
+        if request.http_version == b"1.0" and not any(n == b"host" for n, _ in request.headers):
+            # HTTP/1.0 may omit Host; we always speak HTTP/1.1 upstream, which requires it
+            authority = session.route.authority.encode("latin-1")
+            request = replace(request, headers=(*request.headers, (b"host", authority)))
         self.request = request
         self.method = request.method.decode("latin-1")
         self.started = time.monotonic()
@@ -229,7 +234,7 @@ class Exchange:
             self._finish(self.status)
         except Exception:  # a bug of ours: the client still gets an answer, we get a trace
             log.exception("exchange %s %r failed", self.method, self.request.target)
-            self._fail(ProxyError(Reason.BAD_RESPONSE, self.where(self._key), "internal error"))
+            self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
     async def _forward(self) -> None:
         plan = self._plan = self.session.route.plan(self.request)

@@ -34,6 +34,7 @@ class InboundRoute:
         port = tables.inbound.get(orig[1])
         self.service = port.service_fqdn if port is not None else f"{orig[0]}:{orig[1]}"
         self.destination = f"{tables.pod.namespace}/{tables.pod.name} port {orig[1]}"
+        self.authority = f"{orig[0]}:{orig[1]}"
         self.opaque = port is not None and port.app_protocol in ("tcp", "opaque")
         self.source = tables.peer_of(remote_ip)
         self._self_peer = tables.pod.peer

@@ -69,10 +69,10 @@ class OutboundRoute:
         self._sp: ServicePort | None = sp
         if sp is not None:
             self.service = sp.fqdn
-            self.destination = f"{sp.fqdn}:{sp.port}"
+            self.destination = self.authority = f"{sp.fqdn}:{sp.port}"
             self.opaque = sp.opaque
         else:
-            self.service = self.destination = f"{orig[0]}:{orig[1]}"
+            self.service = self.destination = self.authority = f"{orig[0]}:{orig[1]}"
             self.opaque = False
         self._plans: dict[tuple[int, str, int | None], Plan] = {}
 

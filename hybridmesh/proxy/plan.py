@@ -68,6 +68,7 @@ class ConnRoute(Protocol):
     reporter: str
     service: str  # destination_service label of the connection
     destination: str  # human-readable destination
+    authority: str  # host[:port] for a request that named none (HTTP/1.0)
     opaque: bool  # skip detection (appProtocol tcp/opaque)
     source: Peer
 

@@ -247,3 +247,15 @@ def test_access_log_records_one_json_line_per_request(tmp_path: Path) -> None:
     assert rec["user_agent"] == "hm-test" and rec["authority"] == "web"
     assert rec["upstream_host"] == f"127.0.0.2:{rec['upstream_host'].split(':')[1]}"
     assert rec["reporter"] == "source" and rec["destination_workload"] == "web"
+
+
+def test_http10_without_host_gets_one_upstream(tmp_path: Path) -> None:
+    async def main() -> None:
+        backends = await start_backends(1)
+        async with running_proxy(tmp_path, [web_service(backends, backends[0].port)]) as h:
+            resp = await h.exchange(b"GET /nohost HTTP/1.0\r\n\r\n")
+            assert resp.startswith(b"HTTP/1.1 200 ") and resp.endswith(b"ok GET /nohost 0\n")
+            assert backends[0].seen[0].headers["host"] == "web.default.svc.cluster.local:80"
+        await backends[0].stop()
+
+    run(main())
