@@ -311,6 +311,17 @@ def response_fields(status: int, headers: Iterable[tuple[bytes, bytes]] = ()) ->
     return [(b":status", b"%d" % status), *check_fields(headers)]
 
 
+def _split_head(headers: Iterable[tuple[bytes, bytes]]) -> tuple[
+        dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """Leading pseudo-headers (no repeats) and the regular fields of a full header list."""
+    items = list(headers)
+    split = next((i for i, (name, _) in enumerate(items) if name[:1] != b":"), len(items))
+    pseudo = dict(items[:split])
+    if len(pseudo) != split or any(name[:1] == b":" for name, _ in items[split:]):
+        raise LocalProtocolError(f"pseudo-headers must lead, once each: {items[:12]!r}")
+    return pseudo, items[split:]
+
+
 def _end_to_end(headers: Headers) -> list[tuple[bytes, bytes]]:
     """HTTP/1 fields minus the connection-specific ones and those Connection names;
     ``te`` survives only as ``te: trailers``."""
@@ -660,7 +671,7 @@ class _Endpoint:
             conn.increment_flow_control_window(limits.connection_window - 65535)
         self._guard = _InboundGuard(limits, server=not self._client_side, clock=clock,
                                     incomplete=self._unfinished)
-        self._streams: dict[int, int] = {}  # active stream id -> _LOCAL_END | _REMOTE_END
+        self._streams: dict[int, int] = {}  # active stream id -> _LOCAL_END | _REMOTE_END | ...
         self._pending: dict[int, _Pending] = {}
         self._outbox = b""  # frames written around h2 (graceful GOAWAY), kept in order
         self._highest_peer = 0  # highest peer-opened stream we reported
@@ -786,7 +797,7 @@ class _Endpoint:
         out.append(ConnectionTerminated(ev.code, ev.last_stream_id, ev.debug or b""))
         if self._client_side:  # our streams above last_stream_id were never processed
             for sid in [s for s in self._streams if s > ev.last_stream_id]:
-                self._forget(sid)
+                self.reset(sid)  # so h2 treats stray frames on it as a closed stream's
                 out.append(StreamReset(sid, H2ErrorCode.REFUSED_STREAM, remote=True))
 
     # -- stream bookkeeping -----------------------------------------------------------
@@ -847,10 +858,20 @@ class _Endpoint:
         """
         if not self._writable(stream_id):
             return
-        items = list(headers)
-        split = next((i for i, (name, _) in enumerate(items) if name[:1] != b":"), len(items))
-        interim = split > 0 and items[0][0] == b":status" and items[0][1][:1] == b"1"  # 1xx
-        self._send_head(stream_id, items[:split] + check_fields(items[split:]), end_stream,
+        pseudo, fields = _split_head(headers)
+        if self._streams[stream_id] & _HEAD_SENT or not pseudo:
+            if pseudo or not end_stream:
+                raise LocalProtocolError(f"stream {stream_id}: a second head must be "
+                                         "trailers (no pseudo-headers, end_stream)")
+            self.send_trailers(stream_id, fields)
+            return
+        status = pseudo.pop(b":status", b"")
+        interim = status[:1] == b"1"
+        if pseudo or self._client_side or not (status.isdigit() and len(status) == 3) or (
+                interim and end_stream):
+            raise LocalProtocolError(f"stream {stream_id}: want a response head, not "
+                                     f"{[*pseudo, b':status']!r} = {status!r}")
+        self._send_head(stream_id, response_fields(int(status), fields), end_stream,
                         interim=interim)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
@@ -1041,11 +1062,12 @@ class H2Client(_Endpoint):
         if stream_id in self._streams or stream_id <= self._highest_local:
             super().send_headers(stream_id, headers, end_stream)
             return
-        items = list(headers)
-        split = next((i for i, (name, _) in enumerate(items) if name[:1] != b":"), len(items))
-        if {name for name, _ in items[:split]} - _REQUEST_PSEUDO:
-            raise LocalProtocolError(f"not request pseudo-headers: {items[:split]!r}")
-        self._open(stream_id, items[:split] + check_fields(items[split:]), end_stream)
+        pseudo, fields = _split_head(headers)
+        if pseudo.keys() - _REQUEST_PSEUDO or b":method" not in pseudo:
+            raise LocalProtocolError(f"not a request head: {sorted(pseudo)!r}")
+        self._open(stream_id, request_fields(
+            pseudo[b":method"], pseudo.get(b":scheme", b""), pseudo.get(b":authority", b""),
+            pseudo.get(b":path", b""), fields), end_stream)
 
     def _open(self, stream_id: int, fields: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         self._streams[stream_id] = 0

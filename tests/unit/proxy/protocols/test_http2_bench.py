@@ -14,6 +14,10 @@ import cProfile
 import pstats
 import time
 
+import h2.config
+import h2.connection
+import h2.events
+
 from hybridmesh.proxy.protocols.http2 import Data, H2Client, H2Server, RequestHeaders
 
 BODY = b"x" * 1024
@@ -55,6 +59,38 @@ def round_trips(client: H2Client, server: H2Server, n: int, *, concurrency: int 
         server.receive_data(client.data_to_send())
 
 
+def bare_h2_round_trips(n: int) -> float:
+    """The same exchange on bare h2 connections (default config, no guards, no events of
+    ours): the floor this wrapper is measured against. Returns round trips per second."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None))
+    client.initiate_connection()
+    server.initiate_connection()
+    for _ in range(2):
+        server.receive_data(client.data_to_send())
+        client.receive_data(server.data_to_send())
+    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"svc.ns.svc:8080"),
+               (b":path", b"/api/v1/items/0"), *REQUEST_FIELDS]
+    response = [(b":status", b"200"), *RESPONSE_FIELDS]
+    start = time.perf_counter()
+    for i in range(n):
+        sid = client.get_next_available_stream_id()
+        request[3] = (b":path", b"/api/v1/items/%d" % i)
+        client.send_headers(sid, request)
+        client.send_data(sid, BODY, end_stream=True)
+        for ev in server.receive_data(client.data_to_send()):
+            if isinstance(ev, h2.events.DataReceived):
+                server.acknowledge_received_data(ev.flow_controlled_length, sid)
+        server.send_headers(sid, response)
+        server.send_data(sid, BODY, end_stream=True)
+        for ev in client.receive_data(server.data_to_send()):
+            if isinstance(ev, h2.events.DataReceived):
+                client.acknowledge_received_data(ev.flow_controlled_length, sid)
+        server.receive_data(client.data_to_send())
+    return n / (time.perf_counter() - start)
+
+
 def rate(seconds: float, concurrency: int) -> float:
     client, server = connected()
     n, start = 0, time.perf_counter()
@@ -88,6 +124,8 @@ def main() -> None:
         profile.runcall(round_trips, client, server, 5000)
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return
+    bare = max(bare_h2_round_trips(3000) for _ in range(3))
+    print(f"bare h2          : {bare:8.0f} round trips/s ({1e6 / bare:.0f} µs each)")
     for concurrency in (1, 10):
         best = max(rate(args.seconds, concurrency) for _ in range(3))
         print(f"concurrency {concurrency:3d}: {best:8.0f} round trips/s "

@@ -182,8 +182,27 @@ def test_generic_send_headers_opens_client_streams_and_answers() -> None:
                                    (b":authority", b"a"), (b":path", b"/g")], end_stream=True)
     [head] = wire.take_server()
     assert isinstance(head, RequestHeaders) and head.path == b"/g"
-    wire.server.send_headers(sid, [(b":status", b"200"), (b"x-r", b"1")], end_stream=True)
-    assert wire.take_client() == [ResponseHeaders(sid, 200, ((b"x-r", b"1"),), True)]
+    wire.server.send_headers(sid, [(b":status", b"103"), (b"link", b"</a>")])
+    wire.server.send_headers(sid, [(b":status", b"200"), (b"x-r", b"1")])
+    wire.server.send_headers(sid, [(b"x-trailer", b"t")], end_stream=True)
+    assert wire.take_client() == [InformationalResponse(sid, 103, ((b"link", b"</a>"),)),
+                                  ResponseHeaders(sid, 200, ((b"x-r", b"1"),), False),
+                                  Trailers(sid, ((b"x-trailer", b"t"),))]
+
+
+@pytest.mark.parametrize("head", [
+    [(b"x-a", b"no status")], [(b":status", b"200"), (b":status", b"204")],
+    [(b":status", b"20")], [(b":path", b"/")], [(b":status", b"200"), (b"x", b"1"),
+                                                 (b":late", b"x")],
+])
+def test_generic_heads_are_checked(head: list[tuple[bytes, bytes]]) -> None:
+    wire = Wire()
+    sid = wire.client.send_request(b"GET", b"http", b"a", b"/", end_stream=True)
+    wire.take_server()
+    with pytest.raises(LocalProtocolError):
+        wire.server.send_headers(sid, head)
+    with pytest.raises(LocalProtocolError):
+        wire.client.send_headers(sid + 2, [(b":path", b"/no-method"), (b":scheme", b"http")])
 
 
 def test_graceful_goaway_lets_inflight_streams_finish_and_refuses_new_ones() -> None:
