@@ -10,9 +10,15 @@ Usage (either side; the client is :class:`H2Client`, the server :class:`H2Server
     transport.write(conn.data_to_send())
 
 Events carry a stream id and otherwise mirror :mod:`http1` (lowercase ``bytes`` names,
-pseudo-headers split out), so the engine maps both protocols the same way. After
-:class:`ConnectionAbuse` or :class:`ProtocolViolation` the connection is finished: write
-``data_to_send()`` (it holds the GOAWAY) and close; later input is ignored.
+pseudo-headers split out), so the engine maps both protocols the same way.
+
+The engine's duties: acknowledge every :class:`Data` (``flow_controlled_length``) once it
+is forwarded or dropped; stop reading a stream's source while :meth:`send_data` reports
+bytes queued, until :class:`WindowOpened`; stop reading the socket while the transport's
+write buffer is high (that bounds what h2 answers on its own: PING/SETTINGS ACKs,
+RST_STREAMs); after :class:`ConnectionAbuse` or :class:`ProtocolViolation` (or when
+:attr:`closed`), write ``data_to_send()`` (it holds the GOAWAY) and close; to drain, call
+:meth:`goaway` and close once :attr:`active_streams` is 0.
 
 Why a wrapper and not bare h2:
 - **Guards h2 lacks.** A 9-byte frame-header scan runs over the raw bytes *before* h2 sees
