@@ -102,15 +102,20 @@ def rate(seconds: float, concurrency: int) -> float:
 
 def test_round_trips_do_not_slow_down_with_streams_served() -> None:
     client, server = connected()
-    start = time.perf_counter()
-    round_trips(client, server, 400)
-    first = time.perf_counter() - start
+
+    def fastest_batch() -> float:  # min of several: robust on a shared machine
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            round_trips(client, server, 100)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    first = fastest_batch()
     round_trips(client, server, 3000, concurrency=10)
-    start = time.perf_counter()
-    round_trips(client, server, 400)
-    later = time.perf_counter() - start
+    later = fastest_batch()
     assert client.active_streams == server.active_streams == 0
-    assert later < first * 3 + 0.05  # generous: the machine is shared
+    assert later < first * 2.5
 
 
 def main() -> None:
