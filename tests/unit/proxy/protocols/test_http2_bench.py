@@ -115,6 +115,7 @@ def test_round_trips_do_not_slow_down_with_streams_served() -> None:
     round_trips(client, server, 3000, concurrency=10)
     later = fastest_batch()
     assert client.active_streams == server.active_streams == 0
+    assert len(client._conn.streams) <= 10 and len(server._conn.streams) <= 10  # h2 cleans up
     assert later < first * 2.5
 
 
