@@ -172,7 +172,7 @@ def _cluster(
         option = {"level": _SOL_SOCKET, "name": _SO_MARK, "int_value": mark,
                   "state": "STATE_PREBIND"}  # fmt: skip
         cluster["upstream_bind_config"] = {
-            "source_address": _address("0.0.0.0", 0),
+            "source_address": {"address": "0.0.0.0", "port_value": 0},  # a SocketAddress
             "socket_options": [option],
         }
     return cluster

@@ -46,6 +46,7 @@ __all__ = [
     "PROXY_UID",
     "EnvoyError",
     "EnvoySidecar",
+    "ensure_capture_first",
     "envoy_binary",
     "envoy_uid",
     "envoy_version",
@@ -194,13 +195,8 @@ class EnvoySidecar:
             if isinstance(s.get("value"), int)
         }
 
-    def ensure_capture(self) -> None:
-        """Capture installed and its jump the first rule of nat OUTPUT (ahead of HM-SERVICES)."""
-        saved = _sh.iptables_save(self.netns)
-        if _first_output_rule_is_capture(saved):
-            return
-        capture.remove_capture(self.netns)
-        capture.apply_capture(self.netns, CAPTURE_SPEC)
+    def ensure_capture(self) -> bool:
+        return ensure_capture_first(self.netns)
 
     def stop(self, grace: float = 5.0) -> None:
         """Remove capture (the app keeps working without Envoy), then stop Envoy."""
@@ -214,6 +210,16 @@ class EnvoySidecar:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def ensure_capture_first(netns: str) -> bool:
+    """Capture installed in ``netns`` with its jump the first rule of nat OUTPUT (ahead of the
+    lab's HM-SERVICES); True if that took a change."""
+    if _first_output_rule_is_capture(_sh.iptables_save(netns)):
+        return False
+    capture.remove_capture(netns)
+    capture.apply_capture(netns, CAPTURE_SPEC)
+    return True
 
 
 def _first_output_rule_is_capture(saved: str) -> bool:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hybridmesh.bench.envoy_config import (
     ADMIN_PORT,
@@ -12,6 +17,7 @@ from hybridmesh.bench.envoy_config import (
     render_bootstrap,
     services_from_status,
 )
+from hybridmesh.bench.envoy_sidecar import envoy_binary
 
 NS = "bench-envoy-sidecar"
 STATUS: dict[str, Any] = {
@@ -125,3 +131,14 @@ def test_so_mark_only_when_envoy_cannot_run_as_its_own_uid() -> None:
     for cluster in marked["static_resources"]["clusters"]:
         option = cluster["upstream_bind_config"]["socket_options"][0]
         assert (option["level"], option["name"], option["int_value"]) == (1, 36, 0x539)
+
+
+@pytest.mark.parametrize(("pod", "mark"), [(0, None), (1, None), (0, 0x539)])
+def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path, pod: int, mark: int | None) -> None:
+    """``envoy --mode validate``: the real parser, no ports bound (needs the bench extra)."""
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(_bootstrap(pod=pod, mark=mark)))
+    argv = [str(envoy_binary()), "--mode", "validate", "-c", str(config), "--disable-hot-restart"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "OK" in done.stdout + done.stderr
