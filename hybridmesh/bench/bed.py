@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hybridmesh import env as hm_env
 from hybridmesh.bench.envoy_config import pod_from_status, services_from_status
 from hybridmesh.bench.envoy_sidecar import EnvoyError, EnvoySidecar, envoy_binary
 from hybridmesh.bench.scenarios import Contender
@@ -72,6 +74,7 @@ class TestBed:
     layout: CgroupLayout = field(default_factory=detect_layout)
     status: dict[str, Any] = field(default_factory=dict)
     envoys: dict[str, EnvoySidecar] = field(default_factory=dict)  # pod key -> Envoy
+    started: bool = False  # lab_up was attempted: down() has something of ours to remove
     _env: dict[str, dict[str, str]] = field(default_factory=dict)
     _seq: int = 0
 
@@ -86,10 +89,12 @@ class TestBed:
             )
         topology = self.workdir / "topology.yaml"
         topology.write_text(render_topology(self.contenders))
+        self.started = True
         try:
             self.status = runner.lab_up(topology, timeout=180)
         except runner.LabUpError as exc:
-            raise BedError(f"lab up failed: {exc.message}", exc.hint) from None
+            where = self.workdir / "lab-logs"
+            raise BedError(exc.message, f"the lab's logs are kept in {where}") from None
         if any(c.name == "envoy-sidecar" for c in self.contenders):
             self._inject_envoy(progress)
 
@@ -115,10 +120,15 @@ class TestBed:
                 raise BedError(exc.message, exc.hint) from None
 
     def down(self) -> None:
+        """Stop the Envoys, keep the lab's logs in ``workdir/lab-logs``, take the lab down."""
+        if not self.started:
+            return
         for sidecar in self.envoys.values():
             with contextlib.suppress(Exception):
                 sidecar.stop()
+        _keep_logs(self.workdir / "lab-logs")
         runner.lab_down()
+        self.started = False
 
     def pod(self, role: PodRole) -> dict[str, Any]:
         for pod in self.status["pods"]:
@@ -186,6 +196,15 @@ class TestBed:
 
     def envoy(self, role: PodRole) -> EnvoySidecar | None:
         return self.envoys.get(role.key)
+
+
+def _keep_logs(target: Path) -> None:
+    """Copy the daemon's and the pods' logs out of the state dir the sweep deletes."""
+    sources = [hm_env.STATE_DIR / "daemon.log", *sorted((hm_env.STATE_DIR / "logs").glob("*"))]
+    for src in sources:
+        with contextlib.suppress(OSError):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target / src.name)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:

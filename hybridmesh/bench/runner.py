@@ -190,8 +190,8 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     bed = TestBed(plan.contenders, opts.out, envoy_concurrency=opts.envoy_concurrency)
     with bpf_stats_enabled():
         progress.phase("bringing the lab up")
-        bed.up(progress.phase)
         try:
+            bed.up(progress.phase)
             executor = Executor(bed, opts.loadgen_concurrency)
             for run in runs:
                 progress.run_started(run)
