@@ -9,6 +9,7 @@ the load generator, take the lab down (always), aggregate.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -110,8 +111,8 @@ def resolve(opts: BenchOptions) -> Resolved:
     base = QUICK if opts.quick else FULL
     profile = dataclasses.replace(
         base,
-        repeats=opts.repeats or base.repeats,
-        duration_s=opts.duration_s or base.duration_s,
+        repeats=base.repeats if opts.repeats is None else opts.repeats,
+        duration_s=base.duration_s if opts.duration_s is None else opts.duration_s,
         warmup_s=base.warmup_s if opts.warmup_s is None else opts.warmup_s,
         rates=tuple(opts.rates) or base.rates,
     )
@@ -181,7 +182,15 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     progress = progress or _Silent()
     plan = resolve(opts)
     p = plan.profile
-    opts.out.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        raise BenchConfigError(
+            "the bench builds a lab (network namespaces, cgroups, iptables): it needs root",
+            "run it as root, e.g. sudo hybridmesh bench ...",
+        )
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchConfigError(f"cannot create {opts.out}: {exc.strerror}") from None
     results = _header(opts, plan)
     keys = cells(plan.scenarios, p.variants, {s: levels_for(s, p) for s in plan.scenarios})
     names = [c.name for c in plan.contenders]

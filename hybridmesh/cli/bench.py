@@ -89,6 +89,8 @@ def bench(
         files = write_report(results, out)
     except ReportError as exc:
         fail(exc.message, exc.hint)
+    except OSError as exc:
+        fail(f"cannot write the report into {out}: {exc.strerror}", "check the directory")
     if output is OutputFormat.json:
         print_json(_summary_json(results))
         return
@@ -122,19 +124,22 @@ def _measure(out: Path, options: BenchOptions, output: OutputFormat) -> Results:
 
 
 class _RichProgress:
-    """A progress bar over the planned runs, on stderr."""
+    """A progress bar over the planned runs on a terminal; one line per run otherwise (CI)."""
 
     def __init__(self, enabled: bool) -> None:
+        self._plain = enabled and not err_console.is_terminal
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=err_console,
-            disable=not enabled,
+            disable=not enabled or self._plain,
             transient=False,
         )
         self._task = self._bar.add_task("preparing", total=None)
+        self._done = 0
+        self._total = 0
 
     def __enter__(self) -> _RichProgress:
         self._bar.__enter__()
@@ -145,15 +150,28 @@ class _RichProgress:
 
     def phase(self, message: str) -> None:
         self._bar.update(self._task, description=message)
+        if self._plain:
+            err_console.print(message, highlight=False)
 
     def planned(self, total: int) -> None:
+        self._total = total
         self._bar.update(self._task, total=total)
 
     def run_started(self, run: Run) -> None:
         self._bar.update(self._task, description=f"{run.cell.label()} [{run.contender}]")
 
     def run_done(self, run: Run, sample: SampleDoc) -> None:
+        self._done += 1
         self._bar.advance(self._task)
+        if self._plain:
+            m = sample.metrics
+            shown = ", ".join(
+                f"{k} {m[k]:.3g}" for k in ("rps", "p50_ms", "p99_ms", "tps", "gbps") if k in m
+            )
+            err_console.print(
+                f"[{self._done}/{self._total}] {run.cell.label()} [{run.contender}]: {shown}",
+                highlight=False,
+            )
 
 
 def _summary_json(results: Results) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""What a bench invocation resolves to before anything is created."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hybridmesh.bench import runner
+from hybridmesh.bench.runner import BenchOptions, resolve
+from hybridmesh.bench.scenarios import BenchConfigError, Contender
+
+
+@pytest.fixture
+def sidecar_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(contenders: Sequence[Contender]) -> dict[str, str]:
+        return {c.name: "not in this build" for c in contenders if c.name == "sidecar"}
+
+    monkeypatch.setattr(runner, "unavailable_contenders", unavailable)
+
+
+def test_quick_profile_with_overrides(tmp_path: Path, sidecar_unavailable: None) -> None:
+    plan = resolve(BenchOptions(out=tmp_path, quick=True, repeats=2, rates=[300]))
+    assert plan.profile.name == "quick" and plan.profile.repeats == 2
+    assert plan.profile.rates == (300,) and plan.profile.duration_s == 2.0
+    assert plan.scenarios == ["http-latency", "http-throughput", "tcp-rr", "tcp-stream"]
+
+
+def test_default_contenders_skip_what_cannot_run_and_say_so(
+    tmp_path: Path, sidecar_unavailable: None
+) -> None:
+    plan = resolve(BenchOptions(out=tmp_path))
+    assert [c.name for c in plan.contenders] == ["none", "envoy-sidecar"]
+    assert plan.notes == ["contender sidecar skipped: not in this build"]
+    assert plan.profile.name == "full" and plan.profile.repeats >= 3
+
+
+def test_an_explicitly_requested_contender_that_cannot_run_is_an_error(
+    tmp_path: Path, sidecar_unavailable: None
+) -> None:
+    with pytest.raises(BenchConfigError, match="'sidecar' cannot run here: not in this build"):
+        resolve(BenchOptions(out=tmp_path, contenders=["sidecar"]))
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"duration_s": 0.0},
+        {"repeats": 0},
+        {"warmup_s": -0.5},
+        {"rates": [100, 0]},
+        {"scenarios": ["grpc"]},
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(
+    tmp_path: Path, sidecar_unavailable: None, opts: dict[str, object]
+) -> None:
+    with pytest.raises(BenchConfigError):
+        resolve(BenchOptions(out=tmp_path, **opts))  # type: ignore[arg-type]
