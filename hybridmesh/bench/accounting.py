@@ -6,9 +6,10 @@ the client pod's app leaf holds only the load tool the bench runs there (and an 
 spent in softirq on behalf of a process is charged to whoever was running, as the kernel
 does; there is no cleaner split without eBPF.
 
-Peak memory is the sum of the proxy processes' ``VmHWM`` (peak RSS), reset at the start of
-the measured window by writing 5 to ``/proc/<pid>/clear_refs``, so it is the peak of that
-window rather than of the process's life. eBPF CPU is the growth of ``run_time_ns`` of the
+Peak memory is the sum of ``VmHWM`` (peak RSS) over the processes of a leaf (each proxy, the
+load tool, the server app), reset at the start of the measured window by writing 5 to
+``/proc/<pid>/clear_refs``, so it is the peak of that window rather than of the process's
+life. eBPF CPU is the growth of ``run_time_ns`` of the
 lab's programs (names ``hm_*``) while ``kernel.bpf_stats_enabled`` is on.
 """
 
@@ -50,8 +51,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Peaks:
+    """Peak RSS in the window: each side's proxy, the load tool (client app), the server app."""
+
     client_bytes: int
     server_bytes: int
+    loadgen_bytes: int = 0
+    app_bytes: int = 0
 
 
 def usage_metrics(before: Usage, after: Usage, ops: float, peaks: Peaks) -> dict[str, float]:
@@ -72,6 +77,8 @@ def usage_metrics(before: Usage, after: Usage, ops: float, peaks: Peaks) -> dict
         "rss_proxy_client_mib": peaks.client_bytes / _MIB,
         "rss_proxy_server_mib": peaks.server_bytes / _MIB,
         "rss_proxy_mib": (peaks.client_bytes + peaks.server_bytes) / _MIB,
+        "rss_loadgen_mib": peaks.loadgen_bytes / _MIB,
+        "rss_app_mib": peaks.app_bytes / _MIB,
     }
 
 
@@ -152,21 +159,27 @@ class Accountant:
         }
         return Usage(time.monotonic(), cpu, bpf_run_time_ns())
 
-    def proxy_pids(self, side: str) -> list[int]:
-        files = self._cgroups[side].procs_files("proxy")
+    def pids(self, side: str, leaf: str = "proxy") -> list[int]:
+        """Processes in ``side``'s pod ("client"/"server") and cgroup ``leaf``."""
         pids: set[int] = set()
-        for procs in files:
+        for procs in self._cgroups[side].procs_files(leaf):
             with contextlib.suppress(OSError):
                 pids.update(int(x) for x in procs.read_text().split())
         return sorted(pids)
 
     def reset_peaks(self) -> None:
         for side in ("client", "server"):
-            for pid in self.proxy_pids(side):
-                _reset_hwm(pid)
+            for leaf in ("app", "proxy"):
+                for pid in self.pids(side, leaf):
+                    _reset_hwm(pid)
 
     def peaks(self) -> Peaks:
+        def total(side: str, leaf: str) -> int:
+            return sum(_vm_hwm_bytes(p) for p in self.pids(side, leaf))
+
         return Peaks(
-            client_bytes=sum(_vm_hwm_bytes(p) for p in self.proxy_pids("client")),
-            server_bytes=sum(_vm_hwm_bytes(p) for p in self.proxy_pids("server")),
+            client_bytes=total("client", "proxy"),
+            server_bytes=total("server", "proxy"),
+            loadgen_bytes=total("client", "app"),
+            app_bytes=total("server", "app"),
         )

@@ -179,8 +179,8 @@ class TestBed:
             raise BedError(f"{argv[0]} in {role.key} did not finish in {timeout:.0f}s") from None
         return ToolResult(code, log.read_text(errors="replace"), time.monotonic() - started)
 
-    def http_get(self, role: PodRole, port: int, path: str, timeout: float = 2.0) -> Any:
-        """GET ``path`` from 127.0.0.1:``port`` inside the pod, JSON-decoded."""
+    def http_text(self, role: PodRole, port: int, path: str, timeout: float = 2.0) -> str:
+        """GET ``path`` from 127.0.0.1:``port`` inside the pod (loopback: never captured)."""
         sock = netns.connect(names.pod_netns(role.namespace, role.name), "127.0.0.1", port, timeout)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.sock = sock
@@ -192,7 +192,11 @@ class TestBed:
             conn.close()
         if response.status != 200:
             raise BedError(f"GET {path} in {role.key} answered {response.status}")
-        return json.loads(body)
+        return body.decode(errors="replace")
+
+    def http_get(self, role: PodRole, port: int, path: str, timeout: float = 2.0) -> Any:
+        """Like :meth:`http_text`, JSON-decoded."""
+        return json.loads(self.http_text(role, port, path, timeout))
 
     def envoy(self, role: PodRole) -> EnvoySidecar | None:
         return self.envoys.get(role.key)

@@ -10,9 +10,9 @@ so warm-up and process start are outside the window wherever the tool allows it:
 * ``tcp-rr`` / ``tcp-stream``: tcpperf warms up itself; the snapshots bracket the process
   (its interpreter start is in the load generator's CPU, a few tens of ms).
 
-A contender with a proxy must show that the proxy carried the traffic: Envoy's request (or
-connection) counters must have moved by the run's operations, and every proxy must have
-used CPU. A run where capture silently failed would otherwise be reported as a proxy with
+A contender with a proxy must show that the proxy carried the traffic: its own request (or
+connection) counters must have moved by the run's operations (probes.py), and every proxy
+must have used CPU. A run where capture silently failed would otherwise be reported as a proxy with
 zero overhead.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 from hybridmesh.bench.accounting import Accountant, Usage, usage_metrics
 from hybridmesh.bench.bed import BedError, TestBed, stop_process
 from hybridmesh.bench.model import SampleDoc
+from hybridmesh.bench.probes import envoy_counts, proxy_checks, sidecar_counts
 from hybridmesh.bench.schedule import Run
 from hybridmesh.bench.tools import (
     ToolOutputError,
@@ -44,9 +45,10 @@ from hybridmesh.bench.topology import (
 )
 from hybridmesh.lab.workloads._stats import EdgeStats
 
-__all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError", "proxy_checks"]
+__all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError"]
 
 LOADGEN_STATS_PORT = 19090
+SIDECAR_ADMIN_PORT = 15020
 HTTP_TARGET = "http://http/" if HTTP_SERVICE_PORT == 80 else f"http://http:{HTTP_SERVICE_PORT}/"
 MIN_PROXY_SHARE = 0.95
 
@@ -63,38 +65,7 @@ class _Window:
     """What was read at one edge of the measured window."""
 
     usage: Usage
-    counters: dict[str, dict[str, int]]  # side -> Envoy counters ({} without Envoy)
-
-
-_HTTP_COUNTERS = {
-    "client": "http.outbound_http.downstream_rq_total",
-    "server": "http.inbound_http.downstream_rq_total",
-}
-_TCP_COUNTERS = {
-    "client": "tcp.outbound_tcp.downstream_cx_total",
-    "server": "tcp.inbound_tcp.downstream_cx_total",
-}
-
-
-def proxy_checks(
-    before: dict[str, dict[str, int]],
-    after: dict[str, dict[str, int]],
-    *,
-    http: bool,
-    ops: float,
-) -> dict[str, float]:
-    """Share of the run's operations each Envoy saw (TCP: 1.0 if it saw a connection)."""
-    names = _HTTP_COUNTERS if http else _TCP_COUNTERS
-    out: dict[str, float] = {}
-    for side, counter in names.items():
-        if side not in after:
-            continue
-        moved = after[side].get(counter, 0) - before[side].get(counter, 0)
-        if http:
-            out[f"proxy_{side}_share"] = round(moved / ops, 4) if ops else 0.0
-        else:
-            out[f"proxy_{side}_share"] = 1.0 if moved > 0 else 0.0
-    return out
+    counters: dict[str, dict[str, int]]  # side -> {"http", "tcp"} its proxy reported
 
 
 class Executor:
@@ -142,10 +113,22 @@ class Executor:
     def _edge(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
         counters: dict[str, dict[str, int]] = {}
         for side, role in (("client", client), ("server", server)):
-            envoy = self.bed.envoy(role)
-            if envoy is not None:
-                counters[side] = envoy.counters()
+            reading = self._proxy_counts(role, side)
+            if reading is not None:
+                counters[side] = reading
         return _Window(acct.snapshot(), counters)
+
+    def _proxy_counts(self, role: PodRole, side: str) -> dict[str, int] | None:
+        envoy = self.bed.envoy(role)
+        if envoy is not None:
+            return envoy_counts(envoy.counters(), side)
+        if role.namespace == namespace_of("sidecar"):
+            try:  # hybridmesh's proxy: its /metrics, if it serves them yet
+                text = self.bed.http_text(role, SIDECAR_ADMIN_PORT, "/metrics")
+                return sidecar_counts(text, side)
+            except (OSError, BedError, ValueError):
+                return None
+        return None
 
     def _prepare(self, client: PodRole, server: PodRole, acct: Accountant) -> None:
         """Just before a window opens: capture first in line again, peak RSS reset."""

@@ -53,6 +53,8 @@ METRICS: dict[str, MetricInfo] = {
     "rss_proxy_client_mib": MetricInfo("client-side proxy peak RSS", "MiB"),
     "rss_proxy_server_mib": MetricInfo("server-side proxy peak RSS", "MiB"),
     "rss_proxy_mib": MetricInfo("proxy peak RSS (both sides)", "MiB"),
+    "rss_loadgen_mib": MetricInfo("load generator peak RSS", "MiB"),
+    "rss_app_mib": MetricInfo("server app peak RSS", "MiB"),
 }
 
 RESOURCE_METRICS = (
@@ -66,6 +68,8 @@ RESOURCE_METRICS = (
     "rss_proxy_client_mib",
     "rss_proxy_server_mib",
     "rss_proxy_mib",
+    "rss_loadgen_mib",
+    "rss_app_mib",
 )
 
 SCENARIO_METRICS: dict[str, tuple[str, ...]] = {

@@ -190,9 +190,14 @@ def resources(results: Results, out: Path) -> Path | None:
     cpu_ax, mem_ax = fig.subplots(1, 2)
     _stacked(cpu_ax, cells, [(f"cpu_{c}_us_per_op", c) for c in CPU_COMPONENTS])
     cpu_ax.set(title=f"CPU per request at {rate} req/s (stacked)", ylabel="µs/request")
-    memory = [("rss_proxy_client_mib", "proxy_client"), ("rss_proxy_server_mib", "proxy_server")]
+    memory = [
+        ("rss_loadgen_mib", "loadgen"),
+        ("rss_app_mib", "app"),
+        ("rss_proxy_client_mib", "proxy_client"),
+        ("rss_proxy_server_mib", "proxy_server"),
+    ]
     _stacked(mem_ax, cells, memory)
-    mem_ax.set(title=f"proxy peak RSS at {rate} req/s (stacked)", ylabel="MiB")
+    mem_ax.set(title=f"peak RSS at {rate} req/s (stacked)", ylabel="MiB")
     return _save(fig, out / "resources.png")
 
 

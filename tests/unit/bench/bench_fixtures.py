@@ -58,6 +58,8 @@ def latency_metrics(p50: float, p99: float, *, proxy_cpu: float = 0.0) -> dict[s
         "rss_proxy_client_mib": 40.0 if proxy_cpu else 0.0,
         "rss_proxy_server_mib": 41.0 if proxy_cpu else 0.0,
         "rss_proxy_mib": 81.0 if proxy_cpu else 0.0,
+        "rss_loadgen_mib": 35.0,
+        "rss_app_mib": 25.0,
     }  # fmt: skip
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from hybridmesh.bench.accounting import Peaks, Usage, parse_bpftool_progs, usage_metrics
-from hybridmesh.bench.measure import proxy_checks
 
 
 def _usage(at: float, *counters: int) -> Usage:
@@ -20,7 +19,7 @@ def _usage(at: float, *counters: int) -> Usage:
 def test_cpu_is_split_per_component_and_per_operation() -> None:
     before = _usage(100.0, 1_000, 2_000, 3_000, 4_000, 5_000)
     after = _usage(102.0, 401_000, 102_000, 203_000, 304_000, 2_005_000)  # 2 s later
-    m = usage_metrics(before, after, 1000, Peaks(40 << 20, 60 << 20))
+    m = usage_metrics(before, after, 1000, Peaks(40 << 20, 60 << 20, 30 << 20, 20 << 20))
     assert m["cpu_loadgen_pct"] == 20.0  # 0.4 s of CPU in 2 s
     assert m["cpu_loadgen_us_per_op"] == 400.0
     assert m["cpu_app_us_per_op"] == 100.0
@@ -28,6 +27,7 @@ def test_cpu_is_split_per_component_and_per_operation() -> None:
     assert m["cpu_proxy_server_us_per_op"] == 300.0
     assert m["cpu_proxy_us_per_op"] == 500.0
     assert m["cpu_ebpf_us_per_op"] == 2.0  # 2 ms of run_time_ns over 1000 ops
+    assert (m["rss_loadgen_mib"], m["rss_app_mib"]) == (30, 20)
     assert (m["rss_proxy_client_mib"], m["rss_proxy_server_mib"], m["rss_proxy_mib"]) == (
         40,
         60,
@@ -51,23 +51,6 @@ def test_bpftool_run_time_of_the_labs_programs_only() -> None:
     assert parse_bpftool_progs(json.dumps(progs)) == 2000
     assert parse_bpftool_progs("") == 0
     assert parse_bpftool_progs("[]") == 0
-
-
-def test_proxy_share_is_requests_seen_over_requests_made() -> None:
-    before = {"client": {"http.outbound_http.downstream_rq_total": 10},
-              "server": {"http.inbound_http.downstream_rq_total": 10}}  # fmt: skip
-    after = {"client": {"http.outbound_http.downstream_rq_total": 1010},
-             "server": {"http.inbound_http.downstream_rq_total": 510}}  # fmt: skip
-    checks = proxy_checks(before, after, http=True, ops=1000)
-    assert checks == {"proxy_client_share": 1.0, "proxy_server_share": 0.5}
-    assert proxy_checks({}, {}, http=True, ops=1000) == {}  # no Envoy: nothing to check
-
-
-def test_tcp_share_is_whether_the_proxy_saw_the_connection() -> None:
-    before = {"client": {"tcp.outbound_tcp.downstream_cx_total": 3}, "server": {}}
-    after = {"client": {"tcp.outbound_tcp.downstream_cx_total": 4}, "server": {}}
-    checks = proxy_checks(before, after, http=False, ops=123456)
-    assert checks == {"proxy_client_share": 1.0, "proxy_server_share": 0.0}
 
 
 @pytest.mark.parametrize("ops", [1.0, 1e6])
