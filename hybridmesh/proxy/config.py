@@ -64,6 +64,7 @@ class ProxyConfig:
     mark: int | None = PROXY_MARK
     watch_timeout_s: float = 30.0
     uid: int | None = None
+    upgrade_h2: bool = False
 
     def __post_init__(self) -> None:
         if not self.namespace or not self.pod or "/" in self.namespace + self.pod:
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the proxy never changes uid itself). Recorded for /config_dump")
     p.add_argument("--no-mark", action="store_true",
                    help="do not set SO_MARK on upstream sockets (unprivileged runs)")
+    p.add_argument("--upgrade-h2", action="store_true",
+                   help="carry HTTP/1.1 requests to sidecar endpoints as HTTP/2 streams "
+                        "(Linkerd's transparent upgrade; costs CPU until mTLS needs it)")
     p.add_argument("--worker-admin", metavar="PATH", help=argparse.SUPPRESS)
     return p
 
@@ -145,6 +149,7 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[ProxyConfig, str |
             bind_host=args.bind,
             mark=None if args.no_mark else PROXY_MARK,
             uid=args.uid,
+            upgrade_h2=args.upgrade_h2,
         ), args.worker_admin
     except ConfigError as exc:
         parser.error(str(exc))
@@ -169,4 +174,6 @@ def to_argv(config: ProxyConfig) -> list[str]:
         argv.append("--no-mark")
     if config.uid is not None:
         argv += ["--uid", str(config.uid)]
+    if config.upgrade_h2:
+        argv.append("--upgrade-h2")
     return argv

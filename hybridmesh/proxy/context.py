@@ -19,6 +19,7 @@ from hybridmesh.proxy._sockopt import SockoptSocket, original_dst
 from hybridmesh.proxy.balance import Balancers
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.discovery import Tables
+from hybridmesh.proxy.h2upstream import H2Pool
 from hybridmesh.proxy.upstream import Pool
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
@@ -58,6 +59,7 @@ class ProxyContext:
         self.rng = rng or random.Random()
         self.balancers = Balancers(self.rng)
         self.pool = Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
+        self.h2pool = H2Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
         self.mark = config.mark  # None once we know the process may not set SO_MARK
         self.metrics = metrics or ProxyMetrics()
         self.access_log = access_log or AccessLog(sys.stdout if config.access_log else None)
@@ -83,6 +85,7 @@ class ProxyContext:
         """No CAP_NET_ADMIN: upstream sockets go unmarked (capture must exempt our uid)."""
         self.mark = None
         self.pool.mark = None
+        self.h2pool.mark = None
 
     def busy_connections(self) -> int:
         return sum(1 for c in self.connections if c.busy)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["HEADER", "ProxyError", "Reason", "render"]
+__all__ = ["HEADER", "ProxyError", "Reason", "render", "render_body"]
 
 HEADER = b"hm-proxy-error"
 
@@ -28,6 +28,7 @@ class Reason(enum.Enum):
     CONNECT_REFUSED = "connect-refused"
     CONNECT_TIMEOUT = "connect-timeout"
     UPSTREAM_RESET = "upstream-reset"
+    REFUSED_STREAM = "refused-stream"
     TIMEOUT = "timeout"
     BAD_RESPONSE = "bad-response"
     BAD_REQUEST = "bad-request"
@@ -53,6 +54,7 @@ _STATUS = {
     Reason.CONNECT_REFUSED: 502,
     Reason.CONNECT_TIMEOUT: 504,
     Reason.UPSTREAM_RESET: 502,
+    Reason.REFUSED_STREAM: 503,
     Reason.TIMEOUT: 504,
     Reason.BAD_RESPONSE: 502,
     Reason.BAD_REQUEST: 400,
@@ -65,6 +67,7 @@ _FLAG = {
     Reason.CONNECT_REFUSED: "UF",
     Reason.CONNECT_TIMEOUT: "UF",
     Reason.UPSTREAM_RESET: "UC",
+    Reason.REFUSED_STREAM: "UR",
     Reason.TIMEOUT: "UT",
     Reason.BAD_RESPONSE: "UPE",
     Reason.BAD_REQUEST: "DPE",
@@ -77,6 +80,7 @@ _TEXT = {
     Reason.CONNECT_REFUSED: "the upstream refused or dropped the connection",
     Reason.CONNECT_TIMEOUT: "the upstream did not accept the connection in time",
     Reason.UPSTREAM_RESET: "the upstream closed the connection before a complete response",
+    Reason.REFUSED_STREAM: "the upstream refused the HTTP/2 stream (nothing was processed)",
     Reason.TIMEOUT: "no response from the upstream within the request timeout",
     Reason.BAD_RESPONSE: "the upstream sent an invalid HTTP response",
     Reason.BAD_REQUEST: "the request is not valid HTTP/1.1",
@@ -119,15 +123,20 @@ def _clean(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
 
 
-def render(error: ProxyError, proxy: str, *, keep_alive: bool = False) -> bytes:
-    """The complete HTTP/1.1 response for ``error`` from the proxy of pod ``proxy``."""
-    status = error.code
-    body = (
+def render_body(error: ProxyError, proxy: str) -> bytes:
+    """The plain-text body naming the proxy, the reason and the destination."""
+    return (
         f"hm-proxy {_clean(proxy)}: {error.reason.text}\n"
         f"reason: {error.reason.value}\n"
         f"destination: {_clean(error.destination)}\n"
         + (f"detail: {_clean(error.detail)}\n" if error.detail else "")
     ).encode("ascii")
+
+
+def render(error: ProxyError, proxy: str, *, keep_alive: bool = False) -> bytes:
+    """The complete HTTP/1.1 response for ``error`` from the proxy of pod ``proxy``."""
+    status = error.code
+    body = render_body(error, proxy)
     head = [
         b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Error")),
         HEADER + b": " + error.reason.value.encode("ascii") + b"\r\n",

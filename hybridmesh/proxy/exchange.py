@@ -1,10 +1,12 @@
-"""One HTTP/1.1 request through the proxy: route, pick, connect, forward, retry, answer.
+"""One request through the proxy: route, pick, connect, forward, retry, answer.
 
-An :class:`Exchange` is created per request by the session. Its task runs the attempts:
+An :class:`Exchange` is created per request by a downstream session (HTTP/1.1 connection or
+HTTP/2 stream, see streams.py). Its task runs the attempts:
 
 1. ``route.plan(request)``: the matched route's timeouts, retry policy and endpoint picker;
-2. per attempt: P2C picks an endpoint not tried yet, the pool gives a keep-alive connection,
-   the head (re-serialized) and the body go out, and an :class:`_Attempt` receives the
+2. per attempt: P2C picks an endpoint not tried yet, a pool gives an upstream stream (a
+   keep-alive HTTP/1.1 connection or a stream on a multiplexed HTTP/2 connection), the head
+   and the body go out, and an :class:`~hybridmesh.proxy.attempt.Attempt` receives the
    upstream's events;
 3. a response whose status the route declared retryable is *held* (never forwarded) when the
    policy, the retry budget and the deadline all allow a retry; anything else streams to the
@@ -24,130 +26,35 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from hybridmesh.proxy.errors import ProxyError, Reason, render
+from hybridmesh.proxy.attempt import FORWARDED, RETRY, Attempt, Outcome
+from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.plan import Plan
-from hybridmesh.proxy.protocols.http1 import (
-    EndOfMessage,
-    Framing,
-    InformationalResponse,
-    RemoteProtocolError,
-    Request,
-    Response,
-    frame_data,
-    frame_end,
-    request_framing,
-    response_framing,
-    serialize_informational,
-    serialize_request,
-    serialize_response,
-)
+from hybridmesh.proxy.protocols.http1 import EndOfMessage, Request, Response
 from hybridmesh.proxy.retry import IDEMPOTENT_METHODS
-from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey, H1Upstream
+from hybridmesh.proxy.streams import PAUSE_PREATTACH, Downstream, UpstreamStream
+from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey
 from hybridmesh.telemetry.proxy_metrics import Peer
 
-if TYPE_CHECKING:
-    from hybridmesh.proxy.h1session import Http1Session
-
-__all__ = ["MAX_REPLAY_BODY", "Exchange"]
+__all__ = ["H2_APP_PROTOCOLS", "MAX_REPLAY_BODY", "ORIG_PROTO", "Exchange"]
 
 log = logging.getLogger(__name__)
 
 MAX_REPLAY_BODY = 64 * 1024
-_FORWARDED = "forwarded"
-_RETRY = "retry"
-
-
-class _Outcome:
-    """How an attempt's response head went: forwarded, held for a retry, or failed."""
-
-    __slots__ = ("attempt", "error", "kind", "stale", "status")
-
-    def __init__(self, kind: str, status: int | None = None, error: ProxyError | None = None,
-                 stale: bool = False, attempt: _Attempt | None = None) -> None:
-        self.kind, self.status, self.error, self.stale = kind, status, error, stale
-        self.attempt = attempt
-
-
-class _Attempt:
-    """The sink of one upstream connection for one try (see ``upstream.ResponseSink``)."""
-
-    def __init__(self, ex: Exchange, conn: H1Upstream, key: EndpointKey, started: float) -> None:
-        self.ex = ex
-        self.conn = conn
-        self.key = key
-        self.lb_started = started
-        loop = asyncio.get_running_loop()
-        self.head: asyncio.Future[_Outcome] = loop.create_future()
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.forwarding = False
-        self.finished = False
-
-    def on_informational(self, event: InformationalResponse) -> None:
-        if self.ex.request.http_version == b"1.1" and not self.ex.response_started:
-            self.ex.write_client(serialize_informational(event))
-
-    def on_response(self, event: Response) -> None:
-        ex = self.ex
-        ex.upstream_result(self.key, event.status < 500, self.lb_started)
-        if self.head.done():
-            return
-        if ex.claim_retry(event.status, None):
-            self.head.set_result(_Outcome(_RETRY, status=event.status))
-            return
-        self.forwarding = True
-        ex.start_response(event)
-        self.head.set_result(_Outcome(_FORWARDED, status=event.status, attempt=self))
-
-    def on_body(self, data: bytes) -> None:
-        if self.forwarding:
-            self.ex.response_body(data)
-
-    def on_end(self, event: EndOfMessage) -> None:
-        self.finished = True
-        ex = self.ex
-        if ex.request_sent:
-            ex.ctx.pool.release(self.conn)
-        else:  # answered before the whole request went out: the stream is not reusable
-            self.conn.detach()
-            self.conn.abort()
-        if self.forwarding:
-            ex.response_end(event)
-            if not self.done.done():
-                self.done.set_result(None)
-
-    def on_upstream_error(self, error: RemoteProtocolError | None, detail: str) -> None:
-        self.conn.detach()
-        self.conn.abort()
-        if not self.head.done():
-            self.ex.upstream_result(self.key, False, self.lb_started)
-            reason = Reason.BAD_RESPONSE if error is not None else Reason.UPSTREAM_RESET
-            stale = error is None and self.conn.uses > 1 and not self.conn.received
-            err = ProxyError(reason, self.ex.where(self.key), detail)
-            self.head.set_result(_Outcome("error", error=err, stale=stale))
-        elif self.forwarding and not self.done.done():
-            self.done.set_exception(ProxyError(Reason.UPSTREAM_RESET, self.ex.where(self.key),
-                                               f"mid-response: {detail}"))
-
-    def on_batch_end(self) -> None:
-        self.ex.flush_client()
-
-    def on_upstream_writable(self, writable: bool) -> None:
-        from hybridmesh.proxy.h1session import PAUSE_UPSTREAM
-
-        self.ex.session.pause_reading(PAUSE_UPSTREAM, not writable)
+ORIG_PROTO = b"hm-orig-proto"
+"""Marks an HTTP/1.1 request carried as an HTTP/2 stream between two meshed proxies."""
+H2_APP_PROTOCOLS = frozenset(("http2", "grpc"))
 
 
 class Exchange:
     """One request: its body, its attempts, its response, its telemetry."""
 
-    def __init__(self, session: Http1Session, request: Request) -> None:
-        self.session = session
-        self.ctx = session.ctx
+    def __init__(self, down: Downstream, request: Request) -> None:
+        self.down = down
+        self.ctx = down.ctx
         if request.http_version == b"1.0" and not any(n == b"host" for n, _ in request.headers):
             # HTTP/1.0 may omit Host; we always speak HTTP/1.1 upstream, which requires it
-            authority = session.route.authority.encode("latin-1")
+            authority = down.route.authority.encode("latin-1")
             request = replace(request, headers=(*request.headers, (b"host", authority)))
         self.request = request
         self.method = request.method.decode("latin-1")
@@ -155,29 +62,29 @@ class Exchange:
         self.request_complete = False
         self.request_sent = False  # head + whole body written to the current upstream
         self.response_started = False
-        self._framing = request_framing(request)
-        self._pending: list[bytes] = []  # body not yet written to an upstream
-        self._kept: list[bytes] | None = []  # whole body for replays (None: too big)
-        self._kept_size = 0
-        self._sent_body = False
-        self._trailers: EndOfMessage | None = None
-        self._attempt: _Attempt | None = None
-        self._plan: Plan | None = None
-        self._key: EndpointKey | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._resp_framing = Framing.NONE
-        self._keep_alive = False
-        self._deadline: float | None = None
+        self.upstream_h2 = False
         self.retries = 0
         self.status = 0
         self.flags = "-"
+        self.grpc_status = ""
+        self._pending: list[bytes] = []  # body not yet written to an upstream
+        self._pending_size = 0
+        self._kept: list[bytes] | None = []  # whole body for replays (None: too big)
+        self._kept_size = 0
+        self._sent_body = False
+        self._end: EndOfMessage | None = None
+        self._attempt: Attempt | None = None
+        self._plan: Plan | None = None
+        self._key: EndpointKey | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._keep_alive = False
+        self._deadline: float | None = None
         self._finished = False
-        self._wbuf: list[bytes] = []
 
     def start(self) -> None:
         self._task = self.ctx.tasks.spawn(self._run())
 
-    # -- request body (from the session) ----------------------------------------------------
+    # -- request body (from the downstream) ---------------------------------------------------
     def request_body(self, data: bytes) -> None:
         kept = self._kept
         if kept is not None:
@@ -189,24 +96,23 @@ class Exchange:
         att = self._attempt
         if att is not None and not att.conn.closed:
             self._sent_body = True
-            att.conn.write(frame_data(self._framing, data))
+            att.conn.send_body(data)
         else:
             self._pending.append(data)
-            if sum(map(len, self._pending)) > MAX_REPLAY_BODY:
-                from hybridmesh.proxy.h1session import PAUSE_PREATTACH
-
-                self.session.pause_reading(PAUSE_PREATTACH, True)
+            self._pending_size += len(data)
+            if self._pending_size > MAX_REPLAY_BODY:
+                self.down.pause_reading(PAUSE_PREATTACH, True)
 
     def request_end(self, event: EndOfMessage) -> None:
         self.request_complete = True
-        self._trailers = event
+        self._end = event
         att = self._attempt
         if att is not None and not att.conn.closed:
-            att.conn.write(frame_end(self._framing, event.trailers))
+            att.conn.send_end(event.trailers)
             self.request_sent = True
 
     def request_broken(self, detail: str) -> None:
-        """The client's body violated HTTP/1.1 mid-request: drop everything."""
+        """The client's body violated the protocol mid-request: drop everything."""
         self.flags = "DPE"
         self._abort_attempt()
         if self._task is not None:
@@ -237,7 +143,7 @@ class Exchange:
             self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
     async def _forward(self) -> None:
-        plan = self._plan = self.session.route.plan(self.request)
+        plan = self._plan = self.down.route.plan(self.request)
         if plan.budget is not None:
             plan.budget.deposit()
         if plan.request_timeout_s is not None:
@@ -251,48 +157,67 @@ class Exchange:
             self._key = key
             tried.append(key)
             outcome = await self._try(plan, key)
-            if outcome.kind == _FORWARDED:
+            if outcome.kind == FORWARDED:
                 await self._until_done(outcome.attempt)
                 return
-            if outcome.kind == _RETRY:
-                await asyncio.sleep(plan.retry.backoff(self.retries - 1, self.ctx.rng))
-                continue
-            err = outcome.error
-            assert err is not None
-            if not self.claim_retry(None, err.reason.value):
-                raise err
+            if outcome.kind != RETRY:
+                err = outcome.error
+                assert err is not None
+                if not self.claim_retry(None, err.reason.value):
+                    raise err
             await asyncio.sleep(plan.retry.backoff(self.retries - 1, self.ctx.rng))
 
-    async def _try(self, plan: Plan, key: EndpointKey) -> _Outcome:
+    async def _try(self, plan: Plan, key: EndpointKey) -> Outcome:
         bal = plan.balancer
         started = bal.lb.start(key) if bal is not None else 0.0
+        self.upstream_h2 = h2 = self._upstream_h2(plan, key)
         for fresh in (False, True):
             try:
-                conn = await self.ctx.pool.acquire(key, fresh=fresh)
+                if h2:
+                    conn: UpstreamStream = await self.ctx.h2pool.open_stream(key)
+                else:
+                    conn = await self.ctx.pool.acquire(key, fresh=fresh)
             except ConnectFailed as exc:
                 self.upstream_result(key, False, started)
                 reason = Reason.CONNECT_TIMEOUT if exc.timeout else Reason.CONNECT_REFUSED
-                return _Outcome("error", error=ProxyError(reason, self.where(key), exc.detail))
+                return Outcome("error", error=ProxyError(reason, self.where(key), exc.detail))
             outcome = await self._send(key, conn, started)
             if outcome.stale and self._replayable(idempotent_only=True):
                 continue  # a pooled connection the server had closed: redo on a fresh one
             return outcome
         raise AssertionError("unreachable")
 
-    async def _send(self, key: EndpointKey, conn: H1Upstream, started: float) -> _Outcome:
+    def _upstream_h2(self, plan: Plan, key: EndpointKey) -> bool:
+        """HTTP/2 upstream when the client spoke it (unless a peer proxy upgraded an
+        HTTP/1.1 request: then back to HTTP/1.1 for the app), when the destination declares
+        http2/grpc, or for the meshed-proxy upgrade (``--upgrade-h2``, sidecar endpoints)."""
+        down = self.down
+        if down.protocol != "http1":
+            return not any(name == ORIG_PROTO for name, _ in self.request.headers)
+        if plan.app_protocol in H2_APP_PROTOCOLS:
+            return True
+        return self.ctx.config.upgrade_h2 and plan.placement(key) == "sidecar"
+
+    def _request_for(self, h2: bool) -> Request:
+        """The request as sent upstream: marked when upgraded, unmarked for the app."""
+        req = self.request
+        marked = any(name == ORIG_PROTO for name, _ in req.headers)
+        if h2 and self.down.protocol == "http1":
+            return replace(req, headers=(*req.headers, (ORIG_PROTO, b"HTTP/1.1")))
+        if not h2 and marked:
+            return replace(req, headers=tuple(f for f in req.headers if f[0] != ORIG_PROTO))
+        return req
+
+    async def _send(self, key: EndpointKey, conn: UpstreamStream, started: float) -> Outcome:
         plan = self._plan
         assert plan is not None
-        att = self._attempt = _Attempt(self, conn, key, started)
+        att = self._attempt = Attempt(self, conn, key, started)
         conn.attach(att, self.request.method)
-        body = self._body_to_send()
-        conn.write(b"".join([serialize_request(self.request), *body]))
-        if self.request_complete and self._trailers is not None:
-            conn.write(frame_end(self._framing, self._trailers.trailers))
-            self.request_sent = True
-        from hybridmesh.proxy.h1session import PAUSE_PREATTACH
-
-        self.session.pause_reading(PAUSE_PREATTACH, False)
-        if self.session.write_paused:
+        conn.send_request(self._request_for(self.upstream_h2), self._body_to_send(),
+                          self._end if self.request_complete else None)
+        self.request_sent = self.request_complete
+        self.down.pause_reading(PAUSE_PREATTACH, False)
+        if self.down.write_paused:
             conn.pause_reading(True)
         timeout = self._attempt_timeout(plan)
         try:
@@ -304,19 +229,18 @@ class Exchange:
             conn.detach()
             conn.abort()
             self.upstream_result(key, False, started)
-            return _Outcome("error", error=ProxyError(Reason.TIMEOUT, self.where(key),
-                                                      f"no response head within {timeout:.3f}s"))
+            return Outcome("error", error=ProxyError(Reason.TIMEOUT, self.where(key),
+                                                     f"no response head within {timeout:.3f}s"))
 
     def _body_to_send(self) -> list[bytes]:
-        framing = self._framing
         if not self._sent_body:
-            chunks, self._pending = self._pending, []
+            chunks, self._pending, self._pending_size = self._pending, [], 0
         else:
             chunks = list(self._kept or ())
         self._sent_body = self._sent_body or bool(chunks)
-        return [frame_data(framing, c) for c in chunks]
+        return chunks
 
-    async def _until_done(self, att: _Attempt | None) -> None:
+    async def _until_done(self, att: Attempt | None) -> None:
         assert att is not None
         if att.done.done():
             att.done.result()  # raises the mid-response failure, if any
@@ -331,7 +255,7 @@ class Exchange:
         except TimeoutError:
             self.flags = "UT"
             self._abort_attempt()
-            self.session.abort()
+            self.down.abort()
             self._finish(self.status)
 
     def _attempt_timeout(self, plan: Plan) -> float | None:
@@ -353,7 +277,7 @@ class Exchange:
     def claim_retry(self, status: int | None, error: str | None) -> bool:
         """Decide (and pay for) a retry: policy, replayability, budget and deadline agree."""
         plan = self._plan
-        if plan is None or self.response_started or self.session.lost:
+        if plan is None or self.response_started or self.down.lost:
             return False
         if status is not None and status not in plan.retry.codes:
             return False  # the common case, decided without the full policy
@@ -381,45 +305,26 @@ class Exchange:
 
     # -- the response --------------------------------------------------------------------------
     def start_response(self, resp: Response) -> None:
-        req = self.request
         self.response_started = True
         self.status = resp.status
-        self._resp_framing = response_framing(resp, req.method, req.http_version)
-        self._keep_alive = (
-            req.keep_alive
-            and self.request_complete
-            and not self.ctx.draining
-            and self._resp_framing is not Framing.CLOSE
-        )
-        self.write_client(serialize_response(resp, request_method=req.method,
-                                             http_version=req.http_version,
-                                             keep_alive=self._keep_alive))
-
-    def response_body(self, data: bytes) -> None:
-        self.write_client(frame_data(self._resp_framing, data))
+        keep = self.request.keep_alive and self.request_complete and not self.ctx.draining
+        self._keep_alive = self.down.send_head(self.request, resp, keep)
+        self._grpc_status(resp.headers)
 
     def response_end(self, event: EndOfMessage) -> None:
-        self.write_client(frame_end(self._resp_framing, event.trailers))
-        self.flush_client()
+        self._grpc_status(event.trailers)
+        self.down.send_end(event.trailers)
+        self.down.flush()
         self._attempt = None
         self._finish(self.status)
 
-    def write_client(self, data: bytes) -> None:
-        """Queue bytes for the client; :meth:`flush_client` writes them in one go (a response
-        head and the body that came in the same read cost one send, not two)."""
-        if data:
-            self._wbuf.append(data)
-
-    def flush_client(self) -> None:
-        buf = self._wbuf
-        if buf:
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            buf.clear()
-            if not self.session.lost:
-                self.session.transport.write(data)
+    def _grpc_status(self, fields: tuple[tuple[bytes, bytes], ...]) -> None:
+        for name, value in fields:
+            if name == b"grpc-status":
+                self.grpc_status = value.decode("latin-1")
 
     def where(self, key: EndpointKey | None) -> str:
-        dest = self._plan.destination if self._plan is not None else self.session.route.destination
+        dest = self._plan.destination if self._plan is not None else self.down.route.destination
         return dest if key is None else f"{dest} via {key[0]}:{key[1]}"
 
     # -- the end -----------------------------------------------------------------------------
@@ -429,13 +334,13 @@ class Exchange:
         self.ctx.metrics.proxy_error(err.reason.value)
         self.flags = err.reason.flag
         if self.response_started:
-            self.session.abort()
+            self.down.abort()
             self._finish(self.status)
             return
         self._keep_alive = (self.request.keep_alive and self.request_complete
                             and not self.ctx.draining and err.code != 400)
-        self.write_client(render(err, self.ctx.proxy_name, keep_alive=self._keep_alive))
-        self.flush_client()
+        self.down.send_error(err, self._keep_alive)
+        self.down.flush()
         self._finish(err.code)
 
     def _abort_attempt(self) -> None:
@@ -450,35 +355,39 @@ class Exchange:
         self._finished = True
         self.status = status
         self.ctx.requests += 1
-        plan, key, route = self._plan, self._key, self.session.route
+        plan, key, route = self._plan, self._key, self.down.route
         destination = plan.peer(key) if plan is not None and key is not None else Peer.unknown()
         service = plan.service if plan is not None else route.service
         latency = time.monotonic() - self.started
+        protocol = "grpc" if self.grpc_status else "http"
         self.ctx.metrics.request(
             reporter=route.reporter, source=route.source, destination=destination,
-            service=service, protocol="http", status=status, grpc_status="",
+            service=service, protocol=protocol, status=status, grpc_status=self.grpc_status,
             flags=self.flags, latency_s=latency,
         )  # fmt: skip
         if self.ctx.access_log.enabled:
             self._log(service, destination, latency)
-        if not self.session.lost:
-            self.session.exchange_done(self._keep_alive)
+        if not self.down.lost:
+            self.down.exchange_done(self._keep_alive)
 
     def _log(self, service: str, destination: Peer, latency: float) -> None:
-        req, route = self.request, self.session.route
+        req, route = self.request, self.down.route
         headers = dict(req.headers)
         self.ctx.access_log.log({
             "start_time": time.time() - latency, "method": self.method,
-            "path": req.target.decode("latin-1"), "protocol": "HTTP/" + req.http_version.decode(),
+            "path": req.target.decode("latin-1"),
+            "protocol": "HTTP/2" if self.down.protocol != "http1" else
+                        "HTTP/" + req.http_version.decode(),
             "response_code": self.status, "response_flags": self.flags,
             "duration_ms": round(latency * 1000.0, 3),
             "upstream_host": f"{self._key[0]}:{self._key[1]}" if self._key else None,
-            "downstream_remote_address": self.session.remote,
+            "downstream_remote_address": self.down.remote,
             "source_workload": route.source.workload, "source_namespace": route.source.namespace,
             "destination_workload": destination.workload,
             "destination_namespace": destination.namespace, "destination_service": service,
             "route_name": self._plan.route if self._plan is not None else None,
             "authority": headers.get(b"host", b"").decode("latin-1"),
             "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
-            "retry_count": self.retries, "reporter": route.reporter,
+            "retry_count": self.retries, "grpc_status": self.grpc_status or None,
+            "reporter": route.reporter,
         })  # fmt: skip

@@ -6,9 +6,9 @@ upstream except as a request the proxy re-serialized canonically, so a framing t
 and the connection closes. Requests are handled one at a time in order; pipelined requests
 wait in the reader's buffer (bounded: reading pauses when too much piles up).
 
-Reading pauses for three independent reasons (a bit each, so one cannot undo another): the
-upstream cannot take more request body, the body is buffering before any upstream is
-connected, or pipelined bytes are piling up behind an in-flight request.
+The session is the :class:`~hybridmesh.proxy.streams.Downstream` of its exchanges: it owns
+the HTTP/1.1 wire format towards the client (response framing per request and client
+version, one write per batch of upstream events).
 """
 
 from __future__ import annotations
@@ -26,22 +26,31 @@ from hybridmesh.proxy.protocols.http1 import (
     ConnectionClosed,
     Data,
     EndOfMessage,
+    Framing,
+    Headers,
+    InformationalResponse,
     RemoteProtocolError,
     Request,
     RequestReader,
+    Response,
+    frame_data,
+    frame_end,
+    response_framing,
+    serialize_informational,
+    serialize_response,
 )
+from hybridmesh.proxy.streams import PAUSE_PIPELINE, PAUSE_PREATTACH, PAUSE_UPSTREAM
 from hybridmesh.telemetry.proxy_metrics import Peer
 
-__all__ = ["PAUSE_PIPELINE", "PAUSE_PREATTACH", "PAUSE_UPSTREAM", "Http1Session"]
+__all__ = ["Http1Session"]
 
-PAUSE_UPSTREAM = 1
-PAUSE_PREATTACH = 2
-PAUSE_PIPELINE = 4
 _MAX_HELD = 1 << 20  # pipelined bytes buffered behind an in-flight request
 
 
 class Http1Session(asyncio.Protocol):
     """Reads requests from one client and runs an :class:`Exchange` per request."""
+
+    protocol = "http1"
 
     def __init__(
         self, ctx: ProxyContext, route: ConnRoute, transport: asyncio.Transport, remote: str
@@ -57,6 +66,8 @@ class Http1Session(asyncio.Protocol):
         self.write_paused = False
         self._paused = 0
         self._held = 0
+        self._wbuf: list[bytes] = []
+        self._framing = Framing.NONE
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
@@ -186,6 +197,42 @@ class Http1Session(asyncio.Protocol):
                                      "downstream_remote_address": self.remote,
                                      "reporter": self.route.reporter})
         self.close()
+
+    # -- Downstream: the response, in HTTP/1.1 ------------------------------------------------
+    def send_informational(self, event: InformationalResponse) -> None:
+        self._wbuf.append(serialize_informational(event))
+
+    def send_head(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        framing = self._framing = response_framing(response, request.method,
+                                                   request.http_version)
+        keep_alive = keep_alive and framing is not Framing.CLOSE
+        self._wbuf.append(serialize_response(response, request_method=request.method,
+                                             http_version=request.http_version,
+                                             keep_alive=keep_alive))
+        return keep_alive
+
+    def send_body(self, data: bytes) -> None:
+        chunk = frame_data(self._framing, data)
+        if chunk:
+            self._wbuf.append(chunk)
+
+    def send_end(self, trailers: Headers) -> None:
+        end = frame_end(self._framing, trailers)
+        if end:
+            self._wbuf.append(end)
+
+    def send_error(self, err: ProxyError, keep_alive: bool) -> None:
+        self._wbuf.append(render(err, self.ctx.proxy_name, keep_alive=keep_alive))
+
+    def flush(self) -> None:
+        """Write what the exchange queued in one go (a head and the body that came in the
+        same read cost one send, not two)."""
+        buf = self._wbuf
+        if buf:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            if not self.lost:
+                self.transport.write(data)
 
     # -- flow control ---------------------------------------------------------------------------
     def pause_reading(self, reason: int, paused: bool) -> None:

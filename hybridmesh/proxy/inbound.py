@@ -41,7 +41,7 @@ class InboundRoute:
         self._plan = Plan(
             service=self.service, destination=self.destination, route=None, retry=NO_RETRY,
             request_timeout_s=None, backend_timeout_s=None, fixed=orig,
-            fixed_peer=self._self_peer,
+            fixed_peer=self._self_peer, app_protocol=port.app_protocol if port else None,
         )  # fmt: skip
 
     def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:

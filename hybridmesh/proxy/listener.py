@@ -11,8 +11,9 @@ connection's route (outbound.py / inbound.py) from the current tables, then deci
   window late (Istio's default window is 100 ms+, and it documents the stall). Inbound, where
   the destination is fixed, the proxy connects to the app during detection, and an app that
   speaks first ends detection at once (preconnect.py);
-- HTTP/1 goes to :class:`~hybridmesh.proxy.h1session.Http1Session`; TLS, HTTP/2 prior
-  knowledge and anything else are relayed opaquely (HTTP/2 termination is issue 5).
+- HTTP/1 goes to :class:`~hybridmesh.proxy.h1session.Http1Session`, HTTP/2 prior knowledge
+  (gRPC, h2c, a peer proxy's upgrade) to :class:`~hybridmesh.proxy.h2session.H2Session`;
+  TLS and anything else are relayed opaquely.
 
 The transport is handed over with ``transport.set_protocol`` and the bytes already read.
 """
@@ -25,6 +26,7 @@ import logging
 from hybridmesh.proxy._sockopt import tune_stream
 from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.h1session import Http1Session
+from hybridmesh.proxy.h2session import H2Session
 from hybridmesh.proxy.inbound import InboundRoute
 from hybridmesh.proxy.outbound import OutboundRoute
 from hybridmesh.proxy.plan import ConnRoute
@@ -188,6 +190,10 @@ class Accepted(asyncio.Protocol):
             if pre is not None:
                 pre.disown()
             Http1Session(self.ctx, route, transport, self._remote).start(buffered, eof)
+        elif protocol is Protocol.HTTP2 and not route.opaque:
+            if pre is not None:
+                pre.disown()
+            H2Session(self.ctx, route, transport, self._remote).start(buffered, eof)
         else:
             TcpSession(self.ctx, route).start(transport, buffered, eof, pre)
 

@@ -134,6 +134,7 @@ class OutboundRoute:
             backend_timeout_s=finite(action.backend_timeout_s),
             balancer=self._ctx.balancers.get(svc.key, port),
             budget=self._ctx.balancers.budget(svc.key),
+            app_protocol=bsp.app_protocol,
         )
 
     def _passthrough(self) -> Plan:

@@ -45,11 +45,20 @@ class Plan:
     fixed: EndpointKey | None = None
     budget: RetryBudget | None = None
     fixed_peer: Peer | None = None
+    app_protocol: str | None = None  # the destination port's appProtocol (http2/grpc: h2)
 
     def pick(self, tried: Collection[EndpointKey]) -> EndpointKey | None:
         if self.balancer is not None:
             return self.balancer.pick(tried)
         return self.fixed
+
+    def placement(self, key: EndpointKey) -> str | None:
+        """The endpoint's data-plane placement (``sidecar``: a proxy answers there)."""
+        if self.balancer is not None:
+            meta = self.balancer.meta.get(key)
+            if meta is not None:
+                return meta.placement
+        return None
 
     def peer(self, key: EndpointKey) -> Peer:
         """The destination's telemetry identity."""

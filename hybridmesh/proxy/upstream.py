@@ -21,26 +21,33 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from hybridmesh.proxy._sockopt import set_mark, tune_stream
 from hybridmesh.proxy.protocols.http1 import (
     NEED_DATA,
     Data,
     EndOfMessage,
+    Framing,
+    Headers,
     InformationalResponse,
     ReaderState,
     RemoteProtocolError,
+    Request,
     Response,
     ResponseReader,
+    frame_data,
+    frame_end,
+    request_framing,
+    serialize_request,
 )
+from hybridmesh.proxy.streams import ResponseSink
 
 __all__ = [
     "ConnectFailed",
     "EndpointKey",
     "H1Upstream",
     "Pool",
-    "ResponseSink",
     "connect",
     "open_socket",
 ]
@@ -101,20 +108,11 @@ async def connect(
     return transport, proto
 
 
-class ResponseSink(Protocol):
-    """Who receives an upstream connection's events: the request using it."""
-
-    def on_informational(self, event: InformationalResponse) -> None: ...
-    def on_response(self, event: Response) -> None: ...
-    def on_body(self, data: bytes) -> None: ...
-    def on_end(self, event: EndOfMessage) -> None: ...
-    def on_upstream_error(self, error: RemoteProtocolError | None, detail: str) -> None: ...
-    def on_upstream_writable(self, writable: bool) -> None: ...
-    def on_batch_end(self) -> None: ...
-
-
 class H1Upstream(asyncio.Protocol):
-    """One pooled HTTP/1.1 connection to an endpoint; events go to the current sink."""
+    """One pooled HTTP/1.1 connection to an endpoint; events go to the current sink.
+
+    It is its own :class:`~hybridmesh.proxy.streams.UpstreamStream`: one request at a time.
+    """
 
     def __init__(self, pool: Pool, key: EndpointKey) -> None:
         self.pool = pool
@@ -126,6 +124,7 @@ class H1Upstream(asyncio.Protocol):
         self.uses = 0  # requests sent on this connection
         self.received = False  # any byte received for the current request
         self.idle_since = 0.0
+        self._framing = Framing.NONE
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -209,6 +208,26 @@ class H1Upstream(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def send_request(self, request: Request, body: list[bytes], end: EndOfMessage | None
+                     ) -> None:
+        """The head (re-serialized canonically), the body so far and maybe its end, in one
+        write."""
+        framing = self._framing = request_framing(request)
+        parts = [serialize_request(request)]
+        parts += (frame_data(framing, chunk) for chunk in body)
+        if end is not None:
+            parts.append(frame_end(framing, end.trailers))
+        self.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def send_body(self, data: bytes) -> None:
+        self.write(frame_data(self._framing, data))
+
+    def send_end(self, trailers: Headers) -> None:
+        self.write(frame_end(self._framing, trailers))
+
+    def release(self) -> None:
+        self.pool.release(self)
 
     def pause_reading(self, paused: bool) -> None:
         if self.transport is None or self.closed:

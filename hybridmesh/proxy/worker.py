@@ -123,6 +123,7 @@ class Worker:
         while True:
             await asyncio.sleep(_SWEEP_S)
             self.ctx.pool.sweep()
+            self.ctx.h2pool.sweep()
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -164,6 +165,7 @@ class Worker:
             if task is not None:
                 task.cancel()
         ctx.pool.close()
+        ctx.h2pool.close()
         await self._client.close()
         ctx.access_log.close(timeout=1.0)
         self._stopped.set()

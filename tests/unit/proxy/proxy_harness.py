@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hybridmesh._http import HttpServer, Request, Response
 from hybridmesh.proxy.config import ProxyConfig
@@ -169,3 +169,53 @@ async def running_proxy(
     finally:
         await worker.close()
         await cp.close()
+
+
+class H2App(asyncio.Protocol):
+    """A tiny h2c (prior knowledge) app: answers ``h2 <method> <path> <body length>`` and,
+    for ``content-type: application/grpc`` requests, ends with ``grpc-status: 0`` trailers."""
+
+    seen: ClassVar[list[tuple[bytes, bytes, Headers]]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from hybridmesh.proxy.protocols.http2 import H2Server
+
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.conn = H2Server()
+        self.requests: dict[int, tuple[Any, bytearray]] = {}
+        self.transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        from hybridmesh.proxy.protocols.http2 import Data, RequestHeaders, Trailers
+
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, RequestHeaders):
+                self.requests[ev.stream_id] = (ev, bytearray())
+                H2App.seen.append((ev.method, ev.path, ev.headers))
+                if ev.end_stream:
+                    self._answer(ev.stream_id)
+            elif isinstance(ev, Data):
+                self.requests[ev.stream_id][1].extend(ev.data)
+                self.conn.acknowledge_received(ev.stream_id, ev.flow_controlled_length)
+                if ev.end_stream:
+                    self._answer(ev.stream_id)
+            elif isinstance(ev, Trailers):
+                self._answer(ev.stream_id)
+        self.transport.write(self.conn.data_to_send())
+
+    def _answer(self, sid: int) -> None:
+        head, body = self.requests.pop(sid)
+        grpc = (b"content-type", b"application/grpc") in head.headers
+        text = b"h2 %s %s %d" % (head.method, head.path, len(body))
+        self.conn.send_response(sid, 200, [(b"content-type", b"text/plain")])
+        self.conn.send_data(sid, text, end_stream=not grpc)
+        if grpc:
+            self.conn.send_trailers(sid, [(b"grpc-status", b"0")])
+
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+async def start_h2_app(ip: str = "127.0.0.2") -> tuple[asyncio.AbstractServer, int]:
+    server = await asyncio.get_running_loop().create_server(H2App, ip, 0)
+    return server, server.sockets[0].getsockname()[1]

@@ -1,0 +1,275 @@
+"""A client connection speaking HTTP/2 (prior knowledge: gRPC, h2c, or a peer proxy's upgrade).
+
+The guarded sans-IO core (``protocols/http2.py``) turns bytes into stream events; every
+request stream becomes an :class:`~hybridmesh.proxy.exchange.Exchange` whose
+:class:`~hybridmesh.proxy.streams.Downstream` is an :class:`H2Stream`. Requests are converted
+to HTTP/1-shaped events (the engine's lingua franca) and back, so routing, balancing,
+retries, timeouts and telemetry are the same code for both protocols.
+
+Abuse (rapid reset, CONTINUATION flood, ...) or a protocol violation ends the connection after
+the GOAWAY the core queued; the reason is counted in ``proxy_errors_total``. Drain sends a
+graceful GOAWAY: streams in flight finish, new ones are refused (the client retries them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hybridmesh.proxy.context import ProxyContext
+from hybridmesh.proxy.errors import HEADER, ProxyError, Reason, render_body
+from hybridmesh.proxy.exchange import Exchange
+from hybridmesh.proxy.h2upstream import h2_fields
+from hybridmesh.proxy.plan import ConnRoute
+from hybridmesh.proxy.protocols.http1 import (
+    END_OF_MESSAGE,
+    EndOfMessage,
+    Headers,
+    InformationalResponse,
+    RemoteProtocolError,
+    Request,
+    Response,
+)
+from hybridmesh.proxy.protocols.http2 import (
+    ConnectionAbuse,
+    ConnectionTerminated,
+    Data,
+    H2ErrorCode,
+    H2Server,
+    LocalProtocolError,
+    ProtocolViolation,
+    RequestHeaders,
+    StreamReset,
+    Trailers,
+    WindowOpened,
+    h2_request_to_h1,
+)
+
+__all__ = ["H2Session", "H2Stream"]
+
+
+class H2Stream:
+    """One request stream: the Downstream of its exchange."""
+
+    protocol = "http2"
+
+    def __init__(self, session: H2Session, sid: int) -> None:
+        self.session = session
+        self.sid = sid
+        self.ctx = session.ctx
+        self.route = session.route
+        self.remote = session.remote
+        self.write_paused = False
+        self.exchange: Exchange | None = None
+        self.reset = False
+        self._read_paused = 0
+        self._unacked = 0
+
+    @property
+    def lost(self) -> bool:
+        return self.reset or self.session.lost
+
+    # -- request body flow control (acknowledge only what went upstream) ------------------
+    def received(self, n: int) -> None:
+        if self._read_paused:
+            self._unacked += n
+        else:
+            self.session.conn.acknowledge_received(self.sid, n)
+
+    def pause_reading(self, reason: int, paused: bool) -> None:
+        self._read_paused = self._read_paused | reason if paused else self._read_paused & ~reason
+        if not self._read_paused and self._unacked:
+            n, self._unacked = self._unacked, 0
+            self.session.conn.acknowledge_received(self.sid, n)
+            self.session.flush()
+
+    # -- Downstream: the response, as HTTP/2 frames ------------------------------------------
+    def send_informational(self, event: InformationalResponse) -> None:
+        if event.status != 101:
+            self.session.conn.send_informational(self.sid, event.status,
+                                                 h2_fields(event.headers))
+
+    def send_head(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        self.session.conn.send_response(self.sid, response.status, h2_fields(response.headers))
+        return True
+
+    def send_body(self, data: bytes) -> None:
+        if data and self.session.conn.send_data(self.sid, data) and self.exchange is not None:
+            self.write_paused = True  # beyond the client's window: stop reading upstream
+            self.exchange.client_writable(False)
+
+    def send_end(self, trailers: Headers) -> None:
+        fields = h2_fields(trailers)
+        if fields:
+            self.session.conn.send_trailers(self.sid, fields)
+        else:
+            self.session.conn.send_data(self.sid, b"", end_stream=True)
+
+    def send_error(self, err: ProxyError, keep_alive: bool) -> None:
+        body = render_body(err, self.ctx.proxy_name)
+        self.session.conn.send_response(self.sid, err.code, [
+            (HEADER, err.reason.value.encode("ascii")),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ])
+        self.session.conn.send_data(self.sid, body, end_stream=True)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        self.session.stream_done(self.sid)
+
+    def abort(self) -> None:
+        self.session.conn.reset(self.sid, H2ErrorCode.INTERNAL_ERROR)
+        self.session.stream_done(self.sid)
+        self.session.flush()
+
+    def window_opened(self) -> None:
+        if self.write_paused and self.exchange is not None:
+            self.write_paused = False
+            self.exchange.client_writable(True)
+
+
+class H2Session(asyncio.Protocol):
+    """One HTTP/2 client connection (see the module docstring)."""
+
+    def __init__(self, ctx: ProxyContext, route: ConnRoute, transport: asyncio.Transport,
+                 remote: str) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.transport = transport
+        self.remote = remote
+        self.conn = H2Server()
+        self.streams: dict[int, H2Stream] = {}
+        self.lost = False
+        self.draining = False
+
+    # -- lifecycle (Closable) -----------------------------------------------------------------
+    def start(self, buffered: bytes, eof: bool) -> None:
+        self.transport.set_protocol(self)
+        self.ctx.connections.add(self)
+        self.flush()
+        if buffered:
+            self.data_received(buffered)
+        if eof:
+            self.eof_received()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    def close_when_idle(self) -> None:
+        """Graceful GOAWAY: in-flight streams finish, the connection closes after them."""
+        self.draining = True
+        self.conn.goaway()
+        self.flush()
+        if not self.streams:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        for ev in self.conn.receive_data(data):
+            kind = type(ev)
+            if kind is Data:
+                self._data(ev)  # type: ignore[arg-type]
+            elif kind is RequestHeaders:
+                self._request(ev)  # type: ignore[arg-type]
+            elif kind is Trailers:
+                self._end(ev.stream_id, EndOfMessage(ev.headers))  # type: ignore[union-attr]
+            elif kind is StreamReset:
+                self._reset(ev.stream_id)  # type: ignore[union-attr]
+            elif kind is WindowOpened:
+                stream = self.streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.window_opened()
+            elif kind is ConnectionTerminated:
+                self.draining = True
+            elif kind in (ConnectionAbuse, ProtocolViolation):
+                self._broken(ev)  # type: ignore[arg-type]
+                return
+        self.flush()
+
+    def eof_received(self) -> bool:
+        return True  # streams in flight may still answer; the client closes when done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.ctx.connections.discard(self)
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if stream.exchange is not None:
+                stream.exchange.client_gone()
+
+    def pause_writing(self) -> None:
+        for stream in self.streams.values():
+            if stream.exchange is not None:
+                stream.exchange.client_writable(False)
+
+    def resume_writing(self) -> None:
+        for stream in self.streams.values():
+            if stream.exchange is not None and not stream.write_paused:
+                stream.exchange.client_writable(True)
+
+    # -- streams -------------------------------------------------------------------------------
+    def _request(self, ev: RequestHeaders) -> None:
+        stream = self.streams[ev.stream_id] = H2Stream(self, ev.stream_id)
+        try:
+            request = h2_request_to_h1(ev)
+        except RemoteProtocolError as exc:
+            stream.send_error(ProxyError(Reason.BAD_REQUEST, self.route.destination, str(exc)),
+                              False)
+            self.stream_done(ev.stream_id)
+            return
+        exchange = stream.exchange = Exchange(stream, request)
+        exchange.start()
+        if ev.end_stream:
+            exchange.request_end(END_OF_MESSAGE)
+
+    def _data(self, ev: Data) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is None or stream.exchange is None:
+            self.conn.acknowledge_received(ev.stream_id, ev.flow_controlled_length)
+            return
+        if ev.data:
+            stream.exchange.request_body(ev.data)
+        stream.received(ev.flow_controlled_length)
+        if ev.end_stream:
+            stream.exchange.request_end(END_OF_MESSAGE)
+
+    def _end(self, sid: int, end: EndOfMessage) -> None:
+        stream = self.streams.get(sid)
+        if stream is not None and stream.exchange is not None:
+            stream.exchange.request_end(end)
+
+    def _reset(self, sid: int) -> None:
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            stream.reset = True
+            if stream.exchange is not None:
+                stream.exchange.client_gone()
+
+    def _broken(self, ev: ConnectionAbuse | ProtocolViolation) -> None:
+        reason = ev.kind.value if isinstance(ev, ConnectionAbuse) else "h2-protocol-violation"
+        self.ctx.metrics.proxy_error(reason)
+        self.flush()
+        self.transport.close()
+
+    def stream_done(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        if self.draining and not self.streams and not self.lost:
+            self.flush()
+            self.transport.close()
+
+    def flush(self) -> None:
+        if self.lost:
+            return
+        try:
+            data = self.conn.data_to_send()
+        except LocalProtocolError:  # pragma: no cover - the core's own bug; do not loop
+            self.transport.abort()
+            return
+        if data:
+            self.transport.write(data)
