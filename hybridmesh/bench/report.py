@@ -37,7 +37,7 @@ class ReportFiles:
 
 
 def load_results(out: Path) -> Results:
-    path = out / "results.json" if out.is_dir() else out
+    path = out if out.suffix == ".json" and not out.is_dir() else out / "results.json"
     try:
         return Results.model_validate_json(path.read_text())
     except OSError as exc:
