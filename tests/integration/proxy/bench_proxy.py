@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--upgrade-h2", action="store_true",
+                   help="proxies talk HTTP/2 to each other (the client proxy upgrades)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="hm-ptest-") as tmp:
         net = MeshNet(Path(tmp))
@@ -91,7 +93,8 @@ def main() -> None:
             net.publish(web_ips=[SERVER_IPS[0]])
             direct = wrk(f"http://{SERVER_IPS[0]}:{WEB_PORT}/", args.duration, args.conns)
             net.capture(True)
-            net.start_proxies("--workers", str(args.workers))
+            net.start_proxies("--workers", str(args.workers),
+                              *(["--upgrade-h2"] if args.upgrade_h2 else []))
             wrk(f"http://{WEB_VIP}/", 1, args.conns)  # warm up pools and caches
             pids = {n: children(net.procs[n].pid) for n in ("proxy-client", "proxy-server")}
             cpu0 = {n: cpu_s(p) for n, p in pids.items()}
@@ -103,6 +106,7 @@ def main() -> None:
                 "direct": direct,
                 "proxied": proxied,
                 "workers": args.workers,
+                "upgrade_h2": args.upgrade_h2,
                 "proxies": {
                     n: {"rss_mb": round(rss_mb(p), 1),
                         "cpu_us_per_request": round(

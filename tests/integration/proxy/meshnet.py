@@ -33,9 +33,10 @@ CLIENT_NS = "hm-ptest-client"
 SERVER_NS = "hm-ptest-server"
 CLIENT_IP = "10.77.0.1"
 SERVER_IPS = ("10.77.0.2", "10.77.0.3", "10.77.0.4")
-WEB_VIP, SMTP_VIP, ECHO_VIP, EMPTY_VIP, SLOW_VIP, CLIENT_VIP = (
-    "10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13", "10.96.0.14", "10.96.0.20")
-WEB_PORT, SMTP_PORT, ECHO_PORT, SLOW_PORT = 8080, 2525, 7007, 8081
+WEB_VIP, SMTP_VIP, ECHO_VIP, EMPTY_VIP, SLOW_VIP, GRPC_VIP, CLIENT_VIP = (
+    "10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13", "10.96.0.14", "10.96.0.15",
+    "10.96.0.20")
+WEB_PORT, SMTP_PORT, ECHO_PORT, SLOW_PORT, GRPC_PORT = 8080, 2525, 7007, 8081, 9090
 CLIENT_POD, SERVER_POD = "default/client-0", "default/web-0"
 
 BANNER_SERVER = """
@@ -56,6 +57,37 @@ async def echo(r, w):
     w.close()
 async def main():
     server = await asyncio.start_server(echo, sys.argv[1], int(sys.argv[2]))
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+H2_APP = """
+import asyncio, sys
+from hybridmesh.proxy.protocols.http2 import H2Server, RequestHeaders, Data, Trailers
+class App(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.conn, self.reqs = t, H2Server(), {}
+        t.write(self.conn.data_to_send())
+    def data_received(self, data):
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, RequestHeaders):
+                self.reqs[ev.stream_id] = [ev, 0]
+                if ev.end_stream: self.answer(ev.stream_id)
+            elif isinstance(ev, Data):
+                self.reqs[ev.stream_id][1] += len(ev.data)
+                self.conn.acknowledge_received(ev.stream_id, ev.flow_controlled_length)
+                if ev.end_stream: self.answer(ev.stream_id)
+            elif isinstance(ev, Trailers):
+                self.answer(ev.stream_id)
+        self.t.write(self.conn.data_to_send())
+    def answer(self, sid):
+        head, n = self.reqs.pop(sid)
+        self.conn.send_response(sid, 200, [(b"content-type", b"application/grpc")])
+        self.conn.send_data(sid, b"h2 %s %d" % (head.path, n))
+        self.conn.send_trailers(sid, [(b"grpc-status", b"0")])
+async def main():
+    server = await asyncio.get_running_loop().create_server(App, sys.argv[1], int(sys.argv[2]))
     await server.serve_forever()
 asyncio.run(main())
 """
@@ -86,6 +118,7 @@ def services(web_ips: Iterable[str] = SERVER_IPS) -> list[dict[str, Any]]:
         service("echo", ECHO_VIP, [(7, ECHO_PORT)], first),
         service("empty", EMPTY_VIP, [(80, WEB_PORT)], []),
         service("slow", SLOW_VIP, [(80, SLOW_PORT)], first),
+        service("grpc", GRPC_VIP, [(80, GRPC_PORT)], first),
         service("client", CLIENT_VIP, [(80, 80)], [endpoint("client-0", CLIENT_IP)],
                 selector={"app": "client"}),
     ]
@@ -179,8 +212,10 @@ class MeshNet:
         self.python("echo", SERVER_NS, "-c", ECHO_SERVER, SERVER_IPS[0], str(ECHO_PORT))
         self.python("slow", SERVER_NS, "-m", "hybridmesh.lab.workloads.httpsvc", "--host",
                     SERVER_IPS[0], "--port", str(SLOW_PORT), "--latency-ms", "1000")
+        self.python("grpc", SERVER_NS, "-c", H2_APP, SERVER_IPS[0], str(GRPC_PORT))
         for ip, port in [*((ip, WEB_PORT) for ip in SERVER_IPS), (SERVER_IPS[0], SMTP_PORT),
-                         (SERVER_IPS[0], ECHO_PORT), (SERVER_IPS[0], SLOW_PORT)]:
+                         (SERVER_IPS[0], ECHO_PORT), (SERVER_IPS[0], SLOW_PORT),
+                         (SERVER_IPS[0], GRPC_PORT)]:
             wait_port(SERVER_NS, ip, port)
 
     def start_proxies(self, *extra: str) -> None:

@@ -22,6 +22,7 @@ from meshnet import (
     CLIENT_POD,
     ECHO_VIP,
     EMPTY_VIP,
+    GRPC_VIP,
     SERVER_IPS,
     SERVER_NS,
     SLOW_ROUTE,
@@ -131,6 +132,17 @@ def test_opaque_echo_round_trips_binary_data(net: MeshNet) -> None:
     assert bytes(received) == payload
     assert metric(CLIENT_NS, "tcp_open_total", destination_service="echo.default.svc."
                   "cluster.local") >= 1
+
+
+def test_grpc_shaped_h2c_through_both_proxies(net: MeshNet) -> None:
+    out = curl("--http2-prior-knowledge", "-i", "-H", "content-type: application/grpc",
+               "--data-binary", "hello", f"http://{GRPC_VIP}/svc.Echo/Say")
+    assert out.startswith("HTTP/2 200")
+    assert "h2 /svc.Echo/Say 5" in out and "grpc-status: 0" in out
+    assert metric(CLIENT_NS, "request_total", request_protocol="grpc", reporter="source",
+                  grpc_response_status="0") >= 1
+    assert metric(SERVER_NS, "request_total", request_protocol="grpc",
+                  reporter="destination") >= 1
 
 
 def test_no_endpoints_is_503_with_the_proxy_error_header(net: MeshNet) -> None:
