@@ -201,10 +201,11 @@ class Exchange:
     def _request_for(self, h2: bool) -> Request:
         """The request as sent upstream: marked when upgraded, unmarked for the app."""
         req = self.request
-        marked = any(name == ORIG_PROTO for name, _ in req.headers)
-        if h2 and self.down.protocol == "http1":
-            return replace(req, headers=(*req.headers, (ORIG_PROTO, b"HTTP/1.1")))
-        if not h2 and marked:
+        if self.down.protocol == "http1":
+            if h2:
+                return replace(req, headers=(*req.headers, (ORIG_PROTO, b"HTTP/1.1")))
+            return req
+        if not h2:  # back to HTTP/1.1 for the app: our marker stays between proxies
             return replace(req, headers=tuple(f for f in req.headers if f[0] != ORIG_PROTO))
         return req
 
