@@ -29,8 +29,15 @@ class InboundRoute:
     def __init__(
         self, ctx: ProxyContext, tables: Tables, orig: tuple[str, int], remote_ip: str
     ) -> None:
-        del ctx  # nothing shared is needed: no balancer, no budget
+        self._ctx = ctx
+        self._remote_ip = remote_ip
         self._target = orig
+        self._use(tables)
+
+    def _use(self, tables: Tables) -> None:
+        """Take (newer) tables: labels follow snapshot changes on keep-alive connections."""
+        self._tables = tables
+        orig, remote_ip = self._target, self._remote_ip
         port = tables.inbound.get(orig[1])
         self.service = port.service_fqdn if port is not None else f"{orig[0]}:{orig[1]}"
         self.destination = f"{tables.pod.namespace}/{tables.pod.name} port {orig[1]}"
@@ -51,4 +58,7 @@ class InboundRoute:
         return None
 
     def plan(self, request: Request) -> Plan:
+        tables = self._ctx.tables
+        if tables is not self._tables and tables is not None:
+            self._use(tables)
         return self._plan

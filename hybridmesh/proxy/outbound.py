@@ -62,8 +62,14 @@ class OutboundRoute:
 
     def __init__(self, ctx: ProxyContext, tables: Tables, orig: tuple[str, int]) -> None:
         self._ctx = ctx
-        self._tables = tables
         self._orig = orig
+        self._use(tables)
+
+    def _use(self, tables: Tables) -> None:
+        """Take (newer) tables: a keep-alive connection follows snapshot changes between its
+        requests; a request in flight keeps the plan it started with."""
+        orig = self._orig
+        self._tables = tables
         self.source = tables.pod.peer
         sp = tables.by_vip.get(orig)
         self._sp: ServicePort | None = sp
@@ -100,6 +106,9 @@ class OutboundRoute:
 
     # -- HTTP --------------------------------------------------------------------------------
     def plan(self, request: Request) -> Plan:
+        tables = self._ctx.tables
+        if tables is not self._tables and tables is not None:
+            self._use(tables)
         sp = self._sp
         if sp is None:
             return self._passthrough()

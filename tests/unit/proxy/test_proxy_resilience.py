@@ -166,3 +166,36 @@ def test_new_snapshot_changes_endpoints_without_dropping_balancer_state(tmp_path
             await x.stop()
 
     run(main())
+
+
+def test_keep_alive_connection_follows_a_new_route_between_requests(tmp_path: Path) -> None:
+    from proxy_harness import Backend
+
+    from hybridmesh.proxy.testing import endpoint, service
+
+    async def main() -> None:
+        (web,) = await start_backends(1)
+        api = Backend("127.0.0.5", ok)
+        await api.start()
+        api_svc = service("api", "10.96.0.11", [(80, api.port)], [endpoint("api-0", api.ip)])
+        svcs = [web_service([web], web.port), api_svc]
+        async with running_proxy(tmp_path, svcs) as h:
+            reader, writer = await h.open()
+            writer.write(get("/before"))
+            await read_response(reader)
+            shift = {"name": "default/shift", "service": "default/web", "port": None,
+                     "hostnames": [], "rules": [{"matches": [], "backends": [
+                         {"service": "default/api", "port": 80, "weight": 1}],
+                         "timeouts": {"requestMs": None, "backendRequestMs": None},
+                         "retry": None}]}
+            h.publish(svcs, [shift])
+            await h.wait_version(2)
+            writer.write(get("/after"))
+            await read_response(reader)
+            writer.close()
+            assert [r.path for r in web.seen] == ["/before"]
+            assert [r.path for r in api.seen] == ["/after"]
+        await web.stop()
+        await api.stop()
+
+    run(main())
