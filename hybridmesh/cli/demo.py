@@ -39,7 +39,7 @@ def demo(
 
     text = (files("hybridmesh.resources") / "topologies" / "demo.yaml").read_text()
     if placement:
-        text += "---\n" + demo_mod.overlay_placement(placement)
+        text = demo_mod.with_placement(text, placement)
     with tempfile.TemporaryDirectory(prefix="hm-demo-") as tmp:
         topo = Path(tmp) / "demo.yaml"
         topo.write_text(text)

@@ -94,10 +94,12 @@ class Endpoint:
     node: str
     service_account: str
     placement: str
+    workload: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pod": self.pod,
+            "workload": self.workload,
             "namespace": self.namespace,
             "ip": self.ip,
             "node": self.node,

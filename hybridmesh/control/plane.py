@@ -117,7 +117,7 @@ class ControlPlane:
     # -- internals ---------------------------------------------------------------------
     def _with_endpoints(self, svc: ServiceInfo) -> ServiceInfo:
         endpoints = tuple(
-            Endpoint(p.name, p.namespace, p.ip, p.node, p.service_account, p.placement)
+            Endpoint(p.name, p.namespace, p.ip, p.node, p.service_account, p.placement, p.workload)
             for p in self._plan.pods
             if p.namespace == svc.namespace
             and p.key in self._ready

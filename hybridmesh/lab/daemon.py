@@ -28,6 +28,7 @@ from hybridmesh.control.ipam import AddressError
 from hybridmesh.control.plane import ControlPlane
 from hybridmesh.lab.cgroups import detect_layout
 from hybridmesh.lab.lab import Lab, PlacementError, pod_environment
+from hybridmesh.lab.sidecar import PROXY_UID
 from hybridmesh.resources import Resource, ResourceError, build_topology, load_documents, merge
 
 __all__ = ["main", "read_sources", "sources_path", "write_sources"]
@@ -129,7 +130,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown.set)
         server = HttpServer(self.router())
-        await server.start_unix(hm_env.api_socket(), mode=0o660)
+        await server.start_unix(hm_env.api_socket(), mode=0o600)
+        control_router = Router()
+        register_routes(control_router, self.control)
+        control = HttpServer(control_router)
+        await control.start_unix(hm_env.control_socket(), mode=0o600)
+        os.chown(hm_env.control_socket(), PROXY_UID, 0)  # the proxy uid reads, nobody else
         up = loop.create_task(self._up())
         await self.shutdown.wait()
         log.info("shutting down: stopping pods")
@@ -137,6 +143,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await up
         await self.lab.stop()
+        await control.close(timeout=2)
         await server.close(timeout=2)
 
     async def _up(self) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 from hybridmesh.lab import names, netns
 from hybridmesh.lab.workloads._stats import EdgeStats, StatsMismatch
+from hybridmesh.resources import DEFAULT_TOPOLOGY_NAME, dump_documents, load_documents, merge
 
-__all__ = ["EdgeRow", "collect", "edge_rows", "overlay_placement"]
+__all__ = ["EdgeRow", "collect", "edge_rows", "observe", "with_placement"]
 
 STATS_PATH = "/_hm/stats"
 
@@ -49,13 +50,15 @@ class EdgeRow:
         }
 
 
-def overlay_placement(placement: str) -> str:
-    """A MeshConfig document that, merged over the demo, moves every workload to ``placement``."""
-    return (
+def with_placement(text: str, placement: str) -> str:
+    """The demo topology with every workload moved to ``placement`` (MeshConfig default)."""
+    base = load_documents(text, DEFAULT_TOPOLOGY_NAME)
+    overlay = load_documents(
         "apiVersion: hybridmesh.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n"
-        "spec: {trustDomain: cluster.local, mtls: {mode: STRICT}, "
-        f"defaultPlacement: {placement}}}\n"
+        f"spec: {{trustDomain: cluster.local, defaultPlacement: {placement}}}\n",
+        "--placement",
     )
+    return dump_documents(merge(base, overlay))
 
 
 def fetch_stats(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:

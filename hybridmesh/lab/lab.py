@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from hybridmesh._aio import TaskSet
 from hybridmesh.control.model import NodeInfo, PodInfo
 from hybridmesh.control.plane import ControlPlane
 from hybridmesh.control.planner import PlanDiff
-from hybridmesh.lab import dns, names, netns, network, procs, servicelb
+from hybridmesh.lab import capture, dns, names, netns, network, procs, servicelb, sidecar
 from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
@@ -32,7 +32,7 @@ log = logging.getLogger("hybridmesh.lab")
 
 __all__ = ["SUPPORTED_PLACEMENTS", "Lab", "PlacementError", "check_placements", "pod_log_path"]
 
-SUPPORTED_PLACEMENTS = frozenset({"none"})
+SUPPORTED_PLACEMENTS = frozenset({"none", "sidecar"})
 """Placements this build can realize; the others are refused with a clear message at apply."""
 
 SYNC_PERIOD = 0.2
@@ -54,6 +54,8 @@ class Lab:
         self._layout = layout
         self._runners: dict[str, PodRunner] = {}
         self._cgroups: dict[str, PodCgroup] = {}
+        self._proxies: dict[str, PodRunner] = {}
+        self._ready_parts: dict[str, dict[str, bool]] = {}
         self._tasks = TaskSet()
         self._services_dirty = asyncio.Event()
         self._sync_lock = asyncio.Lock()
@@ -98,6 +100,7 @@ class Lab:
         """Stop every pod gracefully (SIGTERM, then SIGKILL after ``grace``)."""
         self.phase = "Terminating"
         await asyncio.gather(*(r.stop(grace) for r in self._runners.values()))
+        await asyncio.gather(*(r.stop(grace) for r in self._proxies.values()))
         await self._tasks.cancel_all()
 
     async def wait_settled(self, keys: Sequence[str] | None = None, timeout: float = 120) -> None:
@@ -120,22 +123,64 @@ class Lab:
             cg = PodCgroup(pod.namespace, pod.name, self._layout)
             await asyncio.to_thread(self._create_pod_objects, pod, node, cg)
         self._cgroups[pod.key] = cg
+        proxy = self._proxy_runner(pod, cg) if pod.placement in SIDECAR_PLACEMENTS else None
         runner = PodRunner(
             pod.key,
             launch=lambda: self._launch(pod, cg),
             probe=self._probe_for(pod, node),
             restart_policy=self._restart_policy(pod),
-            on_ready=self._on_ready,
+            on_ready=self._on_part_ready("app"),
+            before_start=proxy.settled.wait if proxy else None,
         )
         self._runners[pod.key] = runner
-        self._tasks.spawn(runner.run(), name=f"pod {pod.key}")
+        self._tasks.spawn(self._run_pod(runner, proxy), name=f"pod {pod.key}")
+
+    def _proxy_runner(self, pod: PodInfo, cg: PodCgroup) -> PodRunner:
+        proxy = PodRunner(
+            pod.key,
+            launch=lambda: procs.spawn_in_pod(
+                names.pod_netns(pod.namespace, pod.name),
+                cg.procs_files("proxy"),
+                sidecar.proxy_argv(pod),
+                pod_environment(pod),
+                proxy_log_path(pod.namespace, pod.name),
+                uid=sidecar.proxy_uid(),
+            ),
+            probe=sidecar.proxy_probe(pod),
+            restart_policy=RestartPolicy.ALWAYS,
+            on_ready=self._on_part_ready("proxy"),
+        )
+        self._proxies[pod.key] = proxy
+        return proxy
+
+    async def _run_pod(self, app: PodRunner, proxy: PodRunner | None) -> None:
+        """Run the app (after its sidecar); once the app completes for good, stop the sidecar
+        so the pod completes too (a Job's pod must not hang on its proxy)."""
+        if proxy is None:
+            await app.run()
+            return
+        proxy_task = self._tasks.spawn(proxy.run(), name=f"proxy {app.key}")
+        await app.run()
+        await proxy.stop()
+        await proxy_task
+
+    def _on_part_ready(self, part: str) -> Callable[[str, bool], None]:
+        def report(key: str, ready: bool) -> None:
+            parts = self._ready_parts.setdefault(key, {})
+            parts[part] = ready
+            wanted = ("app", "proxy") if key in self._proxies else ("app",)
+            self._on_ready(key, all(parts.get(p, False) for p in wanted))
+
+        return report
 
     def _create_pod_objects(self, pod: PodInfo, node: NodeInfo, cg: PodCgroup) -> None:
         network.create_pod(pod, node)
         cg.create(pod.limits)
         netns = names.pod_netns(pod.namespace, pod.name)
         dns.write_hosts(netns, self._hosts_for(pod))
-        if pod.placement not in SIDECAR_PLACEMENTS:
+        if pod.placement in SIDECAR_PLACEMENTS:
+            capture.apply_capture(netns)
+        else:
             payload = servicelb.render_rules(self.control.services())
             servicelb.apply_rules(netns, payload)
             self._rules_applied[netns] = payload
@@ -143,8 +188,12 @@ class Lab:
     async def _remove_pods(self, pods: Sequence[PodInfo]) -> None:
         async def remove(pod: PodInfo) -> None:
             runner = self._runners.pop(pod.key, None)
+            proxy = self._proxies.pop(pod.key, None)
+            self._ready_parts.pop(pod.key, None)
             if runner:
                 await runner.stop()
+            if proxy:
+                await proxy.stop()
             cg = self._cgroups.pop(pod.key, None)
             self._rules_applied.pop(names.pod_netns(pod.namespace, pod.name), None)
             await asyncio.to_thread(network.delete_pod, pod.namespace, pod.name)
@@ -247,14 +296,22 @@ class Lab:
         return {
             **pod.to_json(),
             "phase": (st.phase if st else PodPhase.PENDING).value,
-            "ready": bool(st and st.ready),
+            "ready": self.control.is_ready(pod.key),
             "restarts": st.restarts if st else 0,
             "pid": st.pid if st else None,
             "lastExitCode": st.last_exit_code if st else None,
             "message": st.message if st else "",
             "usage": usage,
             "limits": {"cpuMillis": pod.limits.cpu_millis, "memoryBytes": pod.limits.memory_bytes},
+            "proxy": self._proxy_status(pod),
         }
+
+    def _proxy_status(self, pod: PodInfo) -> dict[str, Any] | None:
+        proxy = self._proxies.get(pod.key)
+        if proxy is None:
+            return None
+        st = proxy.status
+        return {"phase": st.phase.value, "ready": st.ready, "restarts": st.restarts, "pid": st.pid}
 
     def status(self) -> dict[str, Any]:
         plan = self.control.plan
@@ -290,6 +347,10 @@ def check_placements(topology: Topology) -> None:
 
 def pod_log_path(namespace: str, pod: str) -> Path:
     return hm_env.STATE_DIR / "logs" / f"{namespace}_{pod}.log"
+
+
+def proxy_log_path(namespace: str, pod: str) -> Path:
+    return hm_env.STATE_DIR / "logs" / f"{namespace}_{pod}.proxy.log"
 
 
 def pod_environment(pod: PodInfo) -> dict[str, str]:
