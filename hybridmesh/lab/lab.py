@@ -217,11 +217,19 @@ class Lab:
         if not pod.ports:
             return None
         port = pod.ports[0][1]
-        node_ns = names.node_netns(node.name)
+        # Kubernetes probes the app from the node. With a sidecar, that connection would be
+        # captured and answered by the proxy, so the app would look ready before it listens
+        # (Istio rewrites probes for the same reason): probe from inside the pod instead, with
+        # the proxy's mark, which capture lets through to the app itself.
+        sidecar_pod = pod.placement in SIDECAR_PLACEMENTS
+        where = (
+            names.pod_netns(pod.namespace, pod.name) if sidecar_pod else names.node_netns(node.name)
+        )
+        mark = sidecar.PROXY_MARK if sidecar_pod else None
 
         async def probe() -> bool:
             try:
-                _, writer = await netns.open_connection(node_ns, pod.ip, port, timeout=1.0)
+                _, writer = await netns.open_connection(where, pod.ip, port, 1.0, mark=mark)
             except OSError:
                 return False
             writer.close()

@@ -91,14 +91,18 @@ def connect(netns: str, host: str, port: int, timeout: float = 5.0) -> socket.so
 
 
 async def open_connection(
-    netns: str, host: str, port: int, timeout: float = 5.0
+    netns: str, host: str, port: int, timeout: float = 5.0, *, mark: int | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """asyncio streams over a TCP connection made from inside ``netns``.
 
     Socket creation blocks the loop for a fraction of a millisecond (the helper thread);
-    the connect itself is asynchronous and bounded by ``timeout`` (TimeoutError).
+    the connect itself is asynchronous and bounded by ``timeout`` (TimeoutError). ``mark``
+    sets SO_MARK, which sidecar capture exempts: a probe that must reach the app itself,
+    not the proxy in front of it, uses the proxy's mark.
     """
     sock = socket_in(netns, _family(host))
+    if mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
     try:
         sock.setblocking(False)
         async with asyncio.timeout(timeout):

@@ -23,9 +23,10 @@ from hybridmesh import env as hm_env
 from hybridmesh.control.model import PodInfo
 from hybridmesh.lab import names, netns
 
-__all__ = ["ADMIN_PORT", "PROXY_UID", "proxy_argv", "proxy_probe", "proxy_uid"]
+__all__ = ["ADMIN_PORT", "PROXY_MARK", "PROXY_UID", "proxy_argv", "proxy_probe", "proxy_uid"]
 
 PROXY_UID = 1337
+PROXY_MARK = 0x539  # SO_MARK on the proxy's own sockets; capture lets them through
 ADMIN_PORT = 15020
 
 
