@@ -189,10 +189,13 @@ class Exchange:
 
     def _upstream_h2(self, plan: Plan, key: EndpointKey) -> bool:
         """HTTP/2 upstream when the client spoke it (unless a peer proxy upgraded an
-        HTTP/1.1 request: then back to HTTP/1.1 for the app), when the destination declares
+        HTTP/1.1 request, or the destination declares ``http``, HTTP/1.1 as in Istio: then
+        HTTP/1.1, which the peer proxy and the app both read), when the destination declares
         http2/grpc, or for the meshed-proxy upgrade (``--upgrade-h2``, sidecar endpoints)."""
         down = self.down
         if down.protocol != "http1":
+            if plan.app_protocol == "http":
+                return False
             return not any(name == ORIG_PROTO for name, _ in self.request.headers)
         if plan.app_protocol in H2_APP_PROTOCOLS:
             return True
