@@ -75,6 +75,7 @@ class TestBed:
     status: dict[str, Any] = field(default_factory=dict)
     envoys: dict[str, EnvoySidecar] = field(default_factory=dict)  # pod key -> Envoy
     started: bool = False  # lab_up was attempted: down() has something of ours to remove
+    daemon: int | None = None  # the pid of *our* lab's daemon
     _env: dict[str, dict[str, str]] = field(default_factory=dict)
     _seq: int = 0
 
@@ -92,6 +93,7 @@ class TestBed:
         self.started = True
         try:
             self.status = runner.lab_up(topology, timeout=180)
+            self.daemon = daemon_pid()
         except runner.LabUpError as exc:
             where = self.workdir / "lab-logs"
             raise BedError(exc.message, f"the lab's logs are kept in {where}") from None
@@ -123,12 +125,15 @@ class TestBed:
         """Stop the Envoys, keep the lab's logs in ``workdir/lab-logs``, take the lab down."""
         if not self.started:
             return
+        self.started = False
         for sidecar in self.envoys.values():
             with contextlib.suppress(Exception):
                 sidecar.stop()
+        now = daemon_pid()
+        if now is not None and self.daemon is not None and now != self.daemon:
+            return  # ours is gone and someone else's lab runs now: not ours to remove
         _keep_logs(self.workdir / "lab-logs")
         runner.lab_down()
-        self.started = False
 
     def pod(self, role: PodRole) -> dict[str, Any]:
         for pod in self.status["pods"]:

@@ -43,7 +43,8 @@ from hybridmesh.bench.topology import (
     client_pod,
     namespace_of,
 )
-from hybridmesh.lab.workloads._stats import EdgeStats
+from hybridmesh.lab._sh import LabError
+from hybridmesh.lab.workloads._stats import EdgeStats, StatsMismatch
 
 __all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError"]
 
@@ -68,6 +69,10 @@ class _Window:
     counters: dict[str, dict[str, int]]  # side -> {"http", "tcp"} its proxy reported
 
 
+_Result = tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]
+"""metrics, checks, latency histogram (or None), measured seconds"""
+
+
 class Executor:
     """Measures runs on a test bed."""
 
@@ -85,15 +90,14 @@ class Executor:
             self.bed.layout, (client.namespace, client.name), (server.namespace, server.name)
         )
         started = time.time()
-        if scenario == "http-latency":
-            result = self._http_latency(run, client, server, acct)
-        elif scenario == "http-throughput":
-            result = self._http_throughput(run, client, server, acct)
-        elif scenario in ("tcp-rr", "tcp-stream"):
-            result = self._tcp(run, client, server, acct)
-        else:
-            raise RunError(f"scenario {scenario!r} has no executor")
-        metrics, checks, histogram, wall = result
+        try:
+            metrics, checks, histogram, wall = self._dispatch(run, client, server, acct)
+        except (OSError, LabError, ToolOutputError, StatsMismatch) as exc:
+            raise RunError(
+                f"{run.cell.label()} [{run.contender}] failed: {exc}",
+                "did something take the lab down meanwhile (`hybridmesh lab down`, a test's "
+                "sweep)? The samples so far are in results.json",
+            ) from None
         self._verify(run, metrics, checks)
         return SampleDoc(
             scenario=scenario,
@@ -108,6 +112,16 @@ class Executor:
             checks=checks,
             histogram=histogram,
         )
+
+    def _dispatch(self, run: Run, client: PodRole, server: PodRole, acct: Accountant) -> _Result:
+        scenario = run.cell.scenario
+        if scenario == "http-latency":
+            return self._http_latency(run, client, server, acct)
+        if scenario == "http-throughput":
+            return self._http_throughput(run, client, server, acct)
+        if scenario in ("tcp-rr", "tcp-stream"):
+            return self._tcp(run, client, server, acct)
+        raise RunError(f"scenario {scenario!r} has no executor")
 
     # -- windows -------------------------------------------------------------------------
     def _edge(self, client: PodRole, server: PodRole, acct: Accountant) -> _Window:
@@ -145,7 +159,7 @@ class Executor:
     # -- scenarios -----------------------------------------------------------------------
     def _http_latency(
         self, run: Run, client: PodRole, server: PodRole, acct: Accountant
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+    ) -> _Result:
         rate = int(run.cell.level or 0)
         argv = loadgen_argv(HTTP_TARGET, rate, self.loadgen_concurrency, LOADGEN_STATS_PORT)
         proc, log = self.bed.spawn(client, argv, f"loadgen-{run.contender}-{rate}")
@@ -200,7 +214,7 @@ class Executor:
 
     def _http_throughput(
         self, run: Run, client: PodRole, server: PodRole, acct: Accountant
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+    ) -> _Result:
         conns = int(run.cell.level or 1)
         timeout = run.duration_s + run.warmup_s + 30
         if run.warmup_s > 0:
@@ -226,9 +240,7 @@ class Executor:
         checks = proxy_checks(begin.counters, end.counters, http=True, ops=wrk.requests)
         return metrics, checks, None, wrk.seconds
 
-    def _tcp(
-        self, run: Run, client: PodRole, server: PodRole, acct: Accountant
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float]:
+    def _tcp(self, run: Run, client: PodRole, server: PodRole, acct: Accountant) -> _Result:
         rr = run.cell.scenario == "tcp-rr"
         mode, port = ("rr", RR_PORT) if rr else ("stream", STREAM_PORT)
         argv = tcpperf_argv(mode, "tcp", port, run.warmup_s, run.duration_s)
