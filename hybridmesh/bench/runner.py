@@ -23,7 +23,7 @@ from hybridmesh.bench.accounting import bpf_stats_enabled
 from hybridmesh.bench.bed import TestBed, unavailable_contenders
 from hybridmesh.bench.calibrate import calibrate
 from hybridmesh.bench.envoy_sidecar import envoy_binary, envoy_uid, envoy_version
-from hybridmesh.bench.measure import Executor
+from hybridmesh.bench.measure import Executor, RunError
 from hybridmesh.bench.metrics import op_unit
 from hybridmesh.bench.model import (
     ConfigDoc,
@@ -49,6 +49,8 @@ from hybridmesh.bench.stats import aggregate
 __all__ = ["BenchOptions", "Progress", "Resolved", "resolve", "run_bench"]
 
 CALIBRATION_RATE = 1000
+MAX_REBUILDS = 5
+_REBUILT = "the lab was taken down by another user mid-run; it was rebuilt and the run redone"
 
 
 class Progress(Protocol):
@@ -204,21 +206,26 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
             executor = Executor(bed, opts.loadgen_concurrency)
             for run in runs:
                 progress.run_started(run)
-                sample = executor.measure(run)
+                sample = _measure_surviving(bed, executor, run, progress, results)
                 results.samples.append(sample)
                 _save(results, opts.out)
                 progress.run_done(run, sample)
             if opts.calibrate and "http-latency" in plan.scenarios:
                 progress.phase("calibrating the load generator (h2load vs loadgen on none)")
                 rate = max([r for r in p.rates if r <= CALIBRATION_RATE] or [min(p.rates)])
-                results.calibration = calibrate(
-                    bed,
-                    executor,
-                    list(p.variants),
-                    rate=rate,
-                    warmup=p.warmup_s,
-                    seconds=p.duration_s,
-                )
+                try:
+                    results.calibration = calibrate(
+                        bed,
+                        executor,
+                        list(p.variants),
+                        rate=rate,
+                        warmup=p.warmup_s,
+                        seconds=p.duration_s,
+                    )
+                except RunError as exc:
+                    if bed.intact():
+                        raise
+                    results.notes.append(f"calibration skipped: {exc.message}")
         finally:
             progress.phase("taking the lab down")
             bed.down()
@@ -227,6 +234,21 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     _save(results, opts.out)
     return results
+
+
+def _measure_surviving(
+    bed: TestBed, executor: Executor, run: Run, progress: Progress, results: Results
+) -> SampleDoc:
+    """Measure ``run``; if another lab user took our lab down meanwhile, rebuild and redo it
+    (at most MAX_REBUILDS times over the whole bench)."""
+    while True:
+        try:
+            return executor.measure(run)
+        except RunError:
+            if bed.intact() or results.notes.count(_REBUILT) >= MAX_REBUILDS:
+                raise
+        results.notes.append(_REBUILT)
+        bed.rebuild(progress.phase)
 
 
 def _save(results: Results, out: Path) -> None:
