@@ -1,10 +1,14 @@
 """The proxy's Prometheus metrics: Linkerd metric names, Istio label names.
 
-One ``ProxyMetrics`` per proxy process, each with its own ``CollectorRegistry`` so that two
-proxies (or a proxy and a test) in one interpreter never share counters. ``request()`` runs once
-per request on the proxy's hot path: prometheus-client's ``.labels()`` builds and validates a
-label tuple and takes a lock on every call, so the labelled children are cached in plain dicts
-keyed by the caller's own argument tuple; a cache hit costs one tuple hash and the child updates.
+One ``ProxyMetrics`` per proxy process, each with its own series, so two proxies (or a proxy
+and a test) in one interpreter never share counters. ``request()`` runs once per request on
+the proxy's hot path, so the series it updates are cached in a plain dict keyed by the
+caller's own argument tuple: a cache hit costs one tuple hash and two in-place updates.
+
+The series are the plain counters and histograms of ``_exposition`` (no prometheus-client in
+the proxy process: it costs memory and a lock per update; the exposition text is the same
+bytes). A caller that wants them in a prometheus-client ``CollectorRegistry`` passes one, and
+they are registered there as a collector.
 
 Label values are the strings the scraper (``hybridmesh.telemetry.scrape``) groups by, so this
 module also names them: ``reporter`` is ``source`` on outbound and ``destination`` on inbound;
@@ -13,13 +17,22 @@ identities the proxy does not know are ``unknown``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
-from hybridmesh.telemetry._exposition import TextRenderer
+from hybridmesh.telemetry._exposition import (
+    CounterChild,
+    CounterFamily,
+    HistogramChild,
+    HistogramFamily,
+    prometheus_collector,
+    render_families,
+)
 from hybridmesh.telemetry.access_log import AccessLog
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -75,17 +88,18 @@ class Peer:
 
 
 _UNKNOWN_PEER = Peer(UNKNOWN, UNKNOWN, UNKNOWN)
+_INF = float("inf")
 
 _EdgeKey = tuple[str, Peer, Peer, str]
 _RequestKey = tuple[str, Peer, Peer, str, str, int, str, str]
 
 
 class _RequestChildren:
-    """The counter and histogram children that one request label tuple updates."""
+    """The counter and histogram series that one request label tuple updates."""
 
     __slots__ = ("count", "latency")
 
-    def __init__(self, count: Counter, latency: Histogram) -> None:
+    def __init__(self, count: CounterChild, latency: HistogramChild) -> None:
         self.count = count
         self.latency = latency
 
@@ -107,64 +121,60 @@ def _edge_labels(reporter: str, source: Peer, destination: Peer, service: str) -
 class ProxyMetrics:
     """Every metric one proxy process exports on ``:15020/metrics``.
 
-    Not thread-safe by design beyond what prometheus-client gives: a proxy worker is one
-    asyncio thread; each worker process has its own instance.
+    Not thread-safe: a proxy worker is one asyncio thread; each worker process has its own
+    instance. ``registry``: also expose the series through that prometheus-client registry.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.registry = registry
         self._requests: dict[_RequestKey, _RequestChildren] = {}
         self._tcp: dict[_EdgeKey, _TcpChildren] = {}
-        self._retries: dict[str, Counter] = {}
-        self._exhausted: dict[str, Counter] = {}
-        self._ejections: dict[str, Counter] = {}
-        self._errors: dict[str, Counter] = {}
-        self._make_metrics()
-        self._renderer = TextRenderer(self.registry)
+        self._retries: dict[str, CounterChild] = {}
+        self._exhausted: dict[str, CounterChild] = {}
+        self._ejections: dict[str, CounterChild] = {}
+        self._errors: dict[str, CounterChild] = {}
+        self._families = self._make_metrics()
+        if registry is not None:
+            registry.register(prometheus_collector(self._families))
 
-    def _make_metrics(self) -> None:
-        reg = self.registry
-        self.request_total = Counter(
-            "request_total", "Requests handled, by edge and outcome.", REQUEST_LABELS, registry=reg
+    def _make_metrics(self) -> tuple[CounterFamily | HistogramFamily, ...]:
+        self.request_total = CounterFamily(
+            "request_total", "Requests handled, by edge and outcome.", REQUEST_LABELS
         )
-        self.response_latency_ms = Histogram(
+        self.response_latency_ms = HistogramFamily(
             "response_latency_ms",
             "Time from the request's first byte to the response's last, in milliseconds.",
             LATENCY_LABELS,
-            registry=reg,
             buckets=LATENCY_BUCKETS_MS,
         )
-        self.tcp_open_total = Counter(
-            "tcp_open_total", "TCP connections opened.", TCP_LABELS, registry=reg
+        self.tcp_open_total = CounterFamily("tcp_open_total", "TCP connections opened.",
+                                            TCP_LABELS)
+        self.tcp_close_total = CounterFamily("tcp_close_total", "TCP connections closed.",
+                                             TCP_LABELS)
+        self.tcp_read_bytes_total = CounterFamily(
+            "tcp_read_bytes_total", "Bytes read from the peer, counted at close.", TCP_LABELS
         )
-        self.tcp_close_total = Counter(
-            "tcp_close_total", "TCP connections closed.", TCP_LABELS, registry=reg
+        self.tcp_write_bytes_total = CounterFamily(
+            "tcp_write_bytes_total", "Bytes written to the peer, counted at close.", TCP_LABELS
         )
-        self.tcp_read_bytes_total = Counter(
-            "tcp_read_bytes_total", "Bytes read from the peer, counted at close.", TCP_LABELS,
-            registry=reg,
-        )  # fmt: skip
-        self.tcp_write_bytes_total = Counter(
-            "tcp_write_bytes_total", "Bytes written to the peer, counted at close.", TCP_LABELS,
-            registry=reg,
-        )  # fmt: skip
         svc = ("destination_service",)
-        self.retry_total = Counter("retry_total", "Retries sent.", svc, registry=reg)
-        self.retry_budget_exhausted_total = Counter(
+        self.retry_total = CounterFamily("retry_total", "Retries sent.", svc)
+        self.retry_budget_exhausted_total = CounterFamily(
             "retry_budget_exhausted_total",
             "Retries not sent because the retry budget was exhausted.",
             svc,
-            registry=reg,
         )
-        self.outlier_ejections_total = Counter(
-            "outlier_ejections_total", "Endpoints ejected by outlier detection.", svc, registry=reg
+        self.outlier_ejections_total = CounterFamily(
+            "outlier_ejections_total", "Endpoints ejected by outlier detection.", svc
         )
-        self.proxy_errors_total = Counter(
-            "proxy_errors_total",
-            "Error responses the proxy produced itself, by reason.",
+        self.proxy_errors_total = CounterFamily(
+            "proxy_errors_total", "Error responses the proxy produced itself, by reason.",
             ("reason",),
-            registry=reg,
-        )
+        )  # fmt: skip
+        return (self.request_total, self.response_latency_ms, self.tcp_open_total,
+                self.tcp_close_total, self.tcp_read_bytes_total, self.tcp_write_bytes_total,
+                self.retry_total, self.retry_budget_exhausted_total,
+                self.outlier_ejections_total, self.proxy_errors_total)  # fmt: skip
 
     # -- hot path ------------------------------------------------------------------------
     def request(
@@ -185,8 +195,12 @@ class ProxyMetrics:
         children = self._requests.get(key)
         if children is None:
             children = self._request_children(key)
-        children.count.inc()
-        children.latency.observe(latency_s * 1000.0)
+        children.count.value += 1.0
+        latency = children.latency
+        ms = latency_s * 1000.0
+        latency.sum += ms
+        if ms <= _INF:  # NaN lands in no bucket (as with prometheus-client)
+            latency.counts[bisect_left(latency.bounds, ms)] += 1
 
     def _request_children(self, key: _RequestKey) -> _RequestChildren:
         reporter, source, destination, service, protocol, status, grpc_status, flags = key
@@ -248,16 +262,15 @@ class ProxyMetrics:
     def exposition(self) -> bytes:
         """Prometheus text exposition (format 0.0.4) of everything above.
 
-        Without prometheus-client's ``*_created`` series: they would double the size of every
-        counter on the wire, Linkerd does not export them, and turning them off with
-        ``disable_created_metrics()`` would change a process-wide global. Rendered by
-        ``TextRenderer`` (cached label strings), ~4x faster than ``generate_latest``: the proxy
-        serves this from its event loop.
+        The bytes prometheus-client's ``generate_latest`` would give for the same series,
+        without its ``*_created`` series: they would double the size of every counter on the
+        wire and Linkerd does not export them. Every series' text left of its value is
+        formatted once, so a scrape is mostly joins: the proxy serves this from its event loop.
         """
-        return self._renderer.render()
+        return render_families(self._families)
 
 
-def _child(cache: dict[str, Counter], family: Counter, value: str) -> Counter:
+def _child(cache: dict[str, CounterChild], family: CounterFamily, value: str) -> CounterChild:
     child = cache.get(value)
     if child is None:
         child = cache[value] = family.labels(value)
