@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -140,6 +141,7 @@ class _RichProgress:
         self._task = self._bar.add_task("preparing", total=None)
         self._done = 0
         self._total = 0
+        self._last_phase = ""
 
     def __enter__(self) -> _RichProgress:
         self._bar.__enter__()
@@ -150,15 +152,17 @@ class _RichProgress:
 
     def phase(self, message: str) -> None:
         self._bar.update(self._task, description=message)
-        if self._plain:
-            err_console.print(message, highlight=False)
+        if self._plain and message != self._last_phase:
+            err_console.print(message, highlight=False, markup=False)
+        self._last_phase = message
 
     def planned(self, total: int) -> None:
         self._total = total
         self._bar.update(self._task, total=total)
 
     def run_started(self, run: Run) -> None:
-        self._bar.update(self._task, description=f"{run.cell.label()} [{run.contender}]")
+        label = escape(f"{run.cell.label()} [{run.contender}]")
+        self._bar.update(self._task, description=label)
 
     def run_done(self, run: Run, sample: SampleDoc) -> None:
         self._done += 1
@@ -171,6 +175,7 @@ class _RichProgress:
             err_console.print(
                 f"[{self._done}/{self._total}] {run.cell.label()} [{run.contender}]: {shown}",
                 highlight=False,
+                markup=False,
             )
 
 
