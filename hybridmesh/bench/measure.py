@@ -24,6 +24,7 @@ from typing import Any
 
 from hybridmesh.bench.accounting import Accountant, Usage, usage_metrics
 from hybridmesh.bench.bed import BedError, TestBed, stop_process
+from hybridmesh.bench.envoy_sidecar import EnvoyError
 from hybridmesh.bench.model import SampleDoc
 from hybridmesh.bench.probes import envoy_counts, proxy_checks, sidecar_counts
 from hybridmesh.bench.schedule import Run
@@ -92,9 +93,9 @@ class Executor:
         started = time.time()
         try:
             metrics, checks, histogram, wall = self._dispatch(run, client, server, acct)
-        except (OSError, LabError, ToolOutputError, StatsMismatch) as exc:
+        except (OSError, LabError, BedError, EnvoyError, ToolOutputError, StatsMismatch) as exc:
             raise RunError(
-                f"{run.cell.label()} [{run.contender}] failed: {exc}",
+                f"{run.cell.label()} [{run.contender}] failed: {getattr(exc, 'message', exc)}",
                 "did something take the lab down meanwhile (`hybridmesh lab down`, a test's "
                 "sweep)? The samples so far are in results.json",
             ) from None
