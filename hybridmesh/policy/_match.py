@@ -261,7 +261,7 @@ def _canonical_escapes(literal: str) -> str:
     while index < len(literal):
         char = literal[index]
         if char == "%":
-            digits = literal[index + 1:index + 3]
+            digits = literal[index + 1 : index + 3]
             if len(digits) != 2 or not set(digits) <= _HEX:
                 raise ValueError(f"path pattern {literal!r}: invalid percent-encoding")
             decoded = chr(int(digits, 16))

@@ -154,8 +154,10 @@ def _why(field: str, facts: Facts) -> str:
             return f"{field}: plaintext request, no identity to prove or disprove it"
         return f"{field}: peer {facts.peer} is not in the mesh's trust domain"
     if field == "paths":
-        return ("paths: matches only as some backends read the path (case, trailing '/' "
-                "or '.', ;params, percent-decoding)")
+        return (
+            "paths: matches only as some backends read the path (case, trailing '/' "
+            "or '.', ;params, percent-decoding)"
+        )
     if field == "methods":
         return "methods: matches only case-insensitively or as HEAD served by GET"
     return f"{field}: no Host header"

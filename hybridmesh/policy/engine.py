@@ -110,8 +110,13 @@ class Decision:
     rule: int | None = None  # index of the deciding rule in its policy
 
     def to_json(self) -> dict[str, Any]:
-        return {"allowed": self.allowed, "policy": self.policy, "action": self.action,
-                "rule": self.rule, "reason": self.reason}  # fmt: skip
+        return {
+            "allowed": self.allowed,
+            "policy": self.policy,
+            "action": self.action,
+            "rule": self.rule,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +208,19 @@ class Evaluator:
             for index, rule in enumerate(policy.rules):
                 verdict = rule(facts)
                 if verdict is Tri.YES:
-                    return Decision(True, policy.name, "ALLOW",
-                                    f"ALLOW {policy.name} rule {index} matches", index)  # fmt: skip
+                    return Decision(
+                        True,
+                        policy.name,
+                        "ALLOW",
+                        f"ALLOW {policy.name} rule {index} matches",
+                        index,
+                    )
                 if verdict is Tri.MAYBE and maybe is None:
                     why = explain(rule.uncertain_fields(facts), facts)
                     maybe = f"; {policy.name} rule {index} only may match ({why})"
-        names = ", ".join(p.name + ("" if p.grants else " (via another Service)")
-                          for p in self._allow)  # fmt: skip
+        names = ", ".join(
+            p.name + ("" if p.grants else " (via another Service)") for p in self._allow
+        )
         reason = f"default-deny: no rule of the ALLOW policies {names} matches{maybe or ''}"
         return Decision(False, None, None, reason)
 

@@ -63,8 +63,11 @@ class L4Rule:
 def l4_policy(policy: AuthorizationPolicy) -> AuthorizationPolicy:
     """``policy`` with its rules projected to L4 (same TCP decisions, no HTTP fields)."""
     deny = policy.spec.action == "DENY"
-    rules = [projected for rule in policy.spec.rules
-             if (projected := _project_rule(rule, deny=deny)) is not None]  # fmt: skip
+    rules = [
+        projected
+        for rule in policy.spec.rules
+        if (projected := _project_rule(rule, deny=deny)) is not None
+    ]
     spec = policy.spec.model_copy(update={"rules": rules})
     return policy.model_copy(update={"spec": spec})
 

@@ -133,7 +133,7 @@ def decode_path(path: str) -> str:
     index = 0
     while index < len(path):
         if path[index] == "%":
-            raw.append(int(path[index + 1:index + 3], 16))
+            raw.append(int(path[index + 1 : index + 3], 16))
             index += 3
         else:
             raw.extend(path[index].encode())
@@ -212,7 +212,7 @@ def _decode_escapes(text: str, raw_path: str) -> str:
         if char not in _PATH_RAW:
             raise BadPath(text, f"{char!r} is not allowed raw in a path (percent-encode it)")
         if char == "%":
-            out.append(_escape(text, raw_path[index + 1:index + 3]))
+            out.append(_escape(text, raw_path[index + 1 : index + 3]))
             index += 3
         else:
             out.append(char)
