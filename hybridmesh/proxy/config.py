@@ -65,6 +65,7 @@ class ProxyConfig:
     watch_timeout_s: float = 30.0
     uid: int | None = None
     upgrade_h2: bool = False
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.namespace or not self.pod or "/" in self.namespace + self.pod:
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade-h2", action="store_true",
                    help="carry HTTP/1.1 requests to sidecar endpoints as HTTP/2 streams "
                         "(Linkerd's transparent upgrade; costs CPU until mTLS needs it)")
+    p.add_argument("--token-file", metavar="PATH", default=None,
+                   help="bootstrap token proving this pod's service account: enables mTLS "
+                        "with meshed peers (SVIDs from the control plane's CA)")
     p.add_argument("--worker-admin", metavar="PATH", help=argparse.SUPPRESS)
     return p
 
@@ -150,6 +154,7 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[ProxyConfig, str |
             mark=None if args.no_mark else PROXY_MARK,
             uid=args.uid,
             upgrade_h2=args.upgrade_h2,
+            token_file=args.token_file,
         ), args.worker_admin
     except ConfigError as exc:
         parser.error(str(exc))
@@ -176,4 +181,6 @@ def to_argv(config: ProxyConfig) -> list[str]:
         argv += ["--uid", str(config.uid)]
     if config.upgrade_h2:
         argv.append("--upgrade-h2")
+    if config.token_file is not None:
+        argv += ["--token-file", config.token_file]
     return argv

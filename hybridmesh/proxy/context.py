@@ -12,7 +12,7 @@ import dataclasses
 import random
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hybridmesh._aio import TaskSet
 from hybridmesh.proxy._sockopt import SockoptSocket, original_dst
@@ -22,6 +22,10 @@ from hybridmesh.proxy.discovery import Tables
 from hybridmesh.proxy.h2upstream import H2Pool
 from hybridmesh.proxy.upstream import Pool
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
+
+if TYPE_CHECKING:
+    from hybridmesh.proxy.mtls import MeshTls
+    from hybridmesh.proxy.policy_hook import InboundPolicy
 
 __all__ = ["Closable", "OriginalDst", "ProxyContext"]
 
@@ -70,6 +74,8 @@ class ProxyContext:
         self.requests = 0  # HTTP requests finished (for /config_dump; metrics have the detail)
         self._tables: Tables | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.mtls: MeshTls | None = None  # set by the worker when an identity is configured
+        self.policy: InboundPolicy | None = None  # the AuthorizationPolicy hook (policy_hook)
 
     @property
     def tables(self) -> Tables | None:

@@ -34,6 +34,8 @@ class Reason(enum.Enum):
     BAD_REQUEST = "bad-request"
     POLICY = "policy"
     INTERNAL = "internal"
+    NO_IDENTITY = "no-identity"
+    PEER_AUTH = "connect-peer-auth"
 
     @property
     def status(self) -> int:
@@ -60,6 +62,8 @@ _STATUS = {
     Reason.BAD_REQUEST: 400,
     Reason.POLICY: 403,
     Reason.INTERNAL: 500,
+    Reason.NO_IDENTITY: 503,
+    Reason.PEER_AUTH: 502,
 }
 _FLAG = {
     Reason.NO_ENDPOINTS: "UH",
@@ -73,6 +77,8 @@ _FLAG = {
     Reason.BAD_REQUEST: "DPE",
     Reason.POLICY: "RBAC",
     Reason.INTERNAL: "IE",
+    Reason.NO_IDENTITY: "NI",
+    Reason.PEER_AUTH: "UF",
 }
 _TEXT = {
     Reason.NO_ENDPOINTS: "no ready endpoint for the destination",
@@ -86,6 +92,10 @@ _TEXT = {
     Reason.BAD_REQUEST: "the request is not valid HTTP/1.1",
     Reason.POLICY: "denied by an authorization policy",
     Reason.INTERNAL: "the proxy failed (a bug: its log has the details)",
+    Reason.NO_IDENTITY: "this proxy has no valid certificate (the CA is unreachable): "
+                        "it will not talk to meshed peers without mTLS",
+    Reason.PEER_AUTH: "the mTLS handshake with the peer proxy failed, or its identity may "
+                      "not serve the destination (secure naming)",
 }
 _PHRASES = {400: b"Bad Request", 403: b"Forbidden", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error",

@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from hybridmesh.proxy.attempt import FORWARDED, RETRY, Attempt, Outcome
 from hybridmesh.proxy.errors import ProxyError, Reason
+from hybridmesh.proxy.peer_identity import rewrite_identity_headers
 from hybridmesh.proxy.plan import Plan
 from hybridmesh.proxy.protocols.http1 import EndOfMessage, Request, Response
 from hybridmesh.proxy.retry import IDEMPOTENT_METHODS
@@ -56,6 +57,9 @@ class Exchange:
             # HTTP/1.0 may omit Host; we always speak HTTP/1.1 upstream, which requires it
             authority = down.route.authority.encode("latin-1")
             request = replace(request, headers=(*request.headers, (b"host", authority)))
+        identity_fields = down.route.identity_headers
+        if identity_fields is not None:  # inbound: only verified identities reach the app
+            request = rewrite_identity_headers(request, identity_fields)
         self.request = request
         self.method = request.method.decode("latin-1")
         self.started = time.monotonic()
@@ -80,6 +84,7 @@ class Exchange:
         self._keep_alive = False
         self._deadline: float | None = None
         self._finished = False
+        self._mtls_peer: Peer | None = None  # destination with its principal, over mTLS
 
     def start(self) -> None:
         self._task = self.ctx.tasks.spawn(self._run())
@@ -168,18 +173,26 @@ class Exchange:
             await asyncio.sleep(plan.retry.backoff(self.retries - 1, self.ctx.rng))
 
     async def _try(self, plan: Plan, key: EndpointKey) -> Outcome:
+        pool, h2pool = self.ctx.pool, self.ctx.h2pool
+        mesh, self._mtls_peer = self.ctx.mtls, None
+        if mesh is not None:  # a meshed peer: mTLS pools, or 503 no-identity (fail closed)
+            choice = mesh.upstream(plan, key)
+            if choice is not None:
+                pool, h2pool, self._mtls_peer = choice
         bal = plan.balancer
         started = bal.lb.start(key) if bal is not None else 0.0
         self.upstream_h2 = h2 = self._upstream_h2(plan, key)
         for fresh in (False, True):
             try:
                 if h2:
-                    conn: UpstreamStream = await self.ctx.h2pool.open_stream(key)
+                    conn: UpstreamStream = await h2pool.open_stream(key)
                 else:
-                    conn = await self.ctx.pool.acquire(key, fresh=fresh)
+                    conn = await pool.acquire(key, fresh=fresh)
             except ConnectFailed as exc:
                 self.upstream_result(key, False, started)
                 reason = Reason.CONNECT_TIMEOUT if exc.timeout else Reason.CONNECT_REFUSED
+                if exc.reason is not None:
+                    reason = Reason(exc.reason)
                 return Outcome("error", error=ProxyError(reason, self.where(key), exc.detail))
             outcome = await self._send(key, conn, started)
             if outcome.stale and self._replayable(idempotent_only=True):
@@ -361,6 +374,8 @@ class Exchange:
         self.ctx.requests += 1
         plan, key, route = self._plan, self._key, self.down.route
         destination = plan.peer(key) if plan is not None and key is not None else Peer.unknown()
+        if self._mtls_peer is not None:
+            destination = self._mtls_peer
         service = plan.service if plan is not None else route.service
         latency = time.monotonic() - self.started
         protocol = "grpc" if self.grpc_status else "http"

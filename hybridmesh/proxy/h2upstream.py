@@ -44,7 +44,7 @@ from hybridmesh.proxy.protocols.http2 import (
     h2_response_to_h1,
 )
 from hybridmesh.proxy.streams import ResponseSink
-from hybridmesh.proxy.upstream import EndpointKey, connect
+from hybridmesh.proxy.upstream import Connector, EndpointKey, connect
 
 __all__ = ["H2Connection", "H2Pool", "H2UpstreamStream", "h2_fields"]
 
@@ -239,9 +239,11 @@ class H2Connection(asyncio.Protocol):
 class H2Pool:
     """HTTP/2 connections per endpoint; a request gets a stream on one with room."""
 
-    def __init__(self, *, mark: int | None, connect_timeout: float) -> None:
+    def __init__(self, *, mark: int | None, connect_timeout: float,
+                 connector: Connector = connect) -> None:
         self.mark = mark
         self.connect_timeout = connect_timeout
+        self.connector = connector
         self._conns: dict[EndpointKey, list[H2Connection]] = {}
         self._dialling: dict[EndpointKey, asyncio.Future[H2Connection]] = {}
         self.opened = 0
@@ -260,8 +262,8 @@ class H2Pool:
         fut: asyncio.Future[H2Connection] = asyncio.get_running_loop().create_future()
         self._dialling[key] = fut
         try:
-            _, conn = await connect(key, lambda: H2Connection(self, key), mark=self.mark,
-                                    timeout=self.connect_timeout)
+            _, conn = await self.connector(key, lambda: H2Connection(self, key),
+                                           mark=self.mark, timeout=self.connect_timeout)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 fut.cancel()

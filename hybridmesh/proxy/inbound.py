@@ -13,7 +13,9 @@ from collections.abc import Collection
 
 from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.discovery import Tables
+from hybridmesh.proxy.peer_identity import HeaderFields, VerifiedPeer, with_principal
 from hybridmesh.proxy.plan import NO_RETRY, Plan
+from hybridmesh.proxy.policy_hook import authorize_request
 from hybridmesh.proxy.protocols.http1 import Request
 from hybridmesh.proxy.upstream import EndpointKey
 from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, Peer
@@ -22,7 +24,13 @@ __all__ = ["InboundRoute"]
 
 
 class InboundRoute:
-    """Routing facts for one inbound connection (see :class:`~hybridmesh.proxy.plan.ConnRoute`)."""
+    """Routing facts for one inbound connection (see :class:`~hybridmesh.proxy.plan.ConnRoute`).
+
+    ``verified`` is set by ``mtls_server`` once an mTLS handshake proved the client proxy's
+    identity: it becomes the principals of the metric labels, the identity headers the app
+    receives (client-sent ones are always removed: ``identity_headers``) and the peer the
+    policy hook judges.
+    """
 
     reporter = REPORTER_DESTINATION
 
@@ -32,7 +40,19 @@ class InboundRoute:
         self._ctx = ctx
         self._remote_ip = remote_ip
         self._target = orig
+        self.verified: VerifiedPeer | None = None
+        self.identity_headers: HeaderFields | None = ()
         self._use(tables)
+
+    @property
+    def port(self) -> int:
+        return self._target[1]
+
+    def authenticated(self, verified: VerifiedPeer) -> None:
+        """The client proved its identity (mTLS): relabel and set its identity headers."""
+        self.verified = verified
+        self.identity_headers = verified.header_fields()
+        self._use(self._tables)
 
     def _use(self, tables: Tables) -> None:
         """Take (newer) tables: labels follow snapshot changes on keep-alive connections."""
@@ -45,6 +65,10 @@ class InboundRoute:
         self.opaque = port is not None and port.app_protocol in ("tcp", "opaque")
         self.source = tables.peer_of(remote_ip)
         self._self_peer = tables.pod.peer
+        verified = self.verified
+        if verified is not None:
+            self.source = with_principal(self.source, verified.peer)
+            self._self_peer = with_principal(self._self_peer, verified.local)
         self._plan = Plan(
             service=self.service, destination=self.destination, route=None, retry=NO_RETRY,
             request_timeout_s=None, backend_timeout_s=None, fixed=orig,
@@ -61,4 +85,7 @@ class InboundRoute:
         tables = self._ctx.tables
         if tables is not self._tables and tables is not None:
             self._use(tables)
+        if self._ctx.policy is not None:
+            peer = self.verified.peer if self.verified is not None else None
+            authorize_request(self._ctx, peer, self._target[1], request, self.destination)
         return self._plan

@@ -28,6 +28,7 @@ from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.h1session import Http1Session
 from hybridmesh.proxy.h2session import H2Session
 from hybridmesh.proxy.inbound import InboundRoute
+from hybridmesh.proxy.mtls_server import inbound_gate
 from hybridmesh.proxy.outbound import OutboundRoute
 from hybridmesh.proxy.plan import ConnRoute
 from hybridmesh.proxy.preconnect import Preconnect
@@ -79,13 +80,16 @@ class Accepted(asyncio.Protocol):
             return
         self.route = route
         self.ctx.connections.add(self)
-        if route.opaque:
+        mesh = self.ctx.mtls if self.direction == INBOUND else None
+        if route.opaque and mesh is None:  # with mTLS, even opaque ports sniff for TLS
             self._handoff(Protocol.OPAQUE, b"", eof=False)
             return
         self.detector = Detector()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.ctx.config.detect_timeout_s, self._window_ended)
-        if self.direction == INBOUND:
+        tables = self.ctx.tables
+        if self.direction == INBOUND and not (mesh and tables and mesh.strict(tables)):
+            # STRICT: the app must not even see a connection before the peer is verified
             self._pre_task = self.ctx.tasks.spawn(self._preconnect(), name="hm-preconnect")
 
     def data_received(self, data: bytes) -> None:
@@ -177,6 +181,14 @@ class Accepted(asyncio.Protocol):
         transport, route = self.transport, self.route
         assert transport is not None and route is not None
         self.ctx.connections.discard(self)
+        mesh = self.ctx.mtls if self.direction == INBOUND else None
+        if mesh is not None and isinstance(route, InboundRoute):
+            gated = inbound_gate(self.ctx, route, transport, protocol, buffered,
+                                 remote=self._remote)
+            if gated is None:  # TLS taken over by mtls_server, or refused
+                self._drop_preconnect()
+                return
+            protocol = gated
         pre, self._pre = self._pre, None
         if pre is None or pre.lost:
             self._drop_preconnect()

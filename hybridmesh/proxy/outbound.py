@@ -59,6 +59,8 @@ class OutboundRoute:
     """Routing facts for one outbound connection (see :class:`~hybridmesh.proxy.plan.ConnRoute`)."""
 
     reporter = REPORTER_SOURCE
+    # outbound requests keep their identity headers: the peer's inbound rewrites them
+    identity_headers: tuple[tuple[bytes, bytes], ...] | None = None
 
     def __init__(self, ctx: ProxyContext, tables: Tables, orig: tuple[str, int]) -> None:
         self._ctx = ctx

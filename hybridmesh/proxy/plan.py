@@ -80,6 +80,9 @@ class ConnRoute(Protocol):
     authority: str  # host[:port] for a request that named none (HTTP/1.0)
     opaque: bool  # skip detection (appProtocol tcp/opaque)
     source: Peer
+    identity_headers: tuple[tuple[bytes, bytes], ...] | None
+    """Inbound: identity headers replacing any client-sent ones (peer_identity.py); None on
+    outbound (headers untouched)."""
 
     def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:
         """An upstream for an opaque connection (None: no endpoint)."""

@@ -50,7 +50,7 @@ def _worker_source(worker: Worker) -> AdminSource:
         return worker.ready
 
     async def metrics() -> bytes:
-        return worker.ctx.metrics.exposition()
+        return worker.exposition()
 
     async def config_dump() -> dict[str, Any]:
         return worker.config_dump()
@@ -77,6 +77,8 @@ async def serve_single(config: ProxyConfig, *, admin_unix: str | None = None) ->
         await worker.close()
         return 1
     _on_signals(worker.request_drain)
+    if worker.ctx.mtls is not None:
+        worker.ctx.mtls.identity.install_signal()  # SIGUSR1: renew the SVID now
     print(f"hm-proxy {config.pod_key}: outbound :{worker.outbound_port} inbound "
           f":{worker.inbound_port} admin :{config.admin_port}", file=sys.stderr, flush=True)
     await worker.wait_stopped()
@@ -122,6 +124,12 @@ class _Supervisor:
             await asyncio.sleep(1.0)
             await self.spawn(index)
 
+    def forward(self, sig: int) -> None:
+        """Pass a signal on to every running worker (SIGUSR1: renew SVIDs)."""
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(sig)
+
     def stop(self) -> None:
         if self.stopping:
             return
@@ -161,6 +169,8 @@ async def supervise(config: ProxyConfig) -> int:
     with tempfile.TemporaryDirectory(prefix="hm-proxy-") as tmp:
         sup = _Supervisor(config, Path(tmp))
         _on_signals(sup.stop)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, sup.forward,
+                                                      signal.SIGUSR1)
         try:
             admin, _ = await start_admin(sup.source(), host=config.admin_host,
                                          port=config.admin_port)

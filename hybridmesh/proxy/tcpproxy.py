@@ -81,8 +81,7 @@ class TcpSession:
             tried.append(key)
             started = time.monotonic()
             try:
-                transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.mark,
-                                             timeout=self.ctx.config.connect_timeout_s)
+                transport = await self._dial(key)
             except ConnectFailed as exc:
                 self.route.finish_tcp(key, started, False)
                 detail = str(exc)
@@ -98,6 +97,17 @@ class TcpSession:
         self.ctx.metrics.proxy_error("connect-refused" if tried else "no-endpoints")
         log.info("tcp %s: giving up (%s)", self.route.destination, detail)
         self.relay.abort()
+
+    async def _dial(self, key: EndpointKey) -> asyncio.Transport:
+        """Plain TCP, or mTLS when a proxy answers at ``key`` (ConnectFailed either way)."""
+        mesh, timeout = self.ctx.mtls, self.ctx.config.connect_timeout_s
+        if mesh is not None and mesh.meshed_peer(key) is not None:
+            transport, _ = await mesh.connect(key, lambda: self.relay.up, None,
+                                              mark=self.ctx.mark, timeout=timeout)
+        else:
+            transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.mark,
+                                         timeout=timeout)
+        return transport
 
     def _closed(self, read_bytes: int, write_bytes: int) -> None:
         self.ctx.connections.discard(self)

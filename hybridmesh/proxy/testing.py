@@ -5,6 +5,12 @@
 timeout, 404 once the pod is deleted) on a unix socket, from a snapshot the test writes. It runs
 on the caller's event loop (:meth:`start`) or in a thread of its own (:meth:`start_in_thread`),
 for tests that run the proxy as a separate process.
+
+It is also the mesh CA when given one (:meth:`enable_identity`): ``POST /v1/identity/sign``
+and ``GET /v1/identity/bundle`` behave as ``hybridmesh.control.identity`` does (token verified,
+pod present in the published snapshots with that service account, exactly its SPIFFE ID
+signed), with switches a test needs: ``ca_available`` (False answers 503, as an unreachable
+CA would be for the proxy), ``cert_ttl`` (per issuance) and ``sign_requests`` (a count).
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from hybridmesh._aio import TaskSet
 from hybridmesh._http import HttpServer, Request, Response, Router
+from hybridmesh.identity.bootstrap import InvalidBootstrapToken
+from hybridmesh.identity.ca import CaError, CsrRejected, MeshCA
 
 __all__ = ["FakeControlPlane", "endpoint", "pod_snapshot", "service"]
 
@@ -45,15 +54,18 @@ def service(name: str, cluster_ip: str, ports: Iterable[tuple[int, int] | tuple[
 def pod_snapshot(pod: str, ip: str, services: Iterable[Mapping[str, Any]] = (), *,
                  namespace: str = "default", workload: str | None = None,
                  labels: Mapping[str, str] | None = None,
-                 routes: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """A pod snapshot as the control plane sends it (without ``version``: the fake adds it)."""
+                 routes: Iterable[Mapping[str, Any]] = (), mtls_mode: str = "PERMISSIVE",
+                 trust_domain: str = "cluster.local",
+                 service_account: str | None = None) -> dict[str, Any]:
+    """A pod snapshot as the control plane sends it (without ``version``: the fake adds it).
+    The service account defaults to the workload's name."""
     workload = workload or pod.rsplit("-", 1)[0]
     return {
         "kind": "pod",
         "pod": {"name": pod, "namespace": namespace, "workload": workload, "node": "n1",
-                "ip": ip, "serviceAccount": workload, "placement": "sidecar",
+                "ip": ip, "serviceAccount": service_account or workload, "placement": "sidecar",
                 "labels": dict(labels or {"app": workload}), "ports": []},
-        "mesh": {"trustDomain": "cluster.local", "mtlsMode": "PERMISSIVE"},
+        "mesh": {"trustDomain": trust_domain, "mtlsMode": mtls_mode},
         "services": [dict(s) for s in services],
         "routes": [dict(r) for r in routes],
         "policies": [],
@@ -73,6 +85,55 @@ class FakeControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks = TaskSet()
+        self.ca: MeshCA | None = None
+        self.cert_ttl = timedelta(hours=1)
+        self.ca_available = True
+        self.sign_requests = 0
+
+    # -- identity ---------------------------------------------------------------------------------
+    def enable_identity(self, trust_domain: str = "cluster.local",
+                        cert_ttl: timedelta = timedelta(hours=1)) -> MeshCA:
+        """Become the mesh CA for ``trust_domain`` (a fresh root); returns it."""
+        self.ca = MeshCA.create_root(trust_domain)
+        self.cert_ttl = cert_ttl
+        return self.ca
+
+    def issue_token(self, pod_key: str, service_account: str | None = None,
+                    ttl: timedelta = timedelta(hours=1)) -> str:
+        """The bootstrap token of a published pod (its snapshot's service account by
+        default)."""
+        assert self.ca is not None, "call enable_identity() first"
+        namespace, _, name = pod_key.partition("/")
+        sa = service_account or str(self._snapshots[pod_key][1]["pod"]["serviceAccount"])
+        return self.ca.issue_bootstrap_token(namespace, sa, name, ttl=ttl)
+
+    async def _sign(self, req: Request, _params: dict[str, str]) -> Response:
+        self.sign_requests += 1
+        ca = self.ca
+        if ca is None or not self.ca_available:
+            return Response.json({"error": "ca-unavailable", "message": "CA is down (test)"}, 503)
+        body = req.json()
+        if not isinstance(body, dict) or not {"token", "csr"} <= body.keys():
+            return Response.json({"error": "bad-request", "message": "token and csr"}, 400)
+        try:
+            claims = ca.verify_bootstrap_token(str(body["token"]))
+        except InvalidBootstrapToken as exc:
+            return Response.json({"error": "invalid-token", "message": str(exc)}, 401)
+        entry = self._snapshots.get(f"{claims.namespace}/{claims.pod}")
+        if entry is None or entry[1]["pod"].get("serviceAccount") != claims.service_account:
+            return Response.json({"error": "pod-gone", "message": "no such pod/SA"}, 403)
+        identity = ca.identity_for(claims)
+        try:
+            chain = ca.sign(str(body["csr"]).encode(), identity, self.cert_ttl)
+        except (CsrRejected, CaError) as exc:
+            return Response.json({"error": "csr-rejected", "message": str(exc)}, 400)
+        return Response.json({"identity": str(identity), "certificateChain": chain.decode(),
+                              "trustBundle": ca.bundle_pem.decode()})
+
+    async def _bundle(self, _req: Request, _params: dict[str, str]) -> Response:
+        if self.ca is None:
+            return Response.text("no CA\n", 404)
+        return Response(200, {"Content-Type": "application/x-pem-file"}, self.ca.bundle_pem)
 
     # -- publishing ------------------------------------------------------------------------------
     def set(self, pod_key: str, snapshot: Mapping[str, Any]) -> int:
@@ -130,6 +191,8 @@ class FakeControlPlane:
         self._changed = asyncio.Condition()
         router = Router()
         router.add("GET", "/v1/snapshots/pods/{namespace}/{name}", self._watch)
+        router.add("POST", "/v1/identity/sign", self._sign)
+        router.add("GET", "/v1/identity/bundle", self._bundle)
         self._server = HttpServer(router)
         await self._server.start_unix(self.path)
 

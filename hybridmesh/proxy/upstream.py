@@ -21,7 +21,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from hybridmesh.proxy._sockopt import set_mark, tune_stream
 from hybridmesh.proxy.protocols.http1 import (
@@ -45,6 +45,7 @@ from hybridmesh.proxy.streams import ResponseSink
 
 __all__ = [
     "ConnectFailed",
+    "Connector",
     "EndpointKey",
     "H1Upstream",
     "Pool",
@@ -62,13 +63,17 @@ _MAX_IDLE_S = 60.0
 
 
 class ConnectFailed(Exception):
-    """The upstream could not be reached; ``timeout`` tells a 504 from a 502."""
+    """The upstream could not be reached; ``timeout`` tells a 504 from a 502. ``reason``
+    (an ``errors.Reason`` value) overrides both, e.g. ``connect-peer-auth`` for an mTLS
+    handshake or secure-naming failure."""
 
-    def __init__(self, key: EndpointKey, detail: str, *, timeout: bool = False) -> None:
+    def __init__(self, key: EndpointKey, detail: str, *, timeout: bool = False,
+                 reason: str | None = None) -> None:
         super().__init__(f"{key[0]}:{key[1]}: {detail}")
         self.key = key
         self.detail = detail
         self.timeout = timeout
+        self.reason = reason
 
 
 async def open_socket(key: EndpointKey, *, mark: int | None, timeout: float) -> socket.socket:
@@ -244,15 +249,24 @@ class H1Upstream(asyncio.Protocol):
             self.transport.abort()
 
 
+class Connector(Protocol):
+    """How a pool dials: :func:`connect` (plain TCP) or mtls.py's TLS connector."""
+
+    async def __call__(self, key: EndpointKey, factory: Callable[[], P], *, mark: int | None,
+                       timeout: float) -> tuple[asyncio.Transport, P]: ...
+
+
 class Pool:
     """Idle HTTP/1.1 connections per endpoint (LIFO), opened on demand."""
 
     def __init__(
-        self, *, mark: int | None, connect_timeout: float, max_idle_per_key: int = 128
+        self, *, mark: int | None, connect_timeout: float, max_idle_per_key: int = 128,
+        connector: Connector = connect,
     ) -> None:
         self.mark = mark
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle_per_key
+        self.connector = connector
         self._idle: dict[EndpointKey, deque[H1Upstream]] = {}
         self.opened = 0
 
@@ -263,8 +277,8 @@ class Pool:
             conn = idle.pop()
             if not conn.closed:
                 return conn
-        _, conn = await connect(key, lambda: H1Upstream(self, key), mark=self.mark,
-                                timeout=self.connect_timeout)
+        _, conn = await self.connector(key, lambda: H1Upstream(self, key), mark=self.mark,
+                                       timeout=self.connect_timeout)
         self.opened += 1
         return conn
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from hybridmesh._http import HttpClient
@@ -23,7 +24,9 @@ from hybridmesh.proxy._sockopt import set_mark
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.context import OriginalDst, ProxyContext
 from hybridmesh.proxy.discovery import Tables, Watcher
+from hybridmesh.proxy.identity import SvidManager
 from hybridmesh.proxy.listener import INBOUND, OUTBOUND, Accepted
+from hybridmesh.proxy.mtls import MeshTls
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
 __all__ = ["ListenError", "Worker", "listen_socket"]
@@ -83,6 +86,7 @@ class Worker:
         """Bind both listeners and start watching the control plane (ListenError)."""
         self.ctx.loop = asyncio.get_running_loop()
         self._check_mark()
+        self._start_identity()
         self.outbound_port = await self._listen(OUTBOUND, self.config.outbound_port)
         self.inbound_port = await self._listen(INBOUND, self.config.inbound_port)
         watcher = Watcher(self._client, self.config.pod_key, self._install, self._pod_deleted,
@@ -103,6 +107,20 @@ class Worker:
                             "unmarked; capture must exempt uid %d", os.geteuid())
                 self.ctx.disable_mark()
 
+    def _start_identity(self) -> None:
+        """With a bootstrap token: an SVID manager and mTLS to meshed peers (mtls.py)."""
+        if self.config.token_file is None:
+            return
+        identity = SvidManager(self.config.control_socket, Path(self.config.token_file))
+        self.ctx.mtls = MeshTls(self.ctx, identity)
+        identity.start(self.ctx.tasks.spawn)
+
+    def exposition(self) -> bytes:
+        """``/metrics``: request metrics, then the identity/mTLS series when enabled."""
+        text = self.ctx.metrics.exposition()
+        mesh = self.ctx.mtls
+        return text if mesh is None else text + mesh.exposition()
+
     async def _listen(self, direction: str, port: int) -> int:
         sock = listen_socket(self.config.bind_host, port, reuse_port=self.config.workers > 1)
         loop = asyncio.get_running_loop()
@@ -112,6 +130,8 @@ class Worker:
 
     def _install(self, tables: Tables) -> None:
         self.ctx.install(tables)
+        if self.ctx.mtls is not None:
+            self.ctx.mtls.identity.set_tables(tables)
         self._first.set()
 
     def _pod_deleted(self) -> None:
@@ -140,6 +160,8 @@ class Worker:
         dump["watch"] = {"version": self._watcher.version, "errors": self._watcher.errors}
         dump["listeners"] = {OUTBOUND: self.outbound_port, INBOUND: self.inbound_port}
         dump["pid"] = os.getpid()
+        mesh = self.ctx.mtls
+        dump["identity"] = mesh.identity.describe() if mesh is not None else None
         return dump
 
     # -- drain ---------------------------------------------------------------------------------
@@ -166,6 +188,9 @@ class Worker:
                 task.cancel()
         ctx.pool.close()
         ctx.h2pool.close()
+        if ctx.mtls is not None:
+            ctx.mtls.close()
+            await ctx.mtls.identity.close()
         await self._client.close()
         ctx.access_log.close(timeout=1.0)
         self._stopped.set()

@@ -1,0 +1,303 @@
+"""The proxy's workload identity: key, CSR, SVID from the control plane, rotation, fail-closed.
+
+:class:`SvidManager` owns one X509-SVID at a time:
+
+- the private key is generated here, in memory, for every issuance (a rotation is a new key,
+  so a key leaked once stops being useful at the next rotation); it reaches OpenSSL only
+  through the memfd in ``identity/tls.py``, never a file, and never appears in logs,
+  metrics or ``/config_dump`` (``describe()`` carries public facts only);
+- it proves the pod's service account with the bootstrap token the lab put in the proxy's
+  token file (re-read at every request: the lab refreshes it, like kubelet refreshes a
+  projected service-account token), and ``POST /v1/identity/sign`` returns the chain and the
+  trust bundle;
+- it renews at half the certificate's remaining lifetime (± 10 % jitter, never inside the last
+  10 %): ``identity.workload.renew_at`` measures from ``not_before``, which the CA backdates by
+  two minutes for clock skew, so for minute-scale TTLs it would renew at once, forever; the
+  schedule here is the same rule measured from when the certificate arrived;
+- while the CA cannot be reached it retries with jittered exponential backoff and keeps
+  serving with the certificate it has; once that expires :attr:`material` is None and callers
+  fail closed (outbound 503 ``no-identity``, inbound TLS refused), never plaintext.
+
+:class:`TlsMaterial` is what connections use: the SVID and its TLS contexts, built once per
+SVID (a context costs ~1 ms: never per connection). The client contexts are per ALPN protocol
+(``http/1.1`` and ``h2``) because the server picks by its own preference order, so a client
+offering both would always get ``h2``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from hybridmesh._http import HttpClient, HttpClientError
+from hybridmesh.identity.bundle import InvalidBundle, TrustBundle
+from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
+from hybridmesh.identity.tls import MeshSSLContext, client_context, server_context
+from hybridmesh.identity.workload import InvalidSvid, Svid, make_csr, new_key
+from hybridmesh.proxy.discovery import Tables
+from hybridmesh.proxy.identity_metrics import IdentityMetrics
+
+__all__ = [
+    "ALPN_H1",
+    "ALPN_H2",
+    "SvidManager",
+    "TlsMaterial",
+    "renewal_time",
+    "wanted_identity",
+]
+
+log = logging.getLogger(__name__)
+
+ALPN_H1: Final = "http/1.1"
+ALPN_H2: Final = "h2"
+SIGN_PATH: Final = "/v1/identity/sign"
+_JITTER: Final = 0.1
+_LAST_FRACTION: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TlsMaterial:
+    """One SVID and the contexts built from it (immutable: rotation swaps the whole value)."""
+
+    svid: Svid
+    server: MeshSSLContext
+    client_h1: MeshSSLContext
+    client_h2: MeshSSLContext
+    client_opaque: MeshSSLContext
+    not_after: float  # epoch seconds, for a cheap expiry check per connection
+    generation: int
+
+    @classmethod
+    def build(cls, svid: Svid, generation: int) -> TlsMaterial:
+        def client(alpn: list[str]) -> MeshSSLContext:
+            ctx = client_context(svid)
+            ctx.set_alpn_protocols(alpn)
+            return ctx
+
+        return cls(svid, server_context(svid), client([ALPN_H1]), client([ALPN_H2]),
+                   client(["hm-tcp"]), svid.not_after.timestamp(), generation)
+
+    def client(self, alpn: str | None) -> MeshSSLContext:
+        """The cached client context offering exactly ``alpn`` (None: opaque TCP)."""
+        if alpn == ALPN_H2:
+            return self.client_h2
+        return self.client_h1 if alpn == ALPN_H1 else self.client_opaque
+
+
+def wanted_identity(tables: Tables) -> SpiffeId | None:
+    """The identity this pod may hold per its snapshot (None if the snapshot cannot say)."""
+    mesh = tables.snapshot.get("mesh") or {}
+    try:
+        return SpiffeId.for_workload(str(mesh.get("trustDomain") or ""), tables.pod.namespace,
+                                     tables.pod.service_account)
+    except InvalidSpiffeId:
+        return None
+
+
+def renewal_time(received: float, not_after: float, rng: random.Random) -> float:
+    """When to renew (epoch s): half the remaining lifetime after ``received`` ± 10 % of it,
+    never inside the last 10 %."""
+    span = max(not_after - received, 0.0)
+    half = span / 2
+    planned = received + half + half * _JITTER * (2 * rng.random() - 1)
+    return min(planned, not_after - span * _LAST_FRACTION)
+
+
+class _SignFailed(Exception):
+    """One issuance attempt failed; the message is safe to log (no token, no key)."""
+
+
+class SvidManager:
+    """Obtains, rotates and exposes the proxy's SVID (see the module docstring)."""
+
+    def __init__(self, control_socket: str, token_file: Path, *,
+                 metrics: IdentityMetrics | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 retry_initial_s: float = 0.5, retry_max_s: float = 30.0,
+                 retry_max_expired_s: float = 2.0) -> None:
+        self._client = HttpClient(unix_path=control_socket)
+        self._token_file = token_file
+        self.metrics = metrics or IdentityMetrics()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._retry = (retry_initial_s, retry_max_s, retry_max_expired_s)
+        self._material: TlsMaterial | None = None
+        self._wanted: SpiffeId | None = None
+        self._renew_at = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.renewals = 0
+        self.failures = 0
+        self.last_error = ""
+
+    # -- what connections read --------------------------------------------------------------
+    @property
+    def material(self) -> TlsMaterial | None:
+        """The current, unexpired TLS material; None means fail closed."""
+        m = self._material
+        if m is None or self._clock() >= m.not_after:
+            return None
+        return m
+
+    @property
+    def identity(self) -> SpiffeId | None:
+        m = self.material
+        return m.svid.identity if m is not None else None
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def set_tables(self, tables: Tables) -> None:
+        """A new snapshot: (re)issue at once if the identity we should hold changed."""
+        wanted = wanted_identity(tables)
+        if wanted is None:
+            log.error("snapshot names no valid workload identity; keeping the current SVID")
+            return
+        if wanted != self._wanted:
+            self._wanted = wanted
+            self.renew_now()
+
+    def renew_now(self) -> None:
+        """Start an issuance now (snapshot change, SIGUSR1, tests)."""
+        self._renew_at = 0.0
+        self._wake.set()
+
+    def install_signal(self) -> None:
+        """SIGUSR1 forces a renewal (an operator's and the tests' hook)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.renew_now)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
+        self._task = spawn(self._run(), name="hm-proxy-identity")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.close()
+
+    async def _run(self) -> None:
+        backoff = self._retry[0]
+        while True:
+            await self._sleep_until(self._renew_at)
+            if self._wanted is None:
+                continue
+            try:
+                await self._issue(self._wanted)
+            except _SignFailed as exc:
+                backoff = self._backoff(backoff)
+                self._failed(str(exc))
+                continue
+            backoff = self._retry[0]
+
+    async def _sleep_until(self, when: float) -> None:
+        self._wake.clear()
+        delay = when - self._clock()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        if self._wanted is None:
+            await self._wake.wait()
+
+    def _backoff(self, current: float) -> float:
+        """Schedule the next try (full jitter); the cap is short once we hold nothing valid."""
+        cap = self._retry[1] if self.material is not None else self._retry[2]
+        delay = min(current, cap)
+        self._renew_at = self._clock() + delay * (0.5 + self._rng.random() / 2)
+        return min(current * 2, cap)
+
+    # -- one issuance ---------------------------------------------------------------------------
+    async def _issue(self, identity: SpiffeId) -> None:
+        token = self._read_token()
+        key = new_key()
+        body = {"token": token, "csr": make_csr(key, identity).decode("ascii")}
+        answer = await self._post(body)
+        svid = _svid_from(answer, key, identity)
+        generation = self._material.generation + 1 if self._material else 1
+        received = self._clock()
+        self._material = TlsMaterial.build(svid, generation)
+        self._renew_at = renewal_time(received, svid.not_after.timestamp(), self._rng)
+        self.renewals += 1
+        self.last_error = ""
+        self.metrics.renewal(True)
+        self.metrics.expiry = svid.not_after.timestamp()
+        log.info("SVID %s serial %x valid until %s; renewing at %s", svid.identity, svid.serial,
+                 svid.not_after.isoformat(), _iso(self._renew_at))
+
+    def _read_token(self) -> str:
+        try:
+            token = self._token_file.read_text().strip()
+        except OSError as exc:
+            raise _SignFailed(f"cannot read the bootstrap token file {self._token_file}: "
+                              f"{exc.strerror}") from None
+        if not token:
+            raise _SignFailed(f"bootstrap token file {self._token_file} is empty")
+        return token
+
+    async def _post(self, body: dict[str, str]) -> dict[str, Any]:
+        try:
+            resp = await self._client.request("POST", SIGN_PATH, body=json.dumps(body).encode(),
+                                              headers={"Content-Type": "application/json"},
+                                              timeout=10.0)
+        except (HttpClientError, OSError) as exc:
+            raise _SignFailed(f"CA unreachable: {exc}") from None
+        try:
+            answer = resp.json_body()
+        except ValueError:
+            answer = None
+        if resp.status != 200 or not isinstance(answer, dict):
+            reason = answer.get("message") if isinstance(answer, dict) else None
+            raise _SignFailed(f"CA refused ({resp.status}): {reason or 'no reason given'}")
+        return answer
+
+    def _failed(self, reason: str) -> None:
+        self.failures += 1
+        self.last_error = reason
+        self.metrics.renewal(False)
+        if self._material is not None and self.material is None:
+            self.metrics.expiry = 0.0
+        state = "still valid" if self.material is not None else "NO VALID CERTIFICATE"
+        log.warning("SVID issuance failed (%s); %s; retrying at %s", reason, state,
+                    _iso(self._renew_at))
+
+    # -- status ---------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """For ``/config_dump``: public facts only (``Svid.describe`` never has key material)."""
+        current = self.material
+        return {
+            "wanted": str(self._wanted) if self._wanted else None,
+            "state": "valid" if current else ("expired" if self._material else "pending"),
+            "svid": self._material.svid.describe() if self._material else None,
+            "generation": self._material.generation if self._material else 0,
+            "renew_at": _iso(self._renew_at) if self._renew_at else None,
+            "renewals": self.renewals,
+            "failures": self.failures,
+            "last_error": self.last_error or None,
+            "token_file": str(self._token_file),
+        }
+
+
+def _svid_from(answer: dict[str, Any], key: Any, identity: SpiffeId) -> Svid:
+    """Check the CA's answer: a chain for exactly our identity, with our key, and a bundle."""
+    try:
+        bundle = TrustBundle(identity.trust_domain, str(answer["trustBundle"]).encode("ascii"))
+        svid = Svid(str(answer["certificateChain"]).encode("ascii"), key, bundle)
+    except (KeyError, UnicodeEncodeError, InvalidBundle, InvalidSvid) as exc:
+        raise _SignFailed(f"unusable answer from the CA: {exc}") from None
+    if svid.identity != identity:
+        raise _SignFailed(f"CA issued {svid.identity}, expected {identity}")
+    return svid
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
