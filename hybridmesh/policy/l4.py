@@ -1,8 +1,9 @@
 """The L4 projection of policies: what an enforcer without L7 (eBPF maps) can apply.
 
 It keeps principals, namespaces, service accounts and ports and applies the engine's TCP
-semantics to the rest, so enforcing the projection on a connection decides exactly what
-:class:`~hybridmesh.policy.engine.Evaluator` decides for that connection:
+semantics to the rest, so an enforcer that evaluates the projection with the engine's source
+semantics (plaintext and foreign trust domains are "maybe", see ``engine``) decides every
+connection exactly as :class:`~hybridmesh.policy.engine.Evaluator` does (property-tested):
 
 - a DENY operation loses its HTTP-only fields (it then denies more: ``widened``); an operation
   left with nothing matches any port, which makes the rule's ``to`` match anything;
@@ -12,7 +13,10 @@ semantics to the rest, so enforcing the projection on a connection decides exact
   ``never_matches`` marker so the loader keeps the target closed.
 
 This is for destinations enforced only at L4 (``kernel`` placement). A destination with a
-proxy evaluates the full policies, or a widened DENY would deny requests L7 would allow.
+proxy evaluates the full policies, or a widened DENY would deny requests L7 would allow. A
+``targetRefs`` ALLOW grants only to connections known to come through its Service (``Target.via``);
+an enforcer that cannot tell should pass ``via=None`` and accept that such an ALLOW then only
+closes the workload.
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ _IPV6: Final = frozenset("0123456789abcdef:.")
 _HOST_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~")
 _FORBIDDEN_ESCAPES: Final = {0x2F: "an encoded '/' (%2F)", 0x5C: "an encoded '\\' (%5C)"}
 _DOUBLE_ESCAPE: Final = re.compile(r"%25[0-9A-Fa-f]{2}")
+_RAW_FORBIDDEN: Final = re.compile("[\x00-\x20\x7f-\U0010ffff]")
+_CANONICAL: Final = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")
+"""Paths already in normal form: unreserved characters only, no empty or dot-led segment."""
 _SHOWN: Final = 80
 
 
@@ -107,6 +110,8 @@ def normalize_path(target: str | bytes) -> NormalizedPath:
     _check_origin_form(text)
     without_fragment = text.partition("#")[0]
     raw_path, question, query = without_fragment.partition("?")
+    if _CANONICAL.fullmatch(raw_path):  # the common case: nothing to decode, merge or remove
+        return NormalizedPath(raw_path, query if question else None, raw_path, raw_path)
     segments = _decode_escapes(text, raw_path).split("/")
     merged = [segment for segment in segments[1:-1] if segment] + segments[-1:]
     path = "/" + "/".join(_remove_dot_segments(merged))
@@ -187,11 +192,12 @@ def _as_text(target: str | bytes) -> str:
 
 
 def _check_origin_form(text: str) -> None:
-    for char in text:
-        if ord(char) < 0x21 or ord(char) == 0x7F:
+    bad = _RAW_FORBIDDEN.search(text)
+    if bad:
+        char = bad.group()
+        if char.isascii():
             raise BadPath(text, f"raw control character or space {char!r} (percent-encode it)")
-        if not char.isascii():
-            raise BadPath(text, f"raw non-ASCII character {char!r} (percent-encode it)")
+        raise BadPath(text, f"raw non-ASCII character {char!r} (percent-encode it)")
     if text.startswith("\\"):
         raise BadPath(text, "raw '\\' in the path (some servers read it as '/')")
     if text == "*":
