@@ -61,7 +61,7 @@ def test_the_package_list_holds_every_documented_package() -> None:
     assert set(package_list()) == {
         "python3", "python3-venv", "python3-dev", "gcc", "clang", "llvm", "libbpf-dev",
         "libbpf1", "bpftool", "iproute2", "iptables", "nghttp2-client", "wrk", "hey", "curl",
-        "procps", "kmod", "ca-certificates", "git",
+        "procps", "kmod", "ca-certificates", "git", "redis-server", "redis-tools",
     }  # fmt: skip
 
 
