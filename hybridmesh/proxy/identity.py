@@ -128,6 +128,7 @@ class SvidManager:
         self._client = HttpClient(unix_path=control_socket)
         self._token_file = token_file
         self.metrics = metrics or IdentityMetrics()
+        self.metrics.expiry = self._expiry
         self._clock = clock
         self._rng = rng or random.Random()
         self._retry = (retry_initial_s, retry_max_s, retry_max_expired_s)
@@ -148,6 +149,10 @@ class SvidManager:
         if m is None or self._clock() >= m.not_after:
             return None
         return m
+
+    def _expiry(self) -> float:
+        m = self.material
+        return m.not_after if m is not None else 0.0
 
     @property
     def identity(self) -> SpiffeId | None:
@@ -229,7 +234,6 @@ class SvidManager:
         self.renewals += 1
         self.last_error = ""
         self.metrics.renewal(True)
-        self.metrics.expiry = svid.not_after.timestamp()
         log.info("SVID %s serial %x valid until %s; renewing at %s", svid.identity, svid.serial,
                  svid.not_after.isoformat(), _iso(self._renew_at))
 
@@ -263,8 +267,6 @@ class SvidManager:
         self.failures += 1
         self.last_error = reason
         self.metrics.renewal(False)
-        if self._material is not None and self.material is None:
-            self.metrics.expiry = 0.0
         state = "still valid" if self.material is not None else "NO VALID CERTIFICATE"
         log.warning("SVID issuance failed (%s); %s; retrying at %s", reason, state,
                     _iso(self._renew_at))

@@ -16,6 +16,7 @@ No label ever carries key material: principals are SPIFFE IDs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["RENEWAL_RESULTS", "IdentityMetrics"]
@@ -42,7 +43,7 @@ class IdentityMetrics:
     """Counters and the expiry gauge (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.expiry = 0.0
+        self.expiry: Callable[[], float] = lambda: 0.0  # read at scrape: expiry is a state
         self.renewals = dict.fromkeys(RENEWAL_RESULTS, 0)
         self.admitted: dict[tuple[str, str, str, str], int] = {}
         self.refused: dict[tuple[str, str], int] = {}
@@ -63,7 +64,7 @@ class IdentityMetrics:
             "# HELP identity_cert_expiry_timestamp_seconds Expiry (unix time) of the proxy's "
             "current X509-SVID; 0 = none.\n",
             "# TYPE identity_cert_expiry_timestamp_seconds gauge\n",
-            f"identity_cert_expiry_timestamp_seconds {_number(self.expiry)}\n",
+            f"identity_cert_expiry_timestamp_seconds {_number(self.expiry())}\n",
             "# HELP identity_renewals_total SVID issuance attempts by result.\n",
             "# TYPE identity_renewals_total counter\n",
         ]

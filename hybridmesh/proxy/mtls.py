@@ -60,10 +60,7 @@ class MeshTls:
         self._ctx = ctx
         self.identity = identity
         self.metrics = identity.metrics
-        timeout = ctx.config.connect_timeout_s
-        self.pool = Pool(mark=ctx.mark, connect_timeout=timeout, connector=self._dialer(ALPN_H1))
-        self.h2pool = H2Pool(mark=ctx.mark, connect_timeout=timeout,
-                             connector=self._dialer(ALPN_H2))
+        self._pools: dict[SpiffeId, tuple[Pool, H2Pool]] = {}
         self._mode: tuple[Tables | None, str] = (None, STRICT)
         self._expected: dict[EndpointMeta, SpiffeId | None] = {}
         self.handshakes = 0
@@ -79,13 +76,17 @@ class MeshTls:
         return mode == STRICT
 
     def meshed_peer(self, key: EndpointKey, plan: Plan | None = None) -> EndpointMeta | None:
-        """The endpoint's snapshot entry if a proxy answers there (the hop must be mTLS)."""
+        """The endpoint's snapshot entry if another proxy answers there (the hop must be
+        mTLS). Our own pod's address is the app behind us (inbound, or the app calling its
+        own IP): never wrapped."""
+        tables = self._ctx.tables
+        if tables is None or key[0] == tables.pod.ip:
+            return None
         meta = None
         if plan is not None and plan.balancer is not None:
             meta = plan.balancer.meta.get(key)
         if meta is None:
-            tables = self._ctx.tables
-            meta = tables.by_ip.get(key[0]) if tables is not None else None
+            meta = tables.by_ip.get(key[0])
         return meta if meta is not None and meta.placement in MESHED_PLACEMENTS else None
 
     def expected_identity(self, meta: EndpointMeta) -> SpiffeId | None:
@@ -117,29 +118,58 @@ class MeshTls:
             raise ProxyError(Reason.NO_IDENTITY, f"{plan.destination} via {key[0]}:{key[1]}",
                              self.identity.last_error or "no certificate issued yet")
         expected = self.expected_identity(meta)
-        peer = plan.peer(key)
-        if expected is not None:
-            peer = with_principal(peer, expected)
-        return self.pool, self.h2pool, peer
+        if expected is None:
+            raise ProxyError(Reason.PEER_AUTH, f"{plan.destination} via {key[0]}:{key[1]}",
+                             f"no valid identity for {meta.namespace}/{meta.service_account}")
+        pool, h2pool = self._pools_for(expected)
+        return pool, h2pool, with_principal(plan.peer(key), expected)
+
+    def _pools_for(self, expected: SpiffeId) -> tuple[Pool, H2Pool]:
+        """Pools per expected server identity: a connection verified as X is never reused
+        for an endpoint the snapshot now says must be Y (secure naming survives updates)."""
+        pools = self._pools.get(expected)
+        if pools is None:
+            timeout, mark = self._ctx.config.connect_timeout_s, self._ctx.mark
+            pools = self._pools[expected] = (
+                Pool(mark=mark, connect_timeout=timeout,
+                     connector=self._dialer(ALPN_H1, expected)),
+                H2Pool(mark=mark, connect_timeout=timeout,
+                       connector=self._dialer(ALPN_H2, expected)))
+        return pools
 
     # -- dialling ---------------------------------------------------------------------------------
-    def _dialer(self, alpn: str | None) -> Connector:
+    def _dialer(self, alpn: str, expected: SpiffeId) -> Connector:
         async def dial(key: EndpointKey, factory: Callable[[], P], *, mark: int | None,
                        timeout: float) -> tuple[asyncio.Transport, P]:
-            return await self.connect(key, factory, alpn, mark=mark, timeout=timeout)
+            return await self.connect(key, factory, alpn, expected, mark=mark,
+                                      timeout=timeout)
 
         return dial
 
-    async def connect(self, key: EndpointKey, factory: Callable[[], P], alpn: str | None, *,
-                      mark: int | None, timeout: float) -> tuple[asyncio.Transport, P]:
-        """A verified mTLS connection to ``key``; ConnectFailed (``connect-peer-auth``) if the
-        handshake fails or the peer is not who the snapshot says may serve there."""
-        material = self.identity.material
+    async def dial_tcp(self, key: EndpointKey, factory: Callable[[], P]
+                       ) -> tuple[asyncio.Transport, P, Peer | None] | None:
+        """An opaque relay's upstream: mTLS (ALPN ``hm-tcp``) when a proxy answers at
+        ``key``, else None (dial plaintext). The peer carries the verified principal."""
         meta = self.meshed_peer(key)
-        expected = self.expected_identity(meta) if meta is not None else None
-        if material is None or expected is None:
-            what = "no valid certificate" if material is None else "peer identity unknown"
-            raise ConnectFailed(key, f"mTLS: {what}", reason=Reason.PEER_AUTH.value)
+        if meta is None:
+            return None
+        expected = self.expected_identity(meta)
+        if expected is None:
+            raise ConnectFailed(key, "mTLS: no valid identity for the endpoint",
+                                reason=Reason.PEER_AUTH.value)
+        transport, proto = await self.connect(key, factory, None, expected, mark=self._ctx.mark,
+                                              timeout=self._ctx.config.connect_timeout_s)
+        return transport, proto, with_principal(meta.peer, expected)
+
+    async def connect(self, key: EndpointKey, factory: Callable[[], P], alpn: str | None,
+                      expected: SpiffeId, *, mark: int | None, timeout: float
+                      ) -> tuple[asyncio.Transport, P]:
+        """A verified mTLS connection to ``key``; ConnectFailed (``connect-peer-auth``) if the
+        handshake fails or the server is not ``expected`` (secure naming)."""
+        material = self.identity.material
+        if material is None:
+            raise ConnectFailed(key, "mTLS: no valid certificate of our own",
+                                reason=Reason.PEER_AUTH.value)
         sock = await open_socket(key, mark=mark, timeout=timeout)
         transport, holder = await self._handshake(key, sock, material.client(alpn), timeout)
         try:
@@ -174,9 +204,24 @@ class MeshTls:
         """The identity/mTLS series (identity_metrics.py) for the worker's ``/metrics``."""
         return self.metrics.exposition()
 
+    @property
+    def opened(self) -> tuple[int, int]:
+        """(HTTP/1.1, HTTP/2) mTLS connections opened by the pools so far."""
+        return (sum(p.opened for p, _ in self._pools.values()),
+                sum(h.opened for _, h in self._pools.values()))
+
+    def idle_count(self) -> int:
+        return sum(p.idle_count() for p, _ in self._pools.values())
+
+    def sweep(self) -> None:
+        for pool, h2pool in self._pools.values():
+            pool.sweep()
+            h2pool.sweep()
+
     def close(self) -> None:
-        self.pool.close()
-        self.h2pool.close()
+        for pool, h2pool in self._pools.values():
+            pool.close()
+            h2pool.close()
 
 
 class _Held(asyncio.Protocol):

@@ -91,9 +91,13 @@ class RelaySide(asyncio.Protocol):
 
     def write_eof(self) -> None:
         t = self.transport
-        if t is not None and not self.lost and not t.is_closing() and t.can_write_eof():
-            with contextlib.suppress(OSError, RuntimeError):
-                t.write_eof()
+        if t is None or self.lost or t.is_closing():
+            return
+        if not t.can_write_eof():  # TLS (the mTLS hop) cannot half-close: end it after the
+            t.close()              # buffered bytes, or the far side never learns of the EOF
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            t.write_eof()
 
     def flush_pending(self) -> None:
         """Hand what was read before the peer existed to the peer; resume reading."""

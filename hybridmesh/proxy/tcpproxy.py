@@ -81,7 +81,7 @@ class TcpSession:
             tried.append(key)
             started = time.monotonic()
             try:
-                transport = await self._dial(key)
+                transport, peer = await self._dial(key, peer)
             except ConnectFailed as exc:
                 self.route.finish_tcp(key, started, False)
                 detail = str(exc)
@@ -98,16 +98,16 @@ class TcpSession:
         log.info("tcp %s: giving up (%s)", self.route.destination, detail)
         self.relay.abort()
 
-    async def _dial(self, key: EndpointKey) -> asyncio.Transport:
-        """Plain TCP, or mTLS when a proxy answers at ``key`` (ConnectFailed either way)."""
-        mesh, timeout = self.ctx.mtls, self.ctx.config.connect_timeout_s
-        if mesh is not None and mesh.meshed_peer(key) is not None:
-            transport, _ = await mesh.connect(key, lambda: self.relay.up, None,
-                                              mark=self.ctx.mark, timeout=timeout)
-        else:
-            transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.mark,
-                                         timeout=timeout)
-        return transport
+    async def _dial(self, key: EndpointKey, peer: Peer) -> tuple[asyncio.Transport, Peer]:
+        """Plain TCP, or mTLS when a proxy answers at ``key`` (then the peer has its verified
+        principal); ConnectFailed either way."""
+        mesh = self.ctx.mtls
+        dialled = await mesh.dial_tcp(key, lambda: self.relay.up) if mesh is not None else None
+        if dialled is not None:
+            return dialled[0], dialled[2] or peer
+        transport, _ = await connect(key, lambda: self.relay.up, mark=self.ctx.mark,
+                                     timeout=self.ctx.config.connect_timeout_s)
+        return transport, peer
 
     def _closed(self, read_bytes: int, write_bytes: int) -> None:
         self.ctx.connections.discard(self)

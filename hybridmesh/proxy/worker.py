@@ -144,6 +144,8 @@ class Worker:
             await asyncio.sleep(_SWEEP_S)
             self.ctx.pool.sweep()
             self.ctx.h2pool.sweep()
+            if self.ctx.mtls is not None:
+                self.ctx.mtls.sweep()
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -93,7 +93,7 @@ async def _load(pair: Pair, seconds: float, conns: int = 4) -> dict[str, int]:
     async def fresh() -> None:
         while time.monotonic() < deadline:
             count(await pair.get("/fresh", "Connection: close\r\n"))
-            pair.client.ctx.mtls.pool.close()  # type: ignore[union-attr]  # force handshakes
+            pair.client.ctx.mtls.close()  # type: ignore[union-attr]  # force handshakes
             await asyncio.sleep(0.05)
 
     await asyncio.gather(*(keepalive() for _ in range(conns)), fresh())

@@ -187,7 +187,9 @@ def test_a_valid_mesh_certificate_from_a_non_proxy_client_gets_its_own_identity(
 def test_secure_naming_refuses_a_server_with_the_wrong_identity(tmp_path: Path) -> None:
     async def main() -> None:
         async with mesh_pair(tmp_path) as p:
-            # the client's snapshot says web-0 runs as "payments": web's SVID must not do
+            assert (await p.get("/pooled")).startswith(b"HTTP/1.1 200 ")  # one idle, verified
+            # the client's snapshot says web-0 runs as "payments": web's SVID must not do,
+            # and the pooled connection verified as "web" must not be reused either
             p.cp.set("default/client-0", _client_snapshot(p, web_sa="payments"))
             await _until(lambda: p.client.ctx.tables is not None and any(
                 e.service_account == "payments" for e in p.client.ctx.tables.by_ip.values()))
@@ -195,7 +197,7 @@ def test_secure_naming_refuses_a_server_with_the_wrong_identity(tmp_path: Path) 
             assert resp.startswith(b"HTTP/1.1 502 "), resp
             assert b"hm-proxy-error: connect-peer-auth" in resp
             assert b"spiffe://cluster.local/ns/default/sa/payments" in resp
-            assert p.app.seen == []
+            assert [r.path for r in p.app.seen] == ["/pooled"]
 
     run(main())
 
@@ -257,7 +259,7 @@ def test_http2_between_proxies_negotiates_h2_over_mtls(tmp_path: Path) -> None:
                 resp = await p.get(f"/h2-{i}")
                 assert resp.startswith(b"HTTP/1.1 200 "), resp
             assert p.client.ctx.mtls is not None
-            assert p.client.ctx.mtls.h2pool.opened == 1 and p.client.ctx.h2pool.opened == 0
+            assert p.client.ctx.mtls.opened == (0, 1) and p.client.ctx.h2pool.opened == 0
             assert p.client.ctx.mtls.handshakes == 1
             assert "hm-orig-proto" not in p.app.seen[-1].headers
             assert p.metric(p.server, "request_total", source_principal=CLIENT_ID,
