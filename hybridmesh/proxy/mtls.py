@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.identity.tls import PeerIdentityError, check_peer
+from hybridmesh.proxy.config import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT
 from hybridmesh.proxy.discovery import EndpointMeta, Tables
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.h2upstream import H2Pool
@@ -41,11 +42,14 @@ from hybridmesh.telemetry.proxy_metrics import Peer
 if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
 
-__all__ = ["MESHED_PLACEMENTS", "MeshTls", "UpstreamChoice"]
+__all__ = ["MESHED_PLACEMENTS", "PEER_PROXY_PORTS", "MeshTls", "UpstreamChoice"]
 
 log = logging.getLogger(__name__)
 
 MESHED_PLACEMENTS: Final = frozenset(("sidecar", "sidecar+ebpf"))
+PEER_PROXY_PORTS: Final = frozenset((ADMIN_PORT, 15021, TUNNEL_PORT, OUTBOUND_PORT,
+                                     INBOUND_PORT))
+"""Every mesh proxy's own ports (the lab's capture exempts them): plaintext, never wrapped."""
 STRICT: Final = "STRICT"
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -85,7 +89,9 @@ class MeshTls:
         meta = None
         if plan is not None and plan.balancer is not None:
             meta = plan.balancer.meta.get(key)
-        if meta is None:
+        if meta is None:  # passthrough to a pod IP: mTLS too, except to the peer proxy's own
+            if key[1] in PEER_PROXY_PORTS:  # ports (admin, probes), which capture exempts
+                return None
             meta = tables.by_ip.get(key[0])
         return meta if meta is not None and meta.placement in MESHED_PLACEMENTS else None
 

@@ -125,6 +125,17 @@ def test_meshed_traffic_is_tls_on_the_wire_with_verified_principals(net: MtlsNet
                   response_code="200") >= 3
 
 
+def test_pod_ip_passthrough_is_mtls_except_to_the_peer_proxys_own_ports(net: MtlsNet) -> None:
+    before = metric(SERVER_NS, "request_total", reporter="destination",
+                    source_principal=CLIENT_ID)
+    status, _, body = http_get(CLIENT_NS, SERVER_IP, WEB_PORT, "/by-pod-ip")  # STRICT pod
+    assert status == 200, body
+    assert metric(SERVER_NS, "request_total", reporter="destination",
+                  source_principal=CLIENT_ID) == before + 1  # verified: it came over mTLS
+    status, _, body = http_get(CLIENT_NS, SERVER_IP, 15020, "/ready")  # admin: not captured
+    assert (status, body) == (200, b"ready\n")
+
+
 def test_identity_headers_are_overwritten(net: MtlsNet) -> None:
     forged = ("x-hm-peer-identity: spiffe://cluster.local/ns/kube-system/sa/admin\r\n"
               "x-forwarded-client-cert: URI=spiffe://cluster.local/ns/kube-system/sa/admin\r\n")

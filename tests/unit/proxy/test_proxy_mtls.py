@@ -318,3 +318,16 @@ def test_key_material_is_in_no_dump_metric_or_log(tmp_path: Path, caplog: Any) -
 
     run(main())
 
+
+
+def test_which_hops_are_mtls(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with mesh_pair(tmp_path) as p:
+            mesh = p.client.ctx.mtls
+            assert mesh is not None
+            assert mesh.meshed_peer((SERVER_IP, 1234)) is not None  # a sidecar pod's IP
+            assert mesh.meshed_peer((SERVER_IP, 15020)) is None  # the peer proxy's admin port
+            assert mesh.meshed_peer(("127.0.0.1", 8080)) is None  # our own pod: the app
+            assert mesh.meshed_peer(("192.0.2.1", 80)) is None  # outside the mesh
+
+    run(main())
