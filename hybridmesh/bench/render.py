@@ -240,13 +240,33 @@ def _calibration_section(results: Results) -> list[str]:
         "",
         "http-latency uses hybridmesh's open-loop loadgen, which times each request from when "
         "it was *due*; `h2load --h1 --rps` times from when it was *sent*, so a request that "
-        "waited for a busy connection hides its wait (coordinated omission). Both ran on `none` "
-        "at the same rate: the difference at p50 is loadgen's own send lag, the same for every "
-        "contender, so *added* latency does not contain it (ratios are diluted by it).",
+        "waited for a busy connection hides its wait (coordinated omission). When nothing "
+        "queues, h2load is the more precise clock; under queueing only loadgen tells the truth, "
+        "which is why it measures the latency scenario. Both ran on `none` at the same rate:",
         "",
         markdown_table(headers, rows),
         "",
+        *_calibration_findings(results),
     ]
+
+
+def _calibration_findings(results: Results) -> list[str]:
+    """The measured price of loadgen, per variant, in words."""
+    lines = []
+    for variant in dict.fromkeys(c.variant for c in results.calibration):
+        tools = {c.tool: c for c in results.calibration if c.variant == variant}
+        h2, lg = tools.get("h2load"), tools.get("loadgen")
+        if h2 is None or lg is None or lg.send_lag_p50_ms is None:
+            continue
+        lines.append(
+            f"- {variant}: loadgen reads {fmt_number(lg.p50_ms - h2.p50_ms)} ms higher at p50 "
+            f"and {fmt_number(lg.p99_ms - h2.p99_ms)} ms at p99 than h2load; its own send lag "
+            f"is {fmt_number(lg.send_lag_p50_ms)} ms at p50 and "
+            f"{fmt_number(lg.send_lag_p99_ms)} ms at p99. That lag is the same whichever "
+            "contender is measured, so *added* latency (contender − none) does not contain it; "
+            "ratios are diluted by it, and p99 differences smaller than its p99 are noise."
+        )
+    return [*lines, ""] if lines else []
 
 
 def report_markdown(results: Results, images: Mapping[str, str]) -> str:
