@@ -37,10 +37,18 @@ _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class BedError(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    """The test bed failed; ``interrupted`` when someone else stopped our lab (retryable)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, interrupted: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.interrupted = interrupted
+
+
+_INTERRUPTED = "the lab daemon exited during start-up"
+"""runner.lab_up's message when the daemon died before Ready: killed or told to shut down
+(another user's `lab down` or test sweep), as opposed to a lab that reported Failed."""
 
 
 def unavailable_contenders(contenders: Sequence[Contender]) -> dict[str, str]:
@@ -96,7 +104,11 @@ class TestBed:
             self.daemon = daemon_pid()
         except runner.LabUpError as exc:
             where = self.workdir / "lab-logs"
-            raise BedError(exc.message, f"the lab's logs are kept in {where}") from None
+            raise BedError(
+                exc.message,
+                f"the lab's logs are kept in {where}",
+                interrupted=exc.message.startswith(_INTERRUPTED),
+            ) from None
         if any(c.name == "envoy-sidecar" for c in self.contenders):
             self._inject_envoy(progress)
 
@@ -116,8 +128,8 @@ class TestBed:
                 try:
                     self.up(progress)
                     return
-                except BedError:
-                    if self.intact() or time.monotonic() >= deadline:
+                except BedError as exc:
+                    if not exc.interrupted or time.monotonic() >= deadline:
                         raise
             elif time.monotonic() >= deadline:
                 raise BedError(

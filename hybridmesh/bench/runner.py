@@ -20,7 +20,7 @@ from typing import Protocol
 
 from hybridmesh.bench import machine
 from hybridmesh.bench.accounting import bpf_stats_enabled
-from hybridmesh.bench.bed import TestBed, unavailable_contenders
+from hybridmesh.bench.bed import BedError, TestBed, unavailable_contenders
 from hybridmesh.bench.calibrate import calibrate
 from hybridmesh.bench.envoy_sidecar import envoy_binary, envoy_uid, envoy_version
 from hybridmesh.bench.measure import Executor, RunError
@@ -50,7 +50,7 @@ __all__ = ["BenchOptions", "Progress", "Resolved", "resolve", "run_bench"]
 
 CALIBRATION_RATE = 1000
 MAX_REBUILDS = 5
-_REBUILT = "the lab was taken down by another user mid-run; it was rebuilt and the run redone"
+_REBUILT = "the lab was taken down by another lab user; it was rebuilt (and the run redone)"
 
 
 class Progress(Protocol):
@@ -202,7 +202,7 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     with bpf_stats_enabled():
         progress.phase("bringing the lab up")
         try:
-            bed.up(progress.phase)
+            _up_surviving(bed, progress, results)
             executor = Executor(bed, opts.loadgen_concurrency)
             for run in runs:
                 progress.run_started(run)
@@ -234,6 +234,19 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     _save(results, opts.out)
     return results
+
+
+def _up_surviving(bed: TestBed, progress: Progress, results: Results) -> None:
+    """Bring the bed up; if another lab user stops it while it starts, wait and retry."""
+    while True:
+        try:
+            bed.up(progress.phase)
+            return
+        except BedError as exc:
+            if not exc.interrupted or results.notes.count(_REBUILT) >= MAX_REBUILDS:
+                raise
+        results.notes.append(_REBUILT)
+        bed.rebuild(progress.phase)
 
 
 def _measure_surviving(
