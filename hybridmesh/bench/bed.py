@@ -39,11 +39,19 @@ _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class BedError(Exception):
     """The test bed failed; ``interrupted`` when someone else stopped our lab (retryable)."""
 
-    def __init__(self, message: str, hint: str | None = None, *, interrupted: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        interrupted: bool = False,
+        busy: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.interrupted = interrupted
+        self.busy = busy  # another lab holds the machine
 
 
 _INTERRUPTED = "the lab daemon exited during start-up"
@@ -94,7 +102,9 @@ class TestBed:
         if daemon_pid() is not None:
             raise BedError(
                 "a lab is already running; the bench needs the machine's lab to itself",
-                "`hybridmesh lab down` first (it removes every hm- object on this machine)",
+                "`hybridmesh lab down` first (it removes every hm- object on this machine), "
+                "or let the bench wait for it: --wait SECONDS",
+                busy=True,
             )
         topology = self.workdir / "topology.yaml"
         topology.write_text(render_topology(self.contenders))
@@ -129,7 +139,7 @@ class TestBed:
                     self.up(progress)
                     return
                 except BedError as exc:
-                    if not exc.interrupted or time.monotonic() >= deadline:
+                    if not (exc.interrupted or exc.busy) or time.monotonic() >= deadline:
                         raise
             elif time.monotonic() >= deadline:
                 raise BedError(
@@ -137,7 +147,7 @@ class TestBed:
                     "run the bench when no other lab or lab test is running",
                 )
             if progress:
-                progress("our lab was taken down by someone else: waiting to rebuild it")
+                progress("another lab holds the machine: waiting for it")
             time.sleep(2.0)
 
     def _inject_envoy(self, progress: Callable[[str], None] | None) -> None:

@@ -87,6 +87,7 @@ class BenchOptions:
     envoy_concurrency: int = 2
     loadgen_concurrency: int = 64
     calibrate: bool = True
+    wait_s: float = 0.0  # how long to wait for another lab to leave the machine first
     notes: list[str] = field(default_factory=list)
 
 
@@ -202,7 +203,7 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     with bpf_stats_enabled():
         progress.phase("bringing the lab up")
         try:
-            _up_surviving(bed, progress, results)
+            _up_surviving(bed, progress, results, opts.wait_s)
             executor = Executor(bed, opts.loadgen_concurrency)
             for run in runs:
                 progress.run_started(run)
@@ -236,13 +237,17 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     return results
 
 
-def _up_surviving(bed: TestBed, progress: Progress, results: Results) -> None:
-    """Bring the bed up; if another lab user stops it while it starts, wait and retry."""
+def _up_surviving(bed: TestBed, progress: Progress, results: Results, wait_s: float) -> None:
+    """Bring the bed up; wait up to ``wait_s`` for another lab to leave the machine, and
+    retry if another lab user stops ours while it starts."""
     while True:
         try:
             bed.up(progress.phase)
             return
         except BedError as exc:
+            if exc.busy and wait_s > 0:
+                bed.rebuild(progress.phase, wait_s=wait_s)
+                return
             if not exc.interrupted or results.notes.count(_REBUILT) >= MAX_REBUILDS:
                 raise
         results.notes.append(_REBUILT)

@@ -55,6 +55,9 @@ def bench(
     rates: list[str] | None = typer.Option(None, help="http-latency rates, comma list."),
     envoy_concurrency: int = typer.Option(2, help="Envoy worker threads (Istio's default: 2)."),
     calibrate: bool = typer.Option(True, help="Compare loadgen with h2load on none."),
+    wait: float = typer.Option(
+        0.0, help="Seconds to wait for another lab to leave the machine (0: fail at once)."
+    ),
     report_only: bool = typer.Option(
         False, "--report-only", help="Re-render the report from DIR/results.json; no run."
     ),
@@ -85,6 +88,7 @@ def bench(
                 rates=_rates(rates),
                 envoy_concurrency=envoy_concurrency,
                 calibrate=calibrate,
+                wait_s=wait,
             )
             results = _measure(out, options, output)
         files = write_report(results, out)
