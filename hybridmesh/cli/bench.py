@@ -73,27 +73,28 @@ def bench(
     from hybridmesh.bench.report import ReportError, load_results, write_report
     from hybridmesh.bench.runner import BenchOptions
 
-    try:
-        if report_only:
+    if report_only:
+        try:
             results = load_results(out)
-        else:
-            options = BenchOptions(
-                out=out,
-                scenarios=_names(scenarios),
-                contenders=_names(contenders),
-                quick=quick,
-                repeats=repeats,
-                duration_s=duration,
-                warmup_s=warmup,
-                rates=_rates(rates),
-                envoy_concurrency=envoy_concurrency,
-                calibrate=calibrate,
-                wait_s=wait,
-            )
-            results = _measure(out, options, output)
+        except ReportError as exc:
+            fail(exc.message, exc.hint)
+    else:
+        options = BenchOptions(
+            out=out,
+            scenarios=_names(scenarios),
+            contenders=_names(contenders),
+            quick=quick,
+            repeats=repeats,
+            duration_s=duration,
+            warmup_s=warmup,
+            rates=_rates(rates),
+            envoy_concurrency=envoy_concurrency,
+            calibrate=calibrate,
+            wait_s=wait,
+        )
+        results = _measure(out, options, output)
+    try:
         files = write_report(results, out)
-    except ReportError as exc:
-        fail(exc.message, exc.hint)
     except OSError as exc:
         fail(f"cannot write the report into {out}: {exc.strerror}", "check the directory")
     if output is OutputFormat.json:
@@ -124,6 +125,8 @@ def _measure(out: Path, options: BenchOptions, output: OutputFormat) -> Results:
             return run_bench(options, progress)
     except (BenchConfigError, BedError, RunError, EnvoyError, LabError) as exc:
         fail(exc.message, exc.hint)
+    except OSError as exc:
+        fail(f"the bench failed: {exc}", f"the samples so far are in {out}/results.json")
     except KeyboardInterrupt:
         fail("interrupted; the lab was taken down", f"partial samples are in {out}/results.json")
 
