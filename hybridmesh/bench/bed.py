@@ -27,6 +27,7 @@ from hybridmesh.bench.envoy_sidecar import EnvoyError, EnvoySidecar, envoy_binar
 from hybridmesh.bench.scenarios import Contender
 from hybridmesh.bench.topology import PodRole, namespace_of, render_topology
 from hybridmesh.lab import names, netns, procs, runner
+from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup, detect_layout
 from hybridmesh.lab.client import LabClient, daemon_pid
 from hybridmesh.lab.lab import SUPPORTED_PLACEMENTS
@@ -119,6 +120,10 @@ class TestBed:
                 f"the lab's logs are kept in {where}",
                 interrupted=exc.message.startswith(_INTERRUPTED),
             ) from None
+        except (subprocess.SubprocessError, OSError, LabError) as exc:
+            # the daemon could not even start: its cgroup or state dir vanished under it, as
+            # when another user's sweep runs at the same moment
+            raise BedError(f"lab up failed: {exc}", interrupted=True) from None
         if any(c.name == "envoy-sidecar" for c in self.contenders):
             self._inject_envoy(progress)
 
