@@ -18,6 +18,7 @@ __all__ = [
     "CellDoc",
     "ConfigDoc",
     "ContenderDoc",
+    "FailureDoc",
     "MachineDoc",
     "Results",
     "SampleDoc",
@@ -56,6 +57,17 @@ class SampleDoc(_Doc):
     metrics: dict[str, float]
     checks: dict[str, float] = Field(default_factory=dict)  # e.g. share of ops the proxy saw
     histogram: dict[str, Any] | None = None  # latency histogram JSON (µs), for the CDF
+
+
+class FailureDoc(_Doc):
+    """A run that could not be measured (the bench went on with the others)."""
+
+    scenario: str
+    variant: str
+    level: int | None
+    contender: str
+    repeat: int
+    error: str
 
 
 class CellDoc(_Doc):
@@ -147,4 +159,5 @@ class Results(_Doc):
     samples: list[SampleDoc] = Field(default_factory=list)
     cells: list[CellDoc] = Field(default_factory=list)
     calibration: list[CalibrationDoc] = Field(default_factory=list)
+    failures: list[FailureDoc] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)

@@ -296,6 +296,15 @@ def report_markdown(results: Results, images: Mapping[str, str]) -> str:
     if resources:
         parts += ["### Resources per component", "", *(r + "\n" for r in resources)]
     parts += _calibration_section(results)
+    if results.failures:
+        parts += ["## Failed runs", "", "These runs could not be measured; the bench went on.", ""]
+        rows = [
+            [f.scenario, f.variant, "" if f.level is None else str(f.level), f.contender,
+             str(f.repeat), f.error]
+            for f in results.failures
+        ]  # fmt: skip
+        headers = ["scenario", "variant", "level", "contender", "repeat", "error"]
+        parts += [markdown_table(headers, rows), ""]
     pending = [s for s in results.scenarios if not s.implemented]
     if pending:
         parts += ["## Not yet measured", ""]

@@ -28,6 +28,7 @@ from hybridmesh.bench.metrics import op_unit
 from hybridmesh.bench.model import (
     ConfigDoc,
     ContenderDoc,
+    FailureDoc,
     Results,
     SampleDoc,
     ScenarioDoc,
@@ -58,6 +59,7 @@ class Progress(Protocol):
     def planned(self, total: int) -> None: ...
     def run_started(self, run: Run) -> None: ...
     def run_done(self, run: Run, sample: SampleDoc) -> None: ...
+    def run_failed(self, run: Run, error: str) -> None: ...
 
 
 class _Silent:
@@ -71,6 +73,9 @@ class _Silent:
         pass
 
     def run_done(self, run: Run, sample: SampleDoc) -> None:
+        pass
+
+    def run_failed(self, run: Run, error: str) -> None:
         pass
 
 
@@ -207,7 +212,13 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
             executor = Executor(bed, opts.loadgen_concurrency)
             for run in runs:
                 progress.run_started(run)
-                sample = _measure_surviving(bed, executor, run, progress, results)
+                try:
+                    sample = _measure_surviving(bed, executor, run, progress, results)
+                except RunError as exc:  # this run only: the others still tell their story
+                    results.failures.append(_failure(run, exc))
+                    _save(results, opts.out)
+                    progress.run_failed(run, exc.message)
+                    continue
                 results.samples.append(sample)
                 _save(results, opts.out)
                 progress.run_done(run, sample)
@@ -263,10 +274,27 @@ def _measure_surviving(
         try:
             return executor.measure(run)
         except RunError:
-            if bed.intact() or results.notes.count(_REBUILT) >= MAX_REBUILDS:
-                raise
+            if bed.intact():
+                raise  # this run failed on a working lab: a finding, not an accident
+            if results.notes.count(_REBUILT) >= MAX_REBUILDS:
+                raise BedError(
+                    f"our lab was taken down by other lab users {MAX_REBUILDS} times",
+                    "run the bench when no other lab or lab test runs on this machine",
+                ) from None
         results.notes.append(_REBUILT)
         bed.rebuild(progress.phase)
+
+
+def _failure(run: Run, exc: RunError) -> FailureDoc:
+    cell = run.cell
+    return FailureDoc(
+        scenario=cell.scenario,
+        variant=cell.variant,
+        level=cell.level,
+        contender=run.contender,
+        repeat=run.repeat,
+        error=exc.message,
+    )
 
 
 def _save(results: Results, out: Path) -> None:

@@ -99,9 +99,15 @@ def bench(
         fail(f"cannot write the report into {out}: {exc.strerror}", "check the directory")
     if output is OutputFormat.json:
         print_json(_summary_json(results))
-        return
-    _print_summary(results)
-    console.print(f"report: {files.html} (and {files.markdown.name}, {files.csv.name}, plots/)")
+    else:
+        _print_summary(results)
+        console.print(f"report: {files.html} (and {files.markdown.name}, {files.csv.name}, plots/)")
+    if results.failures:
+        fail(
+            f"{len(results.failures)} of {len(results.failures) + len(results.samples)} runs "
+            "failed; the report lists them",
+            f"see 'Failed runs' in {files.markdown}",
+        )
 
 
 def _rates(values: list[str] | None) -> list[int]:
@@ -185,6 +191,15 @@ class _RichProgress:
                 markup=False,
             )
 
+    def run_failed(self, run: Run, error: str) -> None:
+        self._done += 1
+        self._bar.advance(self._task)
+        err_console.print(
+            f"[{self._done}/{self._total}] {run.cell.label()} [{run.contender}] FAILED: {error}",
+            highlight=False,
+            markup=False,
+        )
+
 
 def _summary_json(results: Results) -> dict[str, Any]:
     from hybridmesh.bench.summary import summary_rows
@@ -195,6 +210,7 @@ def _summary_json(results: Results) -> dict[str, Any]:
     return {
         "summary": [{"contender": r.contender, "variant": r.variant, **r.values} for r in rows],
         "runs": len(results.samples),
+        "failures": [f.model_dump() for f in results.failures],
     }
 
 

@@ -97,6 +97,7 @@ def test_results_follow_the_schema_and_every_cell_is_filled(
         assert not missing, f"{key} lacks {missing}"
         assert cell.metrics[SCENARIO_METRICS[key[0]][0]].median > 0, key  # rps/tps/gbps
     assert len(doc.samples) == len(expected)  # quick: one repeat each
+    assert doc.failures == []
     assert doc.machine.cores >= 1 and doc.versions.envoy and doc.versions.python
     assert doc.finished_at is not None
 

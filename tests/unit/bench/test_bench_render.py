@@ -10,7 +10,7 @@ import pytest
 from bench_fixtures import histogram, latency_metrics, results, sample
 
 from hybridmesh.bench.html import markdown_to_html
-from hybridmesh.bench.model import Results
+from hybridmesh.bench.model import FailureDoc, Results
 from hybridmesh.bench.render import (
     CSV_COLUMNS,
     fmt_number,
@@ -105,3 +105,21 @@ def test_the_whole_report_renders_to_html() -> None:
     page = markdown_to_html(report_markdown(doc, {}), title="bench")
     assert page.count("<table>") >= 3
     assert "envoy-sidecar" in page
+
+
+def test_failed_runs_are_listed_not_hidden() -> None:
+    doc = _doc()
+    doc.failures.append(
+        FailureDoc(
+            scenario="tcp-stream",
+            variant="same-node",
+            level=None,
+            contender="sidecar",
+            repeat=0,
+            error="server closed | without ack",
+        )  # fmt: skip
+    )
+    md = report_markdown(doc, {})
+    section = md.split("## Failed runs")[1]
+    assert "| tcp-stream | same-node |  | sidecar | 0 | server closed \\| without ack |" in section
+    assert "## Failed runs" not in report_markdown(_doc(), {})
