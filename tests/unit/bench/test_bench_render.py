@@ -117,7 +117,7 @@ def test_failed_runs_are_listed_not_hidden() -> None:
             contender="sidecar",
             repeat=0,
             error="server closed | without ack",
-        )  # fmt: skip
+        )
     )
     md = report_markdown(doc, {})
     section = md.split("## Failed runs")[1]
