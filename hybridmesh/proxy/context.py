@@ -19,11 +19,11 @@ from hybridmesh.proxy._sockopt import SockoptSocket, original_dst
 from hybridmesh.proxy.balance import Balancers
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.discovery import Tables
-from hybridmesh.proxy.h2upstream import H2Pool
 from hybridmesh.proxy.upstream import Pool
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
 if TYPE_CHECKING:
+    from hybridmesh.proxy.h2upstream import H2Pool
     from hybridmesh.proxy.mtls import MeshTls
     from hybridmesh.proxy.policy_hook import InboundPolicy
 
@@ -63,7 +63,7 @@ class ProxyContext:
         self.rng = rng or random.Random()
         self.balancers = Balancers(self.rng)
         self.pool = Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
-        self.h2pool = H2Pool(mark=config.mark, connect_timeout=config.connect_timeout_s)
+        self._h2pool: H2Pool | None = None
         self.mark = config.mark  # None once we know the process may not set SO_MARK
         self.metrics = metrics or ProxyMetrics()
         self.access_log = access_log or AccessLog(sys.stdout if config.access_log else None)
@@ -87,11 +87,29 @@ class ProxyContext:
         self.balancers.sync(tables)
         self._tables = tables
 
+    @property
+    def h2pool(self) -> H2Pool:
+        """The HTTP/2 upstream pool, made at first use: h2 and hpack (~4 MB of a ~25 MB
+        worker) are imported only once some request needs HTTP/2 upstream."""
+        pool = self._h2pool
+        if pool is None:
+            from hybridmesh.proxy.h2upstream import H2Pool
+
+            pool = self._h2pool = H2Pool(mark=self.mark,
+                                         connect_timeout=self.config.connect_timeout_s)
+        return pool
+
+    @property
+    def h2pool_if_made(self) -> H2Pool | None:
+        """The HTTP/2 pool if anything used it (upkeep and drain need not make one)."""
+        return self._h2pool
+
     def disable_mark(self) -> None:
         """No CAP_NET_ADMIN: upstream sockets go unmarked (capture must exempt our uid)."""
         self.mark = None
         self.pool.mark = None
-        self.h2pool.mark = None
+        if self._h2pool is not None:
+            self._h2pool.mark = None
 
     def busy_connections(self) -> int:
         return sum(1 for c in self.connections if c.busy)

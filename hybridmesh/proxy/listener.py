@@ -26,9 +26,7 @@ import logging
 from hybridmesh.proxy._sockopt import tune_stream
 from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.h1session import Http1Session
-from hybridmesh.proxy.h2session import H2Session
 from hybridmesh.proxy.inbound import InboundRoute
-from hybridmesh.proxy.mtls_server import inbound_gate
 from hybridmesh.proxy.outbound import OutboundRoute
 from hybridmesh.proxy.plan import ConnRoute
 from hybridmesh.proxy.preconnect import Preconnect
@@ -183,6 +181,8 @@ class Accepted(asyncio.Protocol):
         self.ctx.connections.discard(self)
         mesh = self.ctx.mtls if self.direction == INBOUND else None
         if mesh is not None and isinstance(route, InboundRoute):
+            from hybridmesh.proxy.mtls_server import inbound_gate  # mTLS only (cryptography)
+
             gated = inbound_gate(self.ctx, route, transport, protocol, buffered,
                                  remote=self._remote)
             if gated is None:  # TLS taken over by mtls_server, or refused
@@ -203,6 +203,8 @@ class Accepted(asyncio.Protocol):
                 pre.disown()
             Http1Session(self.ctx, route, transport, self._remote).start(buffered, eof)
         elif protocol is Protocol.HTTP2 and not route.opaque:
+            from hybridmesh.proxy.h2session import H2Session  # h2: imported at first use
+
             if pre is not None:
                 pre.disown()
             H2Session(self.ctx, route, transport, self._remote).start(buffered, eof)

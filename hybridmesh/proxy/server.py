@@ -19,11 +19,9 @@ exits 0, and the supervisor then stops the others.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     """A worker must not outlive its supervisor (SIGKILL leaves no chance to forward)."""
+    import ctypes  # here: a single-worker proxy never needs it (~0.3 MB)
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -166,6 +166,8 @@ class _Supervisor:
 
 async def supervise(config: ProxyConfig) -> int:
     """Run ``config.workers`` worker processes behind one aggregated admin endpoint."""
+    import tempfile  # here: pulls in shutil, bz2, lzma (~0.7 MB) a single worker never uses
+
     with tempfile.TemporaryDirectory(prefix="hm-proxy-") as tmp:
         sup = _Supervisor(config, Path(tmp))
         _on_signals(sup.stop)

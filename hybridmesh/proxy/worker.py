@@ -24,9 +24,7 @@ from hybridmesh.proxy._sockopt import set_mark
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.context import OriginalDst, ProxyContext
 from hybridmesh.proxy.discovery import Tables, Watcher
-from hybridmesh.proxy.identity import SvidManager
 from hybridmesh.proxy.listener import INBOUND, OUTBOUND, Accepted
-from hybridmesh.proxy.mtls import MeshTls
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
 __all__ = ["ListenError", "Worker", "listen_socket"]
@@ -111,6 +109,11 @@ class Worker:
         """With a bootstrap token: an SVID manager and mTLS to meshed peers (mtls.py)."""
         if self.config.token_file is None:
             return
+        # imported here: identity and mtls pull in cryptography (~17 MB RSS, ~11 MB PSS),
+        # which a proxy without mTLS never needs
+        from hybridmesh.proxy.identity import SvidManager
+        from hybridmesh.proxy.mtls import MeshTls
+
         identity = SvidManager(self.config.control_socket, Path(self.config.token_file))
         self.ctx.mtls = MeshTls(self.ctx, identity)
         identity.start(self.ctx.tasks.spawn)
@@ -143,7 +146,8 @@ class Worker:
         while True:
             await asyncio.sleep(_SWEEP_S)
             self.ctx.pool.sweep()
-            self.ctx.h2pool.sweep()
+            if (h2pool := self.ctx.h2pool_if_made) is not None:
+                h2pool.sweep()
             if self.ctx.mtls is not None:
                 self.ctx.mtls.sweep()
 
@@ -189,7 +193,8 @@ class Worker:
             if task is not None:
                 task.cancel()
         ctx.pool.close()
-        ctx.h2pool.close()
+        if (h2pool := ctx.h2pool_if_made) is not None:
+            h2pool.close()
         if ctx.mtls is not None:
             ctx.mtls.close()
             await ctx.mtls.identity.close()
