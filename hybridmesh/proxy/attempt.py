@@ -2,13 +2,15 @@
 
 The :class:`Attempt` decides, when the response head arrives, whether it is *held* for a retry
 (the exchange's policy, budget and deadline agree) or forwarded; forwarded heads, bodies and
-trailers go to the downstream as they arrive. Its two futures tell the exchange's task how the
-head went (:class:`Outcome`) and when the response is complete.
+trailers go to the downstream as they arrive. It reports to its exchange by plain calls:
+``head_forwarded`` (the response is on its way), ``head_failed`` with an :class:`Outcome`
+(held for a retry, or failed before any byte of the response went to the client),
+``response_end`` and ``response_failed`` — no futures and no task to wake, so a response that
+arrives in one read is forwarded within that read's callback.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from hybridmesh.proxy.errors import ProxyError, Reason
@@ -45,17 +47,19 @@ class Outcome:
 class Attempt:
     """The :class:`~hybridmesh.proxy.streams.ResponseSink` of one try."""
 
+    __slots__ = ("conn", "done", "ex", "finished", "forwarding", "head_done", "key",
+                 "lb_started")
+
     def __init__(self, ex: Exchange, conn: UpstreamStream, key: EndpointKey,
                  started: float) -> None:
         self.ex = ex
         self.conn = conn
         self.key = key
         self.lb_started = started
-        loop = asyncio.get_running_loop()
-        self.head: asyncio.Future[Outcome] = loop.create_future()
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.head_done = False  # the head's fate is decided (forwarded, held, failed, timed out)
         self.forwarding = False
-        self.finished = False
+        self.finished = False  # the upstream's response is complete
+        self.done = False  # the forwarded response ended, or broke mid-way
 
     def on_informational(self, event: InformationalResponse) -> None:
         ex = self.ex
@@ -66,14 +70,15 @@ class Attempt:
     def on_response(self, event: Response) -> None:
         ex = self.ex
         ex.upstream_result(self.key, event.status < 500, self.lb_started)
-        if self.head.done():
+        if self.head_done:
             return
+        self.head_done = True
         if ex.claim_retry(event.status, None):
-            self.head.set_result(Outcome(RETRY, status=event.status))
+            ex.head_failed(Outcome(RETRY, status=event.status))
             return
         self.forwarding = True
         ex.start_response(event)
-        self.head.set_result(Outcome(FORWARDED, status=event.status, attempt=self))
+        ex.head_forwarded(self)
 
     def on_body(self, data: bytes) -> None:
         if self.forwarding:
@@ -87,27 +92,36 @@ class Attempt:
         else:  # answered before the whole request went out: the stream is not reusable
             self.conn.detach()
             self.conn.abort()
-        if self.forwarding:
+        if self.forwarding and not self.done:
+            self.done = True
             ex.response_end(event)
-            if not self.done.done():
-                self.done.set_result(None)
+
+    def on_message(self, head: Response, body: bytes, end: EndOfMessage) -> None:
+        self.on_response(head)
+        if body and self.forwarding:
+            self.ex.down.send_body(body)
+        self.on_end(end)
+        self.ex.down.flush()
 
     def on_upstream_error(self, error: RemoteProtocolError | None, detail: str, *,
                           refused: bool = False) -> None:
         self.conn.detach()
         self.conn.abort()
-        if not self.head.done():
-            self.ex.upstream_result(self.key, False, self.lb_started)
+        ex = self.ex
+        if not self.head_done:
+            self.head_done = True
+            ex.upstream_result(self.key, False, self.lb_started)
             if refused:  # HTTP/2 REFUSED_STREAM: the upstream did not process it
                 reason = Reason.REFUSED_STREAM
             else:
                 reason = Reason.BAD_RESPONSE if error is not None else Reason.UPSTREAM_RESET
             stale = error is None and self.conn.uses > 1 and not self.conn.received
-            err = ProxyError(reason, self.ex.where(self.key), detail)
-            self.head.set_result(Outcome(ERROR, error=err, stale=stale))
-        elif self.forwarding and not self.done.done():
-            self.done.set_exception(ProxyError(Reason.UPSTREAM_RESET, self.ex.where(self.key),
-                                               f"mid-response: {detail}"))
+            err = ProxyError(reason, ex.where(self.key), detail)
+            ex.head_failed(Outcome(ERROR, error=err, stale=stale))
+        elif self.forwarding and not self.done:
+            self.done = True
+            ex.response_failed(ProxyError(Reason.UPSTREAM_RESET, ex.where(self.key),
+                                          f"mid-response: {detail}"))
 
     def on_batch_end(self) -> None:
         self.ex.down.flush()

@@ -1,7 +1,8 @@
 """One request through the proxy: route, pick, connect, forward, retry, answer.
 
 An :class:`Exchange` is created per request by a downstream session (HTTP/1.1 connection or
-HTTP/2 stream, see streams.py). Its task runs the attempts:
+HTTP/2 stream, see streams.py), which calls :meth:`Exchange.start` once it has read what the
+client sent so far. The steps:
 
 1. ``route.plan(request)``: the matched route's timeouts, retry policy and endpoint picker;
 2. per attempt: P2C picks an endpoint not tried yet, a pool gives an upstream stream (a
@@ -14,6 +15,14 @@ HTTP/2 stream, see streams.py). Its task runs the attempts:
 4. failures become the proxy's own answer (errors.py): 503 no endpoints, 502 refused/reset,
    504 timeout.
 
+It is a callback state machine, not a task: with an idle pooled connection at hand the request
+goes upstream inside the client's read callback, and the response goes to the client inside
+the upstream's read callback — no task, no future, no await per request (a task and its
+wake-ups cost more CPU than the HTTP parsing). Only dialling a new connection runs as a task;
+timeouts and retry backoff are loop timers; the outcome of a failed or held head is decided
+on the next loop turn (``call_soon``), so error handling never re-enters the connection
+callback that reported it.
+
 Replay: the request body is kept (up to 64 KiB) so a retry can resend it; a larger or
 still-streaming body makes the request non-replayable, and then only a failed connect (nothing
 was sent) is retried. A pooled connection that turns out closed before answering anything is
@@ -25,17 +34,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from hybridmesh.proxy.attempt import FORWARDED, RETRY, Attempt, Outcome
+from hybridmesh.proxy.attempt import ERROR, RETRY, Attempt, Outcome
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.peer_identity import rewrite_identity_headers
 from hybridmesh.proxy.plan import Plan
 from hybridmesh.proxy.protocols.http1 import EndOfMessage, Request, Response
 from hybridmesh.proxy.retry import IDEMPOTENT_METHODS
 from hybridmesh.proxy.streams import PAUSE_PREATTACH, Downstream, UpstreamStream
-from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey
+from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey, Pool
 from hybridmesh.telemetry.proxy_metrics import Peer
+
+if TYPE_CHECKING:
+    from hybridmesh.proxy.h2upstream import H2Pool
 
 __all__ = ["H2_APP_PROTOCOLS", "MAX_REPLAY_BODY", "ORIG_PROTO", "Exchange"]
 
@@ -46,9 +60,19 @@ ORIG_PROTO = b"hm-orig-proto"
 """Marks an HTTP/1.1 request carried as an HTTP/2 stream between two meshed proxies."""
 H2_APP_PROTOCOLS = frozenset(("http2", "grpc"))
 
+_Timer = asyncio.Handle | asyncio.TimerHandle
+
 
 class Exchange:
     """One request: its body, its attempts, its response, its telemetry."""
+
+    __slots__ = ("_attempt", "_deadline", "_end", "_finished", "_fresh", "_keep_alive",
+                 "_kept", "_kept_size", "_key", "_lb_started", "_mtls_peer", "_mtls_pools",
+                 "_pending", "_pending_size",
+                 "_plan", "_sent_body", "_timer", "_tried", "_waiting", "ctx", "down", "flags",
+                 "grpc_status", "method", "request", "request_complete", "request_sent",
+                 "response_started", "retries", "started", "status", "upstream_h2",
+                 "was_started")
 
     def __init__(self, down: Downstream, request: Request) -> None:
         self.down = down
@@ -63,6 +87,7 @@ class Exchange:
         self.request = request
         self.method = request.method.decode("latin-1")
         self.started = time.monotonic()
+        self.was_started = False  # start() was called
         self.request_complete = False
         self.request_sent = False  # head + whole body written to the current upstream
         self.response_started = False
@@ -80,14 +105,23 @@ class Exchange:
         self._attempt: Attempt | None = None
         self._plan: Plan | None = None
         self._key: EndpointKey | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tried: list[EndpointKey] = []
+        self._lb_started = 0.0
+        self._fresh = False  # this try's stale-connection redo is on a fresh connection
+        self._waiting: asyncio.Task[Any] | None = None  # dialling
+        self._timer: _Timer | None = None  # head/response timeout, backoff, or next step
         self._keep_alive = False
         self._deadline: float | None = None
         self._finished = False
+        self._mtls_pools: tuple[Pool, H2Pool] | None = None  # this try's mTLS pools
         self._mtls_peer: Peer | None = None  # destination with its principal, over mTLS
 
     def start(self) -> None:
-        self._task = self.ctx.tasks.spawn(self._run())
+        """Route the request and make the first try (no-op once the exchange is over)."""
+        if self.was_started or self._finished:
+            return
+        self.was_started = True
+        self._guarded(self._begin)
 
     # -- request body (from the downstream) ---------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -118,17 +152,16 @@ class Exchange:
 
     def request_broken(self, detail: str) -> None:
         """The client's body violated the protocol mid-request: drop everything."""
-        self.flags = "DPE"
-        self._abort_attempt()
-        if self._task is not None:
-            self._task.cancel()
+        if not self._finished:
+            self.flags = "DPE"
+            self._abort_attempt()
+            self._finish(self.status)
 
     def client_gone(self) -> None:
         if not self._finished:
             self.flags = "DC"
             self._abort_attempt()
-            if self._task is not None:
-                self._task.cancel()
+            self._finish(self.status)
 
     def client_writable(self, writable: bool) -> None:
         att = self._attempt
@@ -136,69 +169,97 @@ class Exchange:
             att.conn.pause_reading(not writable)
 
     # -- the attempts -----------------------------------------------------------------------
-    async def _run(self) -> None:
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step; its ProxyError is the answer, anything else is our bug (500)."""
         try:
-            await self._forward()
+            step(*args)
         except ProxyError as err:
             self._fail(err)
-        except asyncio.CancelledError:
-            self._finish(self.status)
         except Exception:  # a bug of ours: the client still gets an answer, we get a trace
             log.exception("exchange %s %r failed", self.method, self.request.target)
             self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
-    async def _forward(self) -> None:
+    def _begin(self) -> None:
         plan = self._plan = self.down.route.plan(self.request)
         if plan.budget is not None:
             plan.budget.deposit()
         if plan.request_timeout_s is not None:
             self._deadline = time.monotonic() + plan.request_timeout_s
-        tried: list[EndpointKey] = []
-        while True:
-            key = plan.pick(tried)
-            if key is None:
-                raise ProxyError(Reason.NO_ENDPOINTS, plan.destination,
-                                 "no ready (non-ejected) endpoint")
-            self._key = key
-            tried.append(key)
-            outcome = await self._try(plan, key)
-            if outcome.kind == FORWARDED:
-                await self._until_done(outcome.attempt)
-                return
-            if outcome.kind != RETRY:
-                err = outcome.error
-                assert err is not None
-                if not self.claim_retry(None, err.reason.value):
-                    raise err
-            await asyncio.sleep(plan.retry.backoff(self.retries - 1, self.ctx.rng))
+        self._next_try()
 
-    async def _try(self, plan: Plan, key: EndpointKey) -> Outcome:
-        pool, h2pool = self.ctx.pool, self.ctx.h2pool
-        mesh, self._mtls_peer = self.ctx.mtls, None
+    def _next_try(self) -> None:
+        """Pick an endpoint (not tried yet, if possible) and send the request there."""
+        self._timer = None
+        if self._finished:
+            return
+        plan = self._plan
+        assert plan is not None
+        key = plan.pick(self._tried)
+        if key is None:
+            raise ProxyError(Reason.NO_ENDPOINTS, plan.destination,
+                             "no ready (non-ejected) endpoint")
+        self._key = key
+        self._tried.append(key)
+        self._mtls_pools, self._mtls_peer = None, None
+        mesh = self.ctx.mtls
         if mesh is not None:  # a meshed peer: mTLS pools, or 503 no-identity (fail closed)
             choice = mesh.upstream(plan, key)
             if choice is not None:
-                pool, h2pool, self._mtls_peer = choice
+                self._mtls_pools, self._mtls_peer = choice[:2], choice[2]
         bal = plan.balancer
-        started = bal.lb.start(key) if bal is not None else 0.0
-        self.upstream_h2 = h2 = self._upstream_h2(plan, key)
-        for fresh in (False, True):
-            try:
-                if h2:
-                    conn: UpstreamStream = await h2pool.open_stream(key)
-                else:
-                    conn = await pool.acquire(key, fresh=fresh)
-            except ConnectFailed as exc:
-                self.upstream_result(key, False, started)
-                reason = Reason.CONNECT_TIMEOUT if exc.timeout else Reason.CONNECT_REFUSED
-                if exc.reason is not None:
-                    reason = Reason(exc.reason)
-                return Outcome("error", error=ProxyError(reason, self.where(key), exc.detail))
-            outcome = await self._send(key, conn, started)
-            if outcome.stale and self._replayable(idempotent_only=True):
-                continue  # a pooled connection the server had closed: redo on a fresh one
-            return outcome
-        raise AssertionError("unreachable")
+        self._lb_started = bal.lb.start(key) if bal is not None else 0.0
+        self.upstream_h2 = self._upstream_h2(plan, key)
+        self._fresh = False
+        self._acquire(key)
+
+    def _acquire(self, key: EndpointKey) -> None:
+        """An upstream stream now (pooled) or once dialled (a task)."""
+        pools = self._mtls_pools
+        if self.upstream_h2:
+            h2pool = self.ctx.h2pool if pools is None else pools[1]
+            stream = h2pool.ready_stream(key)
+            if stream is None:
+                self._dial(h2pool.open_stream(key))
+            else:
+                self._send(stream)
+            return
+        pool = self.ctx.pool if pools is None else pools[0]
+        conn = None if self._fresh else pool.take_idle(key)
+        if conn is None:
+            self._dial(pool.acquire(key, fresh=True))
+        else:
+            self._send(conn)
+
+    def _dial(self, dial: Coroutine[Any, Any, UpstreamStream]) -> None:
+        task = self._waiting = self.ctx.tasks.spawn(dial, name="hm-proxy-dial")
+        task.add_done_callback(self._dialled)
+
+    def _dialled(self, task: asyncio.Task[UpstreamStream]) -> None:
+        if self._waiting is task:
+            self._waiting = None
+        if task.cancelled():
+            return  # the exchange ended meanwhile (it cancelled the dial)
+        exc = task.exception()
+        if exc is None:
+            if self._finished:  # ended just as the connection came up: keep it for others
+                task.result().release()
+            else:
+                self._guarded(self._send, task.result())
+            return
+        if self._finished:
+            return
+        if isinstance(exc, ConnectFailed):
+            key = self._key
+            self.upstream_result(key, False, self._lb_started)  # type: ignore[arg-type]
+            reason = Reason.CONNECT_TIMEOUT if exc.timeout else Reason.CONNECT_REFUSED
+            if exc.reason is not None:
+                reason = Reason(exc.reason)
+            err = ProxyError(reason, self.where(key), exc.detail)
+            self._guarded(self._decide, Outcome(ERROR, error=err))
+        else:
+            log.error("exchange %s %r: dialling failed", self.method, self.request.target,
+                      exc_info=exc)
+            self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
     def _upstream_h2(self, plan: Plan, key: EndpointKey) -> bool:
         """HTTP/2 upstream when the client spoke it (unless a peer proxy upgraded an
@@ -225,29 +286,33 @@ class Exchange:
             return replace(req, headers=tuple(f for f in req.headers if f[0] != ORIG_PROTO))
         return req
 
-    async def _send(self, key: EndpointKey, conn: UpstreamStream, started: float) -> Outcome:
-        plan = self._plan
-        assert plan is not None
-        att = self._attempt = Attempt(self, conn, key, started)
+    def _send(self, conn: UpstreamStream) -> None:
+        plan, key = self._plan, self._key
+        assert plan is not None and key is not None
+        att = self._attempt = Attempt(self, conn, key, self._lb_started)
         conn.attach(att, self.request.method)
         conn.send_request(self._request_for(self.upstream_h2), self._body_to_send(),
                           self._end if self.request_complete else None)
         self.request_sent = self.request_complete
-        self.down.pause_reading(PAUSE_PREATTACH, False)
-        if self.down.write_paused:
+        down = self.down
+        down.pause_reading(PAUSE_PREATTACH, False)
+        if down.write_paused:
             conn.pause_reading(True)
         timeout = self._attempt_timeout(plan)
-        try:
-            if timeout is None:
-                return await att.head
-            async with asyncio.timeout(timeout):
-                return await att.head
-        except TimeoutError:
-            conn.detach()
-            conn.abort()
-            self.upstream_result(key, False, started)
-            return Outcome("error", error=ProxyError(Reason.TIMEOUT, self.where(key),
-                                                     f"no response head within {timeout:.3f}s"))
+        if timeout is not None:
+            self._timer = self._loop().call_later(timeout, self._head_timeout, att, timeout)
+
+    def _head_timeout(self, att: Attempt, timeout: float) -> None:
+        self._timer = None
+        if att is not self._attempt or att.head_done or self._finished:
+            return
+        att.head_done = True
+        att.conn.detach()
+        att.conn.abort()
+        self.upstream_result(att.key, False, att.lb_started)
+        err = ProxyError(Reason.TIMEOUT, self.where(att.key),
+                         f"no response head within {timeout:.3f}s")
+        self._guarded(self._decide, Outcome(ERROR, error=err))
 
     def _body_to_send(self) -> list[bytes]:
         if not self._sent_body:
@@ -257,30 +322,59 @@ class Exchange:
         self._sent_body = self._sent_body or bool(chunks)
         return chunks
 
-    async def _until_done(self, att: Attempt | None) -> None:
-        assert att is not None
-        if att.done.done():
-            att.done.result()  # raises the mid-response failure, if any
-            return
-        remaining = None if self._deadline is None else self._deadline - time.monotonic()
-        try:
-            if remaining is None:
-                await att.done
-            else:
-                async with asyncio.timeout(max(remaining, 0.0)):
-                    await att.done
-        except TimeoutError:
-            self.flags = "UT"
-            self._abort_attempt()
-            self.down.abort()
-            self._finish(self.status)
-
     def _attempt_timeout(self, plan: Plan) -> float | None:
         per_try = plan.backend_timeout_s
         if self._deadline is None:
             return per_try
         left = max(self._deadline - time.monotonic(), 0.0)
         return left if per_try is None else min(per_try, left)
+
+    # -- head outcomes (from the attempt) ------------------------------------------------------
+    def head_forwarded(self, att: Attempt) -> None:
+        """The head went to the client; the rest follows within the request deadline."""
+        self._cancel_timer()
+        if self._deadline is not None:
+            left = max(self._deadline - time.monotonic(), 0.0)
+            self._timer = self._loop().call_later(left, self._response_timeout, att)
+
+    def head_failed(self, outcome: Outcome) -> None:
+        """Held for a retry or failed: decided on the next loop turn, outside the upstream's
+        callback."""
+        self._cancel_timer()
+        self._timer = self._loop().call_soon(self._guarded, self._decide, outcome)
+
+    def _decide(self, outcome: Outcome) -> None:
+        """Redo on a fresh connection, retry after a backoff, or answer the error."""
+        self._timer = None
+        if self._finished:
+            return
+        plan, key = self._plan, self._key
+        assert plan is not None and key is not None
+        if outcome.stale and not self._fresh and self._replayable(idempotent_only=True):
+            self._fresh = True  # a pooled connection the server had closed: redo on a fresh one
+            self._acquire(key)
+            return
+        if outcome.kind != RETRY:
+            err = outcome.error
+            assert err is not None
+            if not self.claim_retry(None, err.reason.value):
+                raise err
+        delay = plan.retry.backoff(self.retries - 1, self.ctx.rng)
+        self._timer = self._loop().call_later(delay, self._guarded, self._next_try)
+
+    def _response_timeout(self, att: Attempt) -> None:
+        self._timer = None
+        if self._finished or att is not self._attempt:
+            return
+        self.flags = "UT"
+        self._abort_attempt()
+        self.down.abort()
+        self._finish(self.status)
+
+    def response_failed(self, err: ProxyError) -> None:
+        """The upstream broke off a response already being forwarded."""
+        if not self._finished:
+            self._fail(err)
 
     # -- retry decisions ---------------------------------------------------------------------
     def _replayable(self, *, idempotent_only: bool = False) -> bool:
@@ -366,28 +460,41 @@ class Exchange:
             att.conn.detach()
             att.conn.abort()
 
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self.ctx.loop or asyncio.get_running_loop()
+
     def _finish(self, status: int) -> None:
         if self._finished:
             return
         self._finished = True
+        self._cancel_timer()
+        if self._waiting is not None:
+            self._waiting.cancel()
+            self._waiting = None
         self.status = status
-        self.ctx.requests += 1
-        plan, key, route = self._plan, self._key, self.down.route
+        ctx = self.ctx
+        ctx.requests += 1
+        plan, key, down = self._plan, self._key, self.down
+        route = down.route
         destination = plan.peer(key) if plan is not None and key is not None else Peer.unknown()
         if self._mtls_peer is not None:
             destination = self._mtls_peer
         service = plan.service if plan is not None else route.service
         latency = time.monotonic() - self.started
-        protocol = "grpc" if self.grpc_status else "http"
-        self.ctx.metrics.request(
+        ctx.metrics.request(
             reporter=route.reporter, source=route.source, destination=destination,
-            service=service, protocol=protocol, status=status, grpc_status=self.grpc_status,
-            flags=self.flags, latency_s=latency,
+            service=service, protocol="grpc" if self.grpc_status else "http", status=status,
+            grpc_status=self.grpc_status, flags=self.flags, latency_s=latency,
         )  # fmt: skip
-        if self.ctx.access_log.enabled:
+        if ctx.access_log.enabled:
             self._log(service, destination, latency)
-        if not self.down.lost:
-            self.down.exchange_done(self._keep_alive)
+        if not down.lost:
+            down.exchange_done(self._keep_alive)
 
     def _log(self, service: str, destination: Peer, latency: float) -> None:
         req, route = self.request, self.down.route

@@ -26,6 +26,7 @@ from hybridmesh.proxy.protocols.http1 import (
     ConnectionClosed,
     Data,
     EndOfMessage,
+    Event,
     Framing,
     Headers,
     InformationalResponse,
@@ -68,6 +69,7 @@ class Http1Session(asyncio.Protocol):
         self._held = 0
         self._wbuf: list[bytes] = []
         self._framing = Framing.NONE
+        self._pumping = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
@@ -99,11 +101,29 @@ class Http1Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.exchange is not None and self.exchange.request_complete:
-            self._held += len(data)
-            if self._held > _MAX_HELD:
-                self.pause_reading(PAUSE_PIPELINE, True)
-        self.reader.receive_data(data)
+        ex = self.exchange
+        if ex is None and not self._pumping:
+            got = self.reader.receive_message(data)  # the common case: one read, one request
+            if got is not None:
+                self._whole(*got)
+                return
+        else:
+            if ex is not None and ex.request_complete:
+                self._held += len(data)
+                if self._held > _MAX_HELD:
+                    self.pause_reading(PAUSE_PIPELINE, True)
+            self.reader.receive_data(data)
+        self._pump()
+
+    def _whole(self, request: Event, body: bytes, end: EndOfMessage | None) -> None:
+        """A request head read in one go, with its whole body and end when ``end`` is set
+        (then it goes upstream at once); the rest, if any, comes through :meth:`_pump`."""
+        self._begin(request)  # type: ignore[arg-type]
+        ex = self.exchange
+        if ex is not None and end is not None:
+            if body:
+                ex.request_body(body)
+            ex.request_end(end)
         self._pump()
 
     def eof_received(self) -> bool:
@@ -131,10 +151,25 @@ class Http1Session(asyncio.Protocol):
 
     # -- requests ------------------------------------------------------------------------------
     def _pump(self) -> None:
+        """Turn buffered bytes into requests. Re-entry (an exchange that ends synchronously,
+        e.g. an immediate error answer, calls :meth:`exchange_done`) is flattened into this
+        loop, so a long pipeline of such requests never recurses."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump_events()
+        finally:
+            self._pumping = False
+
+    def _pump_events(self) -> None:
         reader = self.reader
         while not self.closing:
             ex = self.exchange
             if ex is not None and ex.request_complete:
+                if not ex.was_started:  # the whole request is read: go, in one write
+                    ex.start()
+                    continue
                 return  # a pipelined request waits until this response is done
             try:
                 event = reader.next_event()
@@ -142,6 +177,9 @@ class Http1Session(asyncio.Protocol):
                 self._bad_request(exc)
                 return
             if event is NEED_DATA:
+                if ex is not None and not ex.was_started:  # the body streams: go with its head
+                    ex.start()
+                    continue
                 return
             kind = type(event)
             if kind is Data:
@@ -160,8 +198,7 @@ class Http1Session(asyncio.Protocol):
                                     "port appProtocol: tcp", status=501))
             return
         self._held = 0
-        self.exchange = Exchange(self, request)
-        self.exchange.start()
+        self.exchange = Exchange(self, request)  # started by _pump once the read is used up
 
     def exchange_done(self, keep_alive: bool) -> None:
         """The response is complete (called by the exchange)."""

@@ -143,6 +143,7 @@ class H2Session(asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self.lost = False
         self.draining = False
+        self._starting: list[Exchange] = []  # requests read in this data_received call
 
     # -- lifecycle (Closable) -----------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
@@ -171,6 +172,17 @@ class H2Session(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        broken = self._events(data)
+        starting, self._starting = self._starting, []
+        if broken:
+            return  # the connection is closing: start nothing
+        for exchange in starting:  # after the whole read: DATA that came with a head goes
+            exchange.start()       # upstream with it
+        self.flush()
+
+    def _events(self, data: bytes) -> bool:
+        """Dispatch the events of one read; True when the connection broke (abuse, protocol
+        violation) and is closing."""
         for ev in self.conn.receive_data(data):
             kind = type(ev)
             if kind is Data:
@@ -189,8 +201,8 @@ class H2Session(asyncio.Protocol):
                 self.draining = True
             elif kind in (ConnectionAbuse, ProtocolViolation):
                 self._broken(ev)  # type: ignore[arg-type]
-                return
-        self.flush()
+                return True
+        return False
 
     def eof_received(self) -> bool:
         return True  # streams in flight may still answer; the client closes when done
@@ -224,9 +236,9 @@ class H2Session(asyncio.Protocol):
             self.stream_done(ev.stream_id)
             return
         exchange = stream.exchange = Exchange(stream, request)
-        exchange.start()
         if ev.end_stream:
             exchange.request_end(END_OF_MESSAGE)
+        self._starting.append(exchange)
 
     def _data(self, ev: Data) -> None:
         stream = self.streams.get(ev.stream_id)

@@ -248,13 +248,20 @@ class H2Pool:
         self._dialling: dict[EndpointKey, asyncio.Future[H2Connection]] = {}
         self.opened = 0
 
+    def ready_stream(self, key: EndpointKey) -> H2UpstreamStream | None:
+        """A stream on an open connection to ``key`` with room, if any: no await needed."""
+        for conn in self._conns.get(key, ()):
+            if conn.usable:
+                return conn.new_stream()
+        return None
+
     async def open_stream(self, key: EndpointKey) -> H2UpstreamStream:
         """A stream on a connection to ``key`` with room, dialling one if needed
         (:class:`~hybridmesh.proxy.upstream.ConnectFailed`)."""
         while True:
-            for conn in self._conns.get(key, ()):
-                if conn.usable:
-                    return conn.new_stream()
+            stream = self.ready_stream(key)
+            if stream is not None:
+                return stream
             dialling = self._dialling.get(key)
             if dialling is None:
                 break

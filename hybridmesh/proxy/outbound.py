@@ -48,7 +48,7 @@ class HeaderView(Mapping[str, str]):
 def request_path(target: bytes) -> str:
     """The path of an origin-form or absolute-form request target (query kept; routing drops
     it)."""
-    if target[:1] != b"/" and b"://" in target:
+    if target[:1] != b"/" and target.find(b"://") >= 0:
         rest = target.split(b"://", 1)[1]
         slash = rest.find(b"/")
         target = rest[slash:] if slash >= 0 else b"/"
@@ -83,6 +83,10 @@ class OutboundRoute:
             self.service = self.destination = self.authority = f"{orig[0]}:{orig[1]}"
             self.opaque = False
         self._plans: dict[tuple[int, str, int | None], Plan] = {}
+        # no HTTPRoute rules for this destination: every request gets the same plan
+        self._static: Plan | None = None
+        self._routed = sp is not None and tables.routes.static_action(sp.service,
+                                                                      sp.port) is None
 
     # -- opaque TCP --------------------------------------------------------------------------
     def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:
@@ -111,9 +115,13 @@ class OutboundRoute:
         tables = self._ctx.tables
         if tables is not self._tables and tables is not None:
             self._use(tables)
+        static = self._static
+        if static is not None:
+            return static
         sp = self._sp
         if sp is None:
-            return self._passthrough()
+            static = self._static = self._passthrough()
+            return static
         method = request.method.decode("latin-1")
         path = request_path(request.target)
         action = self._tables.routes.match(sp.service, sp.port, method, path,
@@ -127,6 +135,8 @@ class OutboundRoute:
         if cached is None:
             cached = self._plans[key] = self._backend_plan(action, backend.service,
                                                            backend.port or sp.port)
+        if not self._routed:
+            self._static = cached
         return cached
 
     def _backend_plan(self, action: RouteAction, service: str, port: int) -> Plan:

@@ -193,6 +193,13 @@ class RouteTable:
                 return m.action
         return self._default(service, port)
 
+    def static_action(self, service: str, port: int) -> RouteAction | None:
+        """The action of every request to ``service:port`` when no route has rules there
+        (the default route), else None: callers may skip per-request matching."""
+        if (service, port) in self._table or (service, None) in self._table:
+            return None
+        return self._default(service, port)
+
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """The matches per ``service:port`` in the order they are tried (/config_dump)."""
         return {

@@ -28,9 +28,11 @@ from hybridmesh.proxy.protocols.http1 import (
     NEED_DATA,
     Data,
     EndOfMessage,
+    Event,
     Framing,
     Headers,
     InformationalResponse,
+    NeedData,
     ReaderState,
     RemoteProtocolError,
     Request,
@@ -141,14 +143,21 @@ class H1Upstream(asyncio.Protocol):
             self.abort()
             return
         self.received = True
-        self.reader.receive_data(data)
-        self._pump(sink)
+        got = self.reader.receive_message(data)  # the common case: one read, one response
+        if got is None:
+            self._pump(sink, None)
+            return
+        head, body, end = got
+        if end is not None and type(head) is Response:
+            sink.on_message(head, body, end)
+        else:
+            self._pump(sink, head)
 
     def eof_received(self) -> bool:
         sink = self.sink
         if sink is not None and not self.closed:
             self.reader.receive_data(b"")
-            self._pump(sink)
+            self._pump(sink, None)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -167,11 +176,13 @@ class H1Upstream(asyncio.Protocol):
             self.sink.on_upstream_writable(True)
 
     # -- events ----------------------------------------------------------------------------
-    def _pump(self, sink: ResponseSink) -> None:
+    def _pump(self, sink: ResponseSink, event: Event | NeedData | None) -> None:
+        """Hand the reader's events (``event`` first, if given) to ``sink``, in order."""
         reader = self.reader
         try:
             while self.sink is sink:
-                event = reader.next_event()
+                if event is None:
+                    event = reader.next_event()
                 if event is NEED_DATA:
                     return
                 if isinstance(event, Data):
@@ -186,6 +197,7 @@ class H1Upstream(asyncio.Protocol):
                     self.detach()
                     self.abort()
                     sink.on_upstream_error(None, "closed before responding")
+                event = None
         except RemoteProtocolError as exc:
             self.detach()
             self.abort()
@@ -270,13 +282,20 @@ class Pool:
         self._idle: dict[EndpointKey, deque[H1Upstream]] = {}
         self.opened = 0
 
-    async def acquire(self, key: EndpointKey, *, fresh: bool = False) -> H1Upstream:
-        """An idle connection to ``key`` (unless ``fresh``) or a new one (ConnectFailed)."""
-        idle = None if fresh else self._idle.get(key)
+    def take_idle(self, key: EndpointKey) -> H1Upstream | None:
+        """The warmest idle connection to ``key``, if any: no await needed."""
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def acquire(self, key: EndpointKey, *, fresh: bool = False) -> H1Upstream:
+        """An idle connection to ``key`` (unless ``fresh``) or a new one (ConnectFailed)."""
+        conn = None if fresh else self.take_idle(key)
+        if conn is not None:
+            return conn
         _, conn = await self.connector(key, lambda: H1Upstream(self, key), mark=self.mark,
                                        timeout=self.connect_timeout)
         self.opened += 1

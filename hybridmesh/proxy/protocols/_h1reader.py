@@ -178,6 +178,40 @@ class Reader:
                 self._section.scan -= self._pos
             self._pos = 0
 
+    def receive_message(self, data: bytes) -> tuple[Event, bytes, EndOfMessage | None] | None:
+        """``receive_data(data)``, then, when a message starts at ``data`` on an idle reader
+        and its head is whole, that head at once: ``(head, body, end)``. When ``data`` is
+        exactly the message (the head and its whole Content-Length body, or a head without
+        one), ``body`` (possibly ``b""``) and ``end`` are what the following ``next_event()``
+        calls would have returned, and the reader is past them; otherwise ``end`` is None and
+        the rest comes from ``next_event()``. None: nothing was taken yet (``next_event()``).
+
+        The events, states and errors are those of ``receive_data`` + ``next_event`` (the
+        same code makes them); this only saves the calls for the common case of a small
+        message arriving in one read.
+        """
+        idle = (self._state is ReaderState.IDLE and self._section is None and self._fast
+                and self._pos >= len(self._buf) and not self._eof)
+        self.receive_data(data)
+        if not idle or not data:
+            return None
+        head = self._whole_head()
+        if head is None:
+            return None
+        state, buf, pos = self._state, self._buf, self._pos
+        if state is ReaderState.END and pos == len(buf):
+            return head, b"", self._on_end()
+        if state is ReaderState.BODY and self._remaining == len(buf) - pos:
+            self._pos = len(buf)
+            self._remaining = 0
+            self._advance(Step.BODY_DONE)
+            return head, buf[pos:], self._on_end()
+        return head, b"", None
+
+    def _whole_head(self) -> Event | None:
+        """Subclass hook: the fast-path head at the start of the buffer, or None."""
+        return None
+
     def next_event(self) -> Event | NeedData:
         """The next event, or NEED_DATA; raises RemoteProtocolError (forever) on bad input."""
         if self._error is not None:
@@ -278,7 +312,7 @@ class Reader:
         if lf == sec.scan or buf[lf - 1] != _CR:
             raise RemoteProtocolError(ErrorCode.BAD_LINE_ENDING, "bare LF (CRLF required)")
         line = buf[sec.scan : lf - 1]
-        if b"\r" in line:
+        if line.find(b"\r") >= 0:  # find(), not `in`: see _h1fast.llhttp_fields
             raise RemoteProtocolError(ErrorCode.BAD_LINE_ENDING, "bare CR inside a line")
         sec.scan = lf + 1
         return line
@@ -373,7 +407,7 @@ class Reader:
 
     # -- between messages ----------------------------------------------------------------
 
-    def _on_end(self) -> Event:
+    def _on_end(self) -> EndOfMessage:
         eom, self._eom = self._eom, END_OF_MESSAGE
         self._advance(self._after_eom)
         return eom

@@ -53,6 +53,11 @@ class RequestReader(Reader):
                     return None
         return self._start_head()
 
+    def _whole_head(self) -> Event | None:
+        if self._buf[0] == 13:
+            return None  # an empty line first: _on_idle's tolerance, on the slow path
+        return self._fast_head(0)
+
     def _fast_head(self, start: int) -> Event | None:
         buf = self._buf
         bounds = head_bounds(buf, start, self.limits)

@@ -55,6 +55,11 @@ class ResponseReader(Reader):
                 )
         return self._start_head()
 
+    def _whole_head(self) -> Event | None:
+        if not self._methods:
+            return None  # unsolicited: _on_idle names the error
+        return self._fast_head(0)
+
     def _fast_head(self, start: int) -> Event | None:
         buf = self._buf
         bounds = head_bounds(buf, start, self.limits)
