@@ -48,9 +48,13 @@ def memory_kib(pid: int | str = "self") -> dict[str, int]:
             "uss": got["Private_Clean"] + got["Private_Dirty"]}
 
 
-def wrk(argv_prefix: list[str], url: str, duration: float, conns: int) -> dict[str, float]:
-    """Run ``wrk -t1`` (optionally inside a netns via ``argv_prefix``); req/s, p50/p99, count."""
-    argv = [*argv_prefix, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", url]
+def wrk(url: str, duration: float, conns: int, *, netns: str | None = None) -> dict[str, float]:
+    """Run ``wrk -t1`` (inside ``netns`` if given); req/s, p50/p99 (ms), request count."""
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", url]
+    if netns is not None:
+        from hybridmesh.lab import _sh
+
+        argv = _sh.in_netns(netns, argv)
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
                          timeout=duration + 30).stdout
     unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -63,6 +67,22 @@ def wrk(argv_prefix: list[str], url: str, duration: float, conns: int) -> dict[s
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     return {"rps": float(rps.group(1)), **lat, "requests": int(total.group(1)),
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def loadgen(url: str, rate: float, duration: float, *, netns: str | None = None
+            ) -> dict[str, float]:
+    """Open-loop ``loadgen --rate`` (coordinated omission handled): rate, p50/p90/p99/p99.9."""
+    argv = [sys.executable, "-m", "hybridmesh.lab.workloads.loadgen", "--target", url,
+            "--rate", str(rate), "--duration", str(duration), "--json"]
+    if netns is not None:
+        from hybridmesh.lab import _sh
+
+        argv = _sh.in_netns(netns, argv)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         timeout=duration + 60).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return {k: got[k] for k in ("achieved_rate", "requests", "errors", "p50_ms", "p90_ms",
+                                "p99_ms", "p999_ms")}
 
 
 def _free_port(host: str) -> int:
@@ -103,6 +123,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                          mark=None)
     dialled = (_BACKEND, port) if inbound else _VIP
     worker = Worker(config, original_dst=lambda _sock, _direction: dialled)
+    open_loop: dict[str, dict[str, float]] = {}
     try:
         await _wait_port(_BACKEND, port)
         await worker.start()
@@ -110,24 +131,31 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         listen = worker.inbound_port if inbound else worker.outbound_port
         url = f"http://127.0.0.1:{listen}/"
         idle = memory_kib()
-        await asyncio.to_thread(wrk, [], url, 1, args.conns)  # warm pools and caches
+        await asyncio.to_thread(wrk, url, 1, args.conns)  # warm pools and caches
         profiler = cProfile.Profile() if args.profile else None
         cpu0 = _cpu_s()
         if profiler is not None:
             profiler.enable()
-        result = await asyncio.to_thread(wrk, [], url, args.duration, args.conns)
+        result = await asyncio.to_thread(wrk, url, args.duration, args.conns)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
         cpu1 = _cpu_s()
         loaded = memory_kib()
+        if args.rate:
+            direct_url = f"http://{_BACKEND}:{port}/"
+            open_loop = {"direct": await asyncio.to_thread(loadgen, direct_url, args.rate,
+                                                           args.rate_duration),
+                         "proxied": await asyncio.to_thread(loadgen, url, args.rate,
+                                                            args.rate_duration)}
     finally:
         await worker.close()
         await cp.close()
         backend.terminate()
         backend.wait(5)
     n = max(int(result["requests"]), 1)
-    return {
+    extra = {"open_loop": open_loop} if args.rate else {}
+    return {**extra,
         "direction": args.direction, "wrk": result,
         "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
         "system_us_per_request": round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
@@ -142,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--profile", metavar="FILE", help="cProfile the measured run into FILE")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="then open-loop loadgen at this req/s, direct and proxied")
+    p.add_argument("--rate-duration", type=float, default=10.0)
     args = p.parse_args(argv)
     install_uvloop()
     with tempfile.TemporaryDirectory(prefix="hm-bench-") as tmp:

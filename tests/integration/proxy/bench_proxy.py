@@ -1,10 +1,22 @@
-"""wrk through client proxy + server proxy vs direct, on the meshnet setup (root; ~30 s).
+"""Sidecar proxy benchmark on the meshnet setup (root; ~1 min): throughput, CPU, memory, latency.
 
-    .venv/bin/python tests/integration/proxy/bench_proxy.py [--workers N] [--duration 5]
+    .venv/bin/python tests/integration/proxy/bench_proxy.py [--mode pair|single]
+        [--workers N] [--duration 5] [--conns 32] [--rate 1000] [--rate-duration 10]
 
-Prints req/s, p50/p99 latency (wrk --latency), each proxy's RSS and CPU time per request.
+``pair`` (default): client proxy + server proxy, as between two meshed pods; ``single``: only
+the client pod has a proxy (capture on the client side only), to see one proxy's maximum.
 The backend is one httpsvc process (1 KiB answers); the service has that one endpoint, so
-direct and proxied runs hit the same process.
+direct and proxied runs hit the same process. Reported, as JSON:
+
+- ``wrk``: closed-loop ``wrk -t1 -cN`` req/s and p50/p99, direct and proxied;
+- ``open_loop``: ``loadgen --rate R`` (open loop, coordinated omission handled) p50/p99,
+  direct and proxied, and the p99 the proxies add;
+- per proxy: CPU µs per request (user+system, and system alone) over the wrk run, and memory
+  idle (before any request) and loaded (the largest sample during the wrk run) as RSS, PSS
+  and USS. RSS counts every resident page of shared libraries (libpython, libcrypto, libssl,
+  uvloop) in full for *each* proxy; PSS divides shared pages among the processes mapping
+  them, so it is the fair per-proxy cost on a node running many sidecars; USS is what only
+  that proxy holds.
 """
 
 from __future__ import annotations
@@ -12,36 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from meshnet import CLIENT_NS, SERVER_IPS, WEB_PORT, WEB_VIP, MeshNet
+from meshnet import CLIENT_NS, SERVER_IPS, SERVER_NS, WEB_PORT, WEB_VIP, MeshNet, wait_port
 
 from hybridmesh.lab import _sh
+from hybridmesh.lab.capture import apply_capture
+from hybridmesh.proxy._bench_loop import memory_kib, wrk
 
-_LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def wrk(url: str, duration: int, conns: int) -> dict[str, float]:
-    argv = _sh.in_netns(CLIENT_NS, ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
-                                    url])
-    out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         timeout=duration + 30).stdout
-    if os.environ.get("HM_BENCH_RAW"):
-        print(out, file=sys.stderr)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = {f"p{m.group(1)}_ms": float(m.group(2)) * _UNIT[m.group(3)] for m in _LAT.finditer(out)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, **lat, "requests": total,
-            "non_2xx": int(errors.group(1)) if errors else 0}
+_PROXIES = ("proxy-client", "proxy-server")
 
 
 def children(pid: int) -> list[int]:
@@ -64,20 +63,113 @@ def cpu_s(pids: list[int], which: tuple[int, ...] = (11, 12)) -> float:
     return total / tick
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
+def memory_mb(pids: list[int]) -> dict[str, float]:
+    """RSS, PSS and USS of ``pids`` together, in MB (MiB)."""
+    total = {"rss": 0, "pss": 0, "uss": 0}
     for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+        for key, kib in memory_kib(pid).items():
+            total[key] += kib
+    return {f"{k}_mb": round(v / 1024, 1) for k, v in total.items()}
+
+
+class MemorySampler:
+    """Samples memory of each proxy during a run; keeps the largest RSS sample."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.peak: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pids in self.pids.items():
+                got = memory_mb(pids)
+                if got["rss_mb"] >= self.peak.get(name, {}).get("rss_mb", 0.0):
+                    self.peak[name] = got
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def loadgen(url: str, rate: int, duration: int) -> dict[str, Any]:
+    argv = _sh.in_netns(CLIENT_NS, [sys.executable, "-m", "hybridmesh.lab.workloads.loadgen",
+                                    "--target", url, "--rate", str(rate), "--duration",
+                                    str(duration), "--json"])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         timeout=duration + 60).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return {k: got[k] for k in ("achieved_rate", "requests", "errors", "p50_ms", "p90_ms",
+                                "p99_ms", "p999_ms")}
+
+
+def _start(net: MeshNet, args: argparse.Namespace) -> list[str]:
+    extra = ["--workers", str(args.workers), *(["--upgrade-h2"] if args.upgrade_h2 else [])]
+    if args.mode == "pair":
+        net.capture(True)
+        net.start_proxies(*extra)
+        return list(_PROXIES)
+    apply_capture(CLIENT_NS)
+    assert net.cp is not None
+    net.python("proxy-client", CLIENT_NS, "-m", "hybridmesh.proxy", "--pod", "default/client-0",
+               "--control", net.cp.path, *extra)
+    from meshnet import wait_ready
+
+    wait_ready(CLIENT_NS)
+    return ["proxy-client"]
+
+
+def measure(net: MeshNet, args: argparse.Namespace) -> dict[str, Any]:
+    direct_url = f"http://{SERVER_IPS[0]}:{WEB_PORT}/"
+    direct = wrk(direct_url, args.duration, args.conns, netns=CLIENT_NS)
+    direct_open = loadgen(direct_url, args.rate, args.rate_duration) if args.rate else None
+    names = _start(net, args)
+    pids = {n: children(net.procs[n].pid) for n in names}
+    time.sleep(0.5)
+    idle = {n: memory_mb(p) for n, p in pids.items()}
+    url = f"http://{WEB_VIP}/"
+    wrk(url, 1, args.conns, netns=CLIENT_NS)  # warm up pools and caches
+    pids = {n: children(net.procs[n].pid) for n in names}
+    cpu0 = {n: (cpu_s(p), cpu_s(p, (12,))) for n, p in pids.items()}
+    t0 = time.monotonic()
+    with MemorySampler(pids) as sampler:
+        proxied = wrk(url, args.duration, args.conns, netns=CLIENT_NS)
+    wall = time.monotonic() - t0
+    cpu1 = {n: (cpu_s(p), cpu_s(p, (12,))) for n, p in pids.items()}
+    proxied_open = loadgen(url, args.rate, args.rate_duration) if args.rate else None
+    n_req = max(int(proxied["requests"]), 1)
+    report: dict[str, Any] = {
+        "mode": args.mode, "workers": args.workers, "upgrade_h2": args.upgrade_h2,
+        "wrk": {"direct": direct, "proxied": proxied},
+        "proxies": {n: {
+            "cpu_us_per_request": round((cpu1[n][0] - cpu0[n][0]) / n_req * 1e6, 1),
+            "system_us_per_request": round((cpu1[n][1] - cpu0[n][1]) / n_req * 1e6, 1),
+            "cpu_cores": round((cpu1[n][0] - cpu0[n][0]) / wall, 2),
+            "memory_idle": idle[n], "memory_loaded": sampler.peak.get(n, {}),
+        } for n in names},
+    }  # fmt: skip
+    if direct_open is not None and proxied_open is not None:
+        report["open_loop"] = {
+            "rate": args.rate, "direct": direct_open, "proxied": proxied_open,
+            "added_p50_ms": round(proxied_open["p50_ms"] - direct_open["p50_ms"], 3),
+            "added_p99_ms": round(proxied_open["p99_ms"] - direct_open["p99_ms"], 3),
+        }  # fmt: skip
+    return report
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=("pair", "single"), default="pair")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--duration", type=int, default=5, help="wrk seconds")
     p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--rate", type=int, default=1000, help="open-loop req/s (0: skip)")
+    p.add_argument("--rate-duration", type=int, default=10)
     p.add_argument("--upgrade-h2", action="store_true",
                    help="proxies talk HTTP/2 to each other (the client proxy upgrades)")
     args = p.parse_args()
@@ -85,39 +177,11 @@ def main() -> None:
         net = MeshNet(Path(tmp))
         try:
             net.up()
-            net.python("web-0", "hm-ptest-server", "-m", "hybridmesh.lab.workloads.httpsvc",
+            net.python("web-0", SERVER_NS, "-m", "hybridmesh.lab.workloads.httpsvc",
                        "--host", SERVER_IPS[0], "--port", str(WEB_PORT), "--name", "web")
-            from meshnet import wait_port
-
-            wait_port("hm-ptest-server", SERVER_IPS[0], WEB_PORT)
+            wait_port(SERVER_NS, SERVER_IPS[0], WEB_PORT)
             net.publish(web_ips=[SERVER_IPS[0]])
-            direct = wrk(f"http://{SERVER_IPS[0]}:{WEB_PORT}/", args.duration, args.conns)
-            net.capture(True)
-            net.start_proxies("--workers", str(args.workers),
-                              *(["--upgrade-h2"] if args.upgrade_h2 else []))
-            wrk(f"http://{WEB_VIP}/", 1, args.conns)  # warm up pools and caches
-            pids = {n: children(net.procs[n].pid) for n in ("proxy-client", "proxy-server")}
-            cpu0 = {n: cpu_s(p) for n, p in pids.items()}
-            sys0 = {n: cpu_s(p, (12,)) for n, p in pids.items()}
-            t0 = time.monotonic()
-            proxied = wrk(f"http://{WEB_VIP}/", args.duration, args.conns)
-            wall = time.monotonic() - t0
-            report = {
-                "direct": direct,
-                "proxied": proxied,
-                "workers": args.workers,
-                "upgrade_h2": args.upgrade_h2,
-                "proxies": {
-                    n: {"rss_mb": round(rss_mb(p), 1),
-                        "cpu_us_per_request": round(
-                            (cpu_s(p) - cpu0[n]) / proxied["requests"] * 1e6, 1),
-                        "system_us_per_request": round(
-                            (cpu_s(p, (12,)) - sys0[n]) / proxied["requests"] * 1e6, 1),
-                        "cpu_cores": round((cpu_s(p) - cpu0[n]) / wall, 2)}
-                    for n, p in pids.items()
-                },
-            }
-            print(json.dumps(report, indent=1))
+            print(json.dumps(measure(net, args), indent=1))
         finally:
             net.down()
 
