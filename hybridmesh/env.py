@@ -11,6 +11,8 @@ from pathlib import Path
 
 __all__ = [
     "BPFFS",
+    "CA_CERT_ENV",
+    "CA_KEY_ENV",
     "CGROUP_ROOT",
     "LAB_CGROUP",
     "PREFIX",
@@ -33,6 +35,12 @@ BPFFS = Path(os.environ.get("HM_BPFFS", "/sys/fs/bpf"))
 
 STATE_DIR = Path(os.environ.get("HM_STATE_DIR", "/run/hm-lab"))
 """Runtime state of the running lab: state file, API socket, logs. tmpfs, so a reboot clears it."""
+
+
+CA_CERT_ENV = "HM_CA_CERT"
+CA_KEY_ENV = "HM_CA_KEY"
+"""Paths (read by the lab daemon) of a user-supplied root certificate and key: the mesh CA is
+then an intermediate under that root. Unset: a fresh self-signed root per lab."""
 
 
 def state_dir() -> Path:

@@ -24,11 +24,14 @@ from hybridmesh._http.message import HttpError, Request, Response
 from hybridmesh._http.router import Router
 from hybridmesh._http.server import HttpServer
 from hybridmesh.control.api import register_routes
+from hybridmesh.control.identity import IdentityAuthority, load_ca, register_identity_routes
 from hybridmesh.control.ipam import AddressError
 from hybridmesh.control.plane import ControlPlane
+from hybridmesh.identity.ca import CaError
 from hybridmesh.lab.cgroups import detect_layout
 from hybridmesh.lab.lab import Lab, PlacementError, pod_environment
-from hybridmesh.lab.sidecar import PROXY_UID
+from hybridmesh.lab.sidecar import PROXY_UID, proxy_uid
+from hybridmesh.lab.tokens import PodTokens
 from hybridmesh.resources import Resource, ResourceError, build_topology, load_documents, merge
 
 __all__ = ["main", "read_sources", "sources_path", "write_sources"]
@@ -58,18 +61,30 @@ def resources_from(sources: list[dict[str, str]]) -> list[Resource]:
     return merged
 
 
+def make_authority(control: ControlPlane) -> IdentityAuthority:
+    """The mesh CA for the topology's trust domain, its key in this process's memory only;
+    an intermediate under the user's root when ``HM_CA_CERT``/``HM_CA_KEY`` name one."""
+    cert, key = os.environ.get(hm_env.CA_CERT_ENV), os.environ.get(hm_env.CA_KEY_ENV)
+    ca = load_ca(control.topology.mesh.spec.trust_domain,
+                 root_cert=Path(cert) if cert else None, root_key=Path(key) if key else None)
+    return IdentityAuthority(ca, control)
+
+
 class Daemon:
     def __init__(self) -> None:
         self.sources = read_sources()
         self.resources = resources_from(self.sources)
         self.control = ControlPlane(build_topology(self.resources))
-        self.lab = Lab(self.control, detect_layout())
+        self.identity = make_authority(self.control)
+        tokens = PodTokens(self.identity.issue_token, proxy_uid)
+        self.lab = Lab(self.control, detect_layout(), tokens=tokens)
         self.shutdown = asyncio.Event()
         self._apply_lock = asyncio.Lock()
 
     def router(self) -> Router:
         router = Router()
         register_routes(router, self.control)
+        register_identity_routes(router, self.identity)
         router.add("GET", "/v1/lab/status", self._status)
         router.add("GET", "/v1/lab/pods/{namespace}/{name}", self._pod)
         router.add("POST", "/v1/lab/apply", self._apply)
@@ -77,7 +92,8 @@ class Daemon:
         return router
 
     async def _status(self, _req: Request, _p: dict[str, str]) -> Response:
-        return Response.json({"daemonPid": os.getpid(), **self.lab.status()})
+        return Response.json({"daemonPid": os.getpid(), **self.lab.status(),
+                              "identity": self.identity.describe()})
 
     async def _pod(self, _req: Request, p: dict[str, str]) -> Response:
         pod = self.control.plan.pod(f"{p['namespace']}/{p['name']}")
@@ -133,6 +149,7 @@ class Daemon:
         await server.start_unix(hm_env.api_socket(), mode=0o600)
         control_router = Router()
         register_routes(control_router, self.control)
+        register_identity_routes(control_router, self.identity)  # proxies get their SVIDs
         control = HttpServer(control_router)
         await control.start_unix(hm_env.control_socket(), mode=0o600)
         os.chown(hm_env.control_socket(), PROXY_UID, 0)  # the proxy uid reads, nobody else
@@ -174,7 +191,12 @@ def main() -> None:
 
 
 async def _main() -> Any:
-    daemon = Daemon()
+    try:
+        daemon = Daemon()
+    except CaError as exc:
+        log.error("cannot create the mesh CA: %s (check %s and %s)", exc, hm_env.CA_CERT_ENV,
+                  hm_env.CA_KEY_ENV)
+        raise SystemExit(1) from None
     await daemon.run()
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hybridmesh.lab import names, netns
+from hybridmesh.lab.sidecar import PROXY_MARK
 from hybridmesh.lab.workloads._stats import EdgeStats, StatsMismatch
 from hybridmesh.resources import DEFAULT_TOPOLOGY_NAME, dump_documents, load_documents, merge
 
 __all__ = ["EdgeRow", "collect", "edge_rows", "observe", "with_placement"]
 
 STATS_PATH = "/_hm/stats"
+SIDECAR_PLACEMENTS = frozenset({"sidecar", "sidecar+ebpf"})
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,30 @@ def with_placement(text: str, placement: str) -> str:
     return dump_documents(merge(base, overlay))
 
 
+def _stats_socket(pod: dict[str, Any], port: int, timeout: float) -> socket.socket:
+    """A socket to the pod's app: from its node, or — for a sidecar pod, whose inbound may be
+    STRICT mTLS — from inside the pod with the proxy's mark, which capture lets through to the
+    app (the lab probes sidecar apps the same way; Istio rewrites kubelet probes for the same
+    reason)."""
+    if pod.get("placement") not in SIDECAR_PLACEMENTS:
+        return netns.connect(names.node_netns(pod["node"]), pod["ip"], port, timeout)
+    sock = netns.socket_in(names.pod_netns(pod["namespace"], pod["name"]))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, PROXY_MARK)
+        sock.settimeout(timeout)
+        sock.connect((pod["ip"], port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def fetch_stats(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
-    """GET /_hm/stats from a pod's first port, over a socket opened inside its node's netns."""
+    """GET /_hm/stats from a pod's first port (see :func:`_stats_socket`)."""
     if not pod["ports"] or not pod["ready"]:
         return None
     port = pod["ports"][0]["containerPort"]
-    sock = netns.connect(names.node_netns(pod["node"]), pod["ip"], port, timeout)
+    sock = _stats_socket(pod, port, timeout)
     conn = http.client.HTTPConnection(pod["ip"], port, timeout=timeout)
     conn.sock = sock
     try:

@@ -26,6 +26,7 @@ from hybridmesh.lab import capture, dns, names, netns, network, procs, servicelb
 from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
+from hybridmesh.lab.tokens import PodTokens
 from hybridmesh.resources import Resource, Topology, build_topology
 
 log = logging.getLogger("hybridmesh.lab")
@@ -49,9 +50,11 @@ class PlacementError(Exception):
 
 
 class Lab:
-    def __init__(self, control: ControlPlane, layout: CgroupLayout) -> None:
+    def __init__(self, control: ControlPlane, layout: CgroupLayout, *,
+                 tokens: PodTokens | None = None) -> None:
         self.control = control
         self._layout = layout
+        self._tokens = tokens  # sidecar proxies' bootstrap tokens (mTLS); None: no identity
         self._runners: dict[str, PodRunner] = {}
         self._cgroups: dict[str, PodCgroup] = {}
         self._proxies: dict[str, PodRunner] = {}
@@ -75,6 +78,8 @@ class Lab:
         await asyncio.to_thread(network.create_fabric)
         await self._add_nodes(plan.nodes, plan.nodes)
         self._tasks.spawn(self._sync_loop(), name="service-sync")
+        if self._tokens is not None:
+            self._tasks.spawn(self._tokens.refresh_forever(self._sidecar_pods), name="tokens")
         await self._add_pods(plan.pods)
         await self.wait_settled()
         await self.sync_now()
@@ -135,13 +140,17 @@ class Lab:
         self._runners[pod.key] = runner
         self._tasks.spawn(self._run_pod(runner, proxy), name=f"pod {pod.key}")
 
+    def _sidecar_pods(self) -> list[PodInfo]:
+        return [p for p in self.control.plan.pods if p.placement in SIDECAR_PLACEMENTS]
+
     def _proxy_runner(self, pod: PodInfo, cg: PodCgroup) -> PodRunner:
+        token = self._tokens.path(pod) if self._tokens is not None else None
         proxy = PodRunner(
             pod.key,
             launch=lambda: procs.spawn_in_pod(
                 names.pod_netns(pod.namespace, pod.name),
                 cg.procs_files("proxy"),
-                sidecar.proxy_argv(pod),
+                sidecar.proxy_argv(pod, token_file=token),
                 pod_environment(pod),
                 proxy_log_path(pod.namespace, pod.name),
                 uid=sidecar.proxy_uid(),
@@ -180,6 +189,8 @@ class Lab:
         dns.write_hosts(netns, self._hosts_for(pod))
         if pod.placement in SIDECAR_PLACEMENTS:
             capture.apply_capture(netns)
+            if self._tokens is not None:  # before the proxy starts: it asks for its SVID
+                self._tokens.write(pod)
         else:
             payload = servicelb.render_rules(self.control.services())
             servicelb.apply_rules(netns, payload)
@@ -197,6 +208,8 @@ class Lab:
             cg = self._cgroups.pop(pod.key, None)
             self._rules_applied.pop(names.pod_netns(pod.namespace, pod.name), None)
             await asyncio.to_thread(network.delete_pod, pod.namespace, pod.name)
+            if self._tokens is not None:
+                await asyncio.to_thread(self._tokens.remove, pod)
             if cg:
                 await asyncio.to_thread(cg.remove)
 

@@ -18,6 +18,7 @@ import functools
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from hybridmesh import env as hm_env
 from hybridmesh.control.model import PodInfo
@@ -53,8 +54,10 @@ def proxy_uid() -> int | None:
     return PROXY_UID if probe.returncode == 0 else None
 
 
-def proxy_argv(pod: PodInfo) -> list[str]:
-    return [
+def proxy_argv(pod: PodInfo, *, token_file: Path | None = None) -> list[str]:
+    """The proxy's command line; ``token_file`` (the pod's bootstrap token, tokens.py) turns
+    on its workload identity and mTLS. Only the path is on the command line, never the token."""
+    argv = [
         sys.executable,
         "-m",
         "hybridmesh.proxy",
@@ -63,6 +66,9 @@ def proxy_argv(pod: PodInfo) -> list[str]:
         "--control",
         str(hm_env.control_socket()),
     ]
+    if token_file is not None:
+        argv += ["--token-file", str(token_file)]
+    return argv
 
 
 def proxy_probe(pod: PodInfo) -> Callable[[], Awaitable[bool]]:

@@ -10,7 +10,8 @@ The fake control plane (a thread of the test process) is the CA; each proxy gets
 bootstrap token in a file, as the lab does. Proxies run under a small test-only wrapper that
 also writes every private key it generates to ``<tmp>/<name>.keys`` so tests can grep logs,
 metrics and dumps for it (production code has no such hook). Every name starts with
-``hm-mtls-`` or ``hm-mt``; :meth:`down` removes what :meth:`up` made, by PID and by name.
+``hm-`` and carries the test process's PID (two runs on one machine do not collide);
+:meth:`down` removes what :meth:`up` made, by PID and by name.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from hybridmesh.lab import _sh, capture
 from hybridmesh.lab.netns import connect
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
 
-CLIENT_NS, SERVER_NS = "hm-mtls-c", "hm-mtls-s"
+_RUN = os.getpid() % 100000  # per process: two runs of this module on one machine coexist
+CLIENT_NS, SERVER_NS = f"hm-mtls-c{_RUN}", f"hm-mtls-s{_RUN}"
+CLIENT_LINK, SERVER_LINK = f"hm-mc{_RUN}", f"hm-ms{_RUN}"
 CLIENT_IP, SERVER_IP = "10.78.0.1", "10.78.0.2"
 WEB_VIP, SINK_VIP, ECHO_VIP = "10.96.0.10", "10.96.0.11", "10.96.0.12"
 WEB_PORT, SINK_PORT, ECHO_PORT = 8080, 9099, 7007
@@ -129,12 +132,14 @@ class MtlsNet:
             if _sh.netns_exists(ns):
                 _sh.ip(None, "netns", "del", ns)
             _sh.ip(None, "netns", "add", ns)
-        _sh.ip(CLIENT_NS, "link", "add", "hm-mtc0", "type", "veth", "peer", "name", "hm-mts0",
-               "netns", SERVER_NS)
-        _sh.ip_batch(CLIENT_NS, ["link set lo up", f"addr add {CLIENT_IP}/24 dev hm-mtc0",
-                                 "link set hm-mtc0 up", "route add default dev hm-mtc0"])
-        _sh.ip_batch(SERVER_NS, ["link set lo up", f"addr add {SERVER_IP}/24 dev hm-mts0",
-                                 "link set hm-mts0 up", "route add default dev hm-mts0"])
+        _sh.ip(CLIENT_NS, "link", "add", CLIENT_LINK, "type", "veth", "peer", "name",
+               SERVER_LINK, "netns", SERVER_NS)
+        _sh.ip_batch(CLIENT_NS, ["link set lo up", f"addr add {CLIENT_IP}/24 dev {CLIENT_LINK}",
+                                 f"link set {CLIENT_LINK} up",
+                                 f"route add default dev {CLIENT_LINK}"])
+        _sh.ip_batch(SERVER_NS, ["link set lo up", f"addr add {SERVER_IP}/24 dev {SERVER_LINK}",
+                                 f"link set {SERVER_LINK} up",
+                                 f"route add default dev {SERVER_LINK}"])
         self.cp = FakeControlPlane(self.tmp / "cp.sock")
         self.cp.enable_identity(cert_ttl=self.cert_ttl)
         self.cp.start_in_thread()

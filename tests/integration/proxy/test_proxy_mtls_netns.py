@@ -26,6 +26,7 @@ from mtlsnet import (
     ECHO_VIP,
     SERVER_ID,
     SERVER_IP,
+    SERVER_LINK,
     SERVER_NS,
     SINK_PORT,
     SINK_VIP,
@@ -102,7 +103,7 @@ class Sniffer:
 
 
 def test_meshed_traffic_is_tls_on_the_wire_with_verified_principals(net: MtlsNet) -> None:
-    sniffer = Sniffer(SERVER_NS, "hm-mts0", WEB_PORT)
+    sniffer = Sniffer(SERVER_NS, SERVER_LINK, WEB_PORT)
     try:
         before = metric(SERVER_NS, "identity_connections_total",
                         connection_security_policy="mutual_tls", source_principal=CLIENT_ID)
@@ -305,8 +306,9 @@ def test_ca_outage_keeps_serving_until_expiry_then_fails_closed(net: MtlsNet) ->
     for ns in (CLIENT_NS, SERVER_NS):
         wait_identity(ns, generation=gens[ns] + 1)
     cp.ca_available = False
-    expiry = min(metric(ns, "identity_cert_expiry_timestamp_seconds")
-                 for ns in (CLIENT_NS, SERVER_NS))
+    expiries = {ns: metric(ns, "identity_cert_expiry_timestamp_seconds")
+                for ns in (CLIENT_NS, SERVER_NS)}
+    expiry = min(expiries.values())
     try:
         served = 0
         while time.time() < expiry - 1.5:
@@ -316,7 +318,7 @@ def test_ca_outage_keeps_serving_until_expiry_then_fails_closed(net: MtlsNet) ->
             time.sleep(0.2)
         assert served >= 3
         assert metric(CLIENT_NS, "identity_renewals_total", result="failure") >= 1
-        time.sleep(max(expiry - time.time(), 0) + 0.5)
+        time.sleep(max(expiries[CLIENT_NS] - time.time(), 0) + 0.5)  # the client's own
         status, headers, body = http_get(CLIENT_NS, WEB_VIP, 80, "/expired")
         assert status == 503 and headers["hm-proxy-error"] == "no-identity", body
         assert config_dump(CLIENT_NS)["identity"]["state"] == "expired"
