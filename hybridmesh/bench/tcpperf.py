@@ -8,10 +8,13 @@
 
 ``rr`` is netperf TCP_RR's shape: one connection, one transaction in flight, blocking
 sockets (no event loop between the syscalls), each round trip timed. ``stream`` writes
-64 KiB chunks for the duration and half-closes; the server answers with the byte count it
-received, so the rate is what arrived, not what sat in socket buffers. Both print one JSON
-object on stdout. The warm-up of ``rr`` runs on the measured connection; ``stream`` warms up
-on a separate connection first (its byte count has to start from zero).
+64 KiB chunks for the duration, the last one marked (its first byte is 1, every other
+chunk's is 0); once the server has the whole marked chunk it answers with the byte count it
+received, so the rate is what arrived, not what sat in socket buffers. The end is marked in
+band rather than by a half-close because a proxy hop may not carry a half-close (TLS cannot:
+close_notify ends both directions). Both print one JSON object on stdout. The warm-up of
+``rr`` runs on the measured connection; ``stream`` warms up on a separate connection first
+(its byte count has to start from zero).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hybridmesh.lab.workloads._stats import Histogram
 __all__ = ["main", "run_rr", "run_stream", "serve"]
 
 CHUNK = 64 * 1024
+LAST = 1  # first byte of the stream's last chunk; every other chunk starts with 0
 
 
 class _Echo(asyncio.Protocol):
@@ -45,21 +49,37 @@ class _Echo(asyncio.Protocol):
 
 
 class _Sink(asyncio.Protocol):
-    """Counts bytes until EOF, then answers ``<count>\\n`` and closes."""
+    """Counts bytes; answers ``<count>\\n`` once the marked last chunk is complete (or at EOF,
+    for a client that half-closes instead), then closes."""
 
     def __init__(self) -> None:
         self._count = 0
+        self._end: int | None = None  # byte count at which the marked chunk is complete
+        self._answered = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport: asyncio.Transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        start = self._count
         self._count += len(data)
+        if self._end is None:
+            for offset in range(-start % CHUNK, len(data), CHUNK):  # chunk starts in ``data``
+                if data[offset] == LAST:
+                    self._end = start + offset + CHUNK
+                    break
+        if self._end is not None and self._count >= self._end:
+            self._answer()
 
     def eof_received(self) -> bool:
-        self._transport.write(f"{self._count}\n".encode())
-        self._transport.close()
+        self._answer()
         return True
+
+    def _answer(self) -> None:
+        if not self._answered:
+            self._answered = True
+            self._transport.write(f"{self._count}\n".encode())
+            self._transport.close()
 
 
 async def serve(rr_port: int, stream_port: int, host: str = "0.0.0.0") -> None:
@@ -125,6 +145,7 @@ def run_rr(host: str, port: int, size: int, warmup: float, duration: float) -> d
 def _stream_once(host: str, port: int, duration: float) -> tuple[int, int, float]:
     """(bytes written, bytes the server acknowledged, seconds from connect to the ack)."""
     chunk = memoryview(b"\0" * CHUNK)
+    last = memoryview(bytes([LAST]) + b"\0" * (CHUNK - 1))
     with _connect(host, port) as sock:
         sock.settimeout(None)
         started = time.perf_counter()
@@ -132,7 +153,8 @@ def _stream_once(host: str, port: int, duration: float) -> tuple[int, int, float
         while time.perf_counter() < end:
             sock.sendall(chunk)
             sent += CHUNK
-        sock.shutdown(socket.SHUT_WR)
+        sock.sendall(last)
+        sent += CHUNK
         reply = b""
         while not reply.endswith(b"\n"):
             part = sock.recv(64)

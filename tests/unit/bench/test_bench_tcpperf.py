@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hybridmesh.bench.tcpperf import run_rr, run_stream
+from hybridmesh.bench.tcpperf import CHUNK, LAST, _Sink, run_rr, run_stream
 from hybridmesh.lab.workloads._stats import Histogram
 
 
@@ -75,3 +75,36 @@ def test_cli_rr_output_is_json(server: tuple[int, int]) -> None:
             "--port", str(server[0]), "--warmup", "0", "--duration", "0.1"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     assert json.loads(done.stdout)["transactions"] > 0
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("split", [1, 7, 1000, CHUNK - 1, CHUNK, CHUNK + 3, 3 * CHUNK])
+def test_sink_answers_once_the_marked_last_chunk_is_complete(split: int) -> None:
+    """The end is in band (no half-close needed), found whatever the read sizes."""
+    sink, transport = _Sink(), _FakeTransport()
+    sink.connection_made(transport)  # type: ignore[arg-type]
+    stream = b"\0" * (3 * CHUNK) + bytes([LAST]) + b"\0" * (CHUNK - 1)
+    for i in range(0, len(stream) - 1, split):
+        sink.data_received(stream[i : min(i + split, len(stream) - 1)])
+    assert transport.written == b""  # one byte of the last chunk still missing
+    sink.data_received(stream[-1:])
+    assert transport.written == f"{4 * CHUNK}\n".encode() and transport.closed
+
+
+def test_sink_still_answers_a_client_that_half_closes() -> None:
+    sink, transport = _Sink(), _FakeTransport()
+    sink.connection_made(transport)  # type: ignore[arg-type]
+    sink.data_received(b"\0" * 100)
+    assert sink.eof_received() is True
+    assert transport.written == b"100\n"
