@@ -250,7 +250,8 @@ class Executor:
         done = self.bed.run_tool(client, argv, f"tcpperf-{mode}-{run.contender}", timeout)
         end, peaks = self._edge(client, server, acct), acct.peaks()
         if done.returncode != 0:
-            raise RunError(f"tcpperf {mode} in {client.key} failed: {done.output[-400:]}")
+            tail = " ".join(done.output[-400:].split())
+            raise RunError(f"tcpperf {mode} in {client.key} failed: {tail}")
         out = last_json(done.output)
         if rr:
             ops = float(out["transactions"] + out["warmup_transactions"])

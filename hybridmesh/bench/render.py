@@ -300,7 +300,7 @@ def report_markdown(results: Results, images: Mapping[str, str]) -> str:
         parts += ["## Failed runs", "", "These runs could not be measured; the bench went on.", ""]
         rows = [
             [f.scenario, f.variant, "" if f.level is None else str(f.level), f.contender,
-             str(f.repeat), f.error]
+             str(f.repeat), " ".join(f.error.split())]
             for f in results.failures
         ]  # fmt: skip
         headers = ["scenario", "variant", "level", "contender", "repeat", "error"]

@@ -116,7 +116,7 @@ def test_failed_runs_are_listed_not_hidden() -> None:
             level=None,
             contender="sidecar",
             repeat=0,
-            error="server closed | without ack",
+            error="server closed | without ack\n",
         )
     )
     md = report_markdown(doc, {})
