@@ -100,8 +100,10 @@ class Attempt:
         self.on_response(head)
         if body and self.forwarding:
             self.ex.down.send_body(body)
+        forwarded = self.forwarding and not self.done
         self.on_end(end)
-        self.ex.down.flush()
+        if not forwarded:  # response_end flushed (and the exchange may have moved on)
+            self.ex.down.flush()
 
     def on_upstream_error(self, error: RemoteProtocolError | None, detail: str, *,
                           refused: bool = False) -> None:

@@ -332,7 +332,8 @@ class Exchange:
     # -- head outcomes (from the attempt) ------------------------------------------------------
     def head_forwarded(self, att: Attempt) -> None:
         """The head went to the client; the rest follows within the request deadline."""
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         if self._deadline is not None:
             left = max(self._deadline - time.monotonic(), 0.0)
             self._timer = self._loop().call_later(left, self._response_timeout, att)
@@ -423,7 +424,8 @@ class Exchange:
         self._grpc_status(resp.headers)
 
     def response_end(self, event: EndOfMessage) -> None:
-        self._grpc_status(event.trailers)
+        if event.trailers:
+            self._grpc_status(event.trailers)
         self.down.send_end(event.trailers)
         self.down.flush()
         self._attempt = None
@@ -486,11 +488,9 @@ class Exchange:
             destination = self._mtls_peer
         service = plan.service if plan is not None else route.service
         latency = time.monotonic() - self.started
-        ctx.metrics.request(
-            reporter=route.reporter, source=route.source, destination=destination,
-            service=service, protocol="grpc" if self.grpc_status else "http", status=status,
-            grpc_status=self.grpc_status, flags=self.flags, latency_s=latency,
-        )  # fmt: skip
+        grpc = self.grpc_status
+        ctx.metrics.record((route.reporter, route.source, destination, service,
+                            "grpc" if grpc else "http", status, grpc, self.flags), latency)
         if ctx.access_log.enabled:
             self._log(service, destination, latency)
         if not down.lost:

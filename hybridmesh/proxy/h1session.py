@@ -120,11 +120,13 @@ class Http1Session(asyncio.Protocol):
         (then it goes upstream at once); the rest, if any, comes through :meth:`_pump`."""
         self._begin(request)  # type: ignore[arg-type]
         ex = self.exchange
-        if ex is not None and end is not None:
-            if body:
-                ex.request_body(body)
-            ex.request_end(end)
-        self._pump()
+        if ex is None or end is None:
+            self._pump()
+            return
+        if body:
+            ex.request_body(body)
+        ex.request_end(end)
+        ex.start()  # the read held exactly this request: nothing else to pump
 
     def eof_received(self) -> bool:
         if not self.closing:
@@ -274,6 +276,8 @@ class Http1Session(asyncio.Protocol):
     # -- flow control ---------------------------------------------------------------------------
     def pause_reading(self, reason: int, paused: bool) -> None:
         before = self._paused
+        if not before and not paused:
+            return  # the usual call: nothing paused, nothing to resume
         self._paused = before | reason if paused else before & ~reason
         if bool(before) == bool(self._paused) or self.lost:
             return

@@ -42,6 +42,7 @@ __all__ = [
     "AccessLog",
     "Peer",
     "ProxyMetrics",
+    "RequestKey",
 ]
 
 UNKNOWN: Final = "unknown"
@@ -91,7 +92,9 @@ _UNKNOWN_PEER = Peer(UNKNOWN, UNKNOWN, UNKNOWN)
 _INF = float("inf")
 
 _EdgeKey = tuple[str, Peer, Peer, str]
-_RequestKey = tuple[str, Peer, Peer, str, str, int, str, str]
+RequestKey = tuple[str, Peer, Peer, str, str, int, str, str]
+"""(reporter, source, destination, service, protocol, status, grpc_status, flags): the
+arguments of :meth:`ProxyMetrics.request` as one tuple, for :meth:`ProxyMetrics.record`."""
 
 
 class _RequestChildren:
@@ -127,7 +130,7 @@ class ProxyMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry
-        self._requests: dict[_RequestKey, _RequestChildren] = {}
+        self._requests: dict[RequestKey, _RequestChildren] = {}
         self._tcp: dict[_EdgeKey, _TcpChildren] = {}
         self._retries: dict[str, CounterChild] = {}
         self._exhausted: dict[str, CounterChild] = {}
@@ -191,7 +194,12 @@ class ProxyMetrics:
         latency_s: float,
     ) -> None:
         """Count one finished request and observe its latency (seconds, exported as ms)."""
-        key = (reporter, source, destination, service, protocol, status, grpc_status, flags)
+        self.record((reporter, source, destination, service, protocol, status, grpc_status,
+                     flags), latency_s)
+
+    def record(self, key: RequestKey, latency_s: float) -> None:
+        """:meth:`request` with its labels as one tuple: the proxy's per-request call (no
+        keyword binding; the tuple is the cache key as is)."""
         children = self._requests.get(key)
         if children is None:
             children = self._request_children(key)
@@ -202,7 +210,7 @@ class ProxyMetrics:
         if ms <= _INF:  # NaN lands in no bucket (as with prometheus-client)
             latency.counts[bisect_left(latency.bounds, ms)] += 1
 
-    def _request_children(self, key: _RequestKey) -> _RequestChildren:
+    def _request_children(self, key: RequestKey) -> _RequestChildren:
         reporter, source, destination, service, protocol, status, grpc_status, flags = key
         base = (*_edge_labels(reporter, source, destination, service), protocol, str(status))
         children = _RequestChildren(
