@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hybridmesh.cli import authz, check, demo, lab, stat, validate
+from hybridmesh.cli import authz, bench, check, demo, lab, stat, validate
 
 __all__ = ["app", "main"]
 
@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (check, validate, lab, demo, stat, authz):
+for module in (check, validate, lab, demo, stat, authz, bench):
     module.register(app)
 
 

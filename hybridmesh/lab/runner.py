@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -84,12 +85,17 @@ def lab_up(
     hm_env.STATE_DIR.mkdir(parents=True, exist_ok=True)
     (hm_env.STATE_DIR / "logs").mkdir(exist_ok=True)
     write_sources([{"source": source, "text": text}])
-    proc = procs.spawn_in_cgroup(
-        daemon_procs_files(detect_layout()),
-        [sys.executable, "-m", "hybridmesh.lab.daemon"],
-        dict(os.environ),
-        hm_env.STATE_DIR / "daemon.log",
-    )
+    try:
+        proc = procs.spawn_in_cgroup(
+            daemon_procs_files(detect_layout()),
+            [sys.executable, "-m", "hybridmesh.lab.daemon"],
+            dict(os.environ),
+            hm_env.STATE_DIR / "daemon.log",
+        )
+    except (OSError, subprocess.SubprocessError) as exc:  # e.g. its cgroup vanished meanwhile
+        raise LabUpError(
+            f"cannot start the lab daemon: {exc}", "run `hybridmesh lab down`, then `lab up` again"
+        ) from None
     (hm_env.STATE_DIR / "daemon.pid").write_text(f"{proc.pid}\n")
     try:
         return _wait_ready(proc.pid, timeout, progress)
