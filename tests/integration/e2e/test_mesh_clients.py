@@ -13,7 +13,9 @@ one of the proxy's own ports and a client socket carrying the proxy's mark, whic
 cannot set, and it skips the service VIP, so it would not compare like for like.)
 
 Root, real namespaces, iptables capture and proxies; never skipped in CI. The lab is one
-global instance: the module owns it from its first test to its last (down before and after).
+global instance: the module takes it (``lab down`` first) for all its tests, switches placement
+with ``lab apply`` so it is never free meanwhile, and takes it down at the end only if it is
+still the one it started (another run may have replaced it: then the tests fail, saying so).
 """
 
 from __future__ import annotations
@@ -153,24 +155,36 @@ class Lab:
     figures: dict[str, float] = field(default_factory=dict)
 
     def ensure(self, placement: str) -> None:
+        """Our lab with ``placement`` everywhere. A switch is a ``lab apply`` (pods replaced
+        in place), so the global lab is never free for another run to take meanwhile."""
         if self.placement == placement:
             return
-        hm("lab", "down")
-        self.placement = None
         topo = self.workdir / f"mesh-clients-{placement}.yaml"
         topo.write_text(TOPOLOGY.replace("PLACEMENT", placement))
-        up = json.loads(hm("lab", "up", str(topo), "-o", "json").stdout)
-        assert up["phase"] == "Ready" and all(p["ready"] for p in up["pods"]), up
-        assert {p["placement"] for p in up["pods"]} == {placement}
-        self.pods = {p["name"]: p for p in up["pods"]}
+        if self.placement is None:
+            hm("lab", "down")
+            self.started_at = json.loads(hm("lab", "up", str(topo), "-o", "json").stdout)[
+                "startedAt"]
+        else:
+            assert self.ours(), "the lab was replaced by another run meanwhile"
+            hm("lab", "apply", str(topo), "-o", "json")
+        self.placement = None  # until it is known to be right
+        now = json.loads(hm("lab", "status", "-o", "json").stdout)
+        assert now["phase"] == "Ready" and all(p["ready"] for p in now["pods"]), now
+        assert {p["placement"] for p in now["pods"]} == {placement}, now["pods"]
+        self.pods = {p["name"]: p for p in now["pods"]}
         self.placement = placement
-        self.started_at = up["startedAt"]
+
+    def ours(self) -> bool:
+        """Is the running lab still the one we started? (One global lab: another run may
+        have taken it down and started its own.)"""
+        now = hm("lab", "status", "-o", "json", check=False)
+        return now.returncode == 0 and json.loads(now.stdout).get("startedAt") == self.started_at
 
     def context(self, pod: str, name: str) -> str:
         """For failure messages: the pod's samples of ``name``, and whether the lab is still
         ours (it is one global instance: another test run may have replaced it)."""
-        now = json.loads(hm("lab", "status", "-o", "json", check=False).stdout or "{}")
-        ours = now.get("startedAt") == self.started_at
+        ours = self.ours()
         samples = self.metrics(pod).get(name, []) if ours else "(not scraped)"
         return f"lab still ours: {ours}; {pod} {name}: {samples}"
 
@@ -209,10 +223,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         yield the_lab
     finally:
-        hm("lab", "down")
         if the_lab.figures:
             print("\nmesh clients:", json.dumps(the_lab.figures, sort_keys=True))
-    assert not cleanup.leftovers()
+        # never someone else's lab: only the one we started, if it still runs (or, when our
+        # start failed and nothing runs, whatever that failed start left behind)
+        if the_lab.started_at is not None:
+            ours = the_lab.ours()
+        else:
+            ours = hm("lab", "status", check=False).returncode != 0
+        if ours:
+            hm("lab", "down")
+    if ours:
+        assert not cleanup.leftovers()
 
 
 @pytest.fixture
