@@ -322,7 +322,12 @@ def _delete_links(report: SweepReport) -> None:
 def _evict_protected(top: Path, mount: Path) -> None:
     """Move the caller (and ancestors) out of a lab cgroup so the cgroup can go."""
     mine = _protected()
-    for procs in top.rglob("cgroup.procs"):
+    # os.walk, unlike Path.rglob, ignores directories that vanish mid-walk (a concurrent
+    # `lab down` removing the same cgroups)
+    for directory, _, files in os.walk(top):
+        if "cgroup.procs" not in files:
+            continue
+        procs = Path(directory) / "cgroup.procs"
         with contextlib.suppress(OSError):
             for pid in (int(x) for x in procs.read_text().split()):
                 if pid in mine:
