@@ -237,8 +237,9 @@ class Exchange:
     def _dialled(self, task: asyncio.Task[UpstreamStream]) -> None:
         if self._waiting is task:
             self._waiting = None
-        if task.cancelled():
-            return  # the exchange ended meanwhile (it cancelled the dial)
+        if task.cancelled():  # by our own end (then a no-op), or by a shutdown
+            self._finish(self.status)
+            return
         exc = task.exception()
         if exc is None:
             if self._finished:  # ended just as the connection came up: keep it for others
@@ -291,16 +292,19 @@ class Exchange:
         assert plan is not None and key is not None
         att = self._attempt = Attempt(self, conn, key, self._lb_started)
         conn.attach(att, self.request.method)
-        conn.send_request(self._request_for(self.upstream_h2), self._body_to_send(),
+        body = self._body_to_send() if self._pending or self._sent_body else []
+        conn.send_request(self._request_for(self.upstream_h2), body,
                           self._end if self.request_complete else None)
         self.request_sent = self.request_complete
         down = self.down
         down.pause_reading(PAUSE_PREATTACH, False)
         if down.write_paused:
             conn.pause_reading(True)
-        timeout = self._attempt_timeout(plan)
-        if timeout is not None:
-            self._timer = self._loop().call_later(timeout, self._head_timeout, att, timeout)
+        if plan.backend_timeout_s is not None or self._deadline is not None:
+            timeout = self._attempt_timeout(plan)
+            if timeout is not None:
+                self._timer = self._loop().call_later(timeout, self._head_timeout, att,
+                                                      timeout)
 
     def _head_timeout(self, att: Attempt, timeout: float) -> None:
         self._timer = None

@@ -304,7 +304,9 @@ class Pool:
     def release(self, conn: H1Upstream) -> None:
         """Back to the pool after a complete exchange, or closed if it cannot be reused."""
         conn.detach()
-        idle = self._idle.setdefault(conn.key, deque())
+        idle = self._idle.get(conn.key)
+        if idle is None:  # not setdefault: that would build a deque on every release
+            idle = self._idle[conn.key] = deque()
         if not conn.reusable or len(idle) >= self.max_idle:
             conn.abort()
             return

@@ -170,7 +170,7 @@ class Reader:
         if not data:
             self._eof = True
         elif self._pos >= len(self._buf) and self._section is None:
-            self._buf, self._pos = bytes(data), 0
+            self._buf, self._pos = data if type(data) is bytes else bytes(data), 0
         else:
             self._buf = self._buf[self._pos :] + data
             if self._section is not None:  # its offsets are relative to the buffer start
@@ -190,11 +190,12 @@ class Reader:
         same code makes them); this only saves the calls for the common case of a small
         message arriving in one read.
         """
-        idle = (self._state is ReaderState.IDLE and self._section is None and self._fast
-                and self._pos >= len(self._buf) and not self._eof)
-        self.receive_data(data)
-        if not idle or not data:
+        before = self._state  # a local: the checks below must not narrow self._state
+        if not (before is ReaderState.IDLE and self._section is None and self._fast
+                and self._pos >= len(self._buf) and not self._eof and data):
+            self.receive_data(data)
             return None
+        self._buf, self._pos = data if type(data) is bytes else bytes(data), 0
         head = self._whole_head()
         if head is None:
             return None
