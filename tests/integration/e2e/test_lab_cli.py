@@ -9,19 +9,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hmcli import HM, hm
 
 from hybridmesh import env as hm_env
 from hybridmesh.lab import cleanup
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
-HM = [sys.executable, "-m", "hybridmesh"]
 
 TOPOLOGY = """
 apiVersion: hybridmesh.io/v1alpha1
@@ -81,17 +80,6 @@ spec:
   selector: {app: web}
   ports: [{port: 8081, targetPort: 8080}]
 """
-
-
-def hm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*HM, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"hybridmesh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
 
 
 def status() -> dict[str, Any]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 import tempfile
 from typing import Any
 
 import pytest
+from hmcli import hm
 
 from hybridmesh import env as hm_env
 from hybridmesh.lab import cleanup
@@ -21,7 +20,6 @@ from hybridmesh.lab.client import LabClient
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
-HM = [sys.executable, "-m", "hybridmesh"]
 TD = "lab.example"
 
 TOPOLOGY = f"""
@@ -61,18 +59,23 @@ spec:
 """
 
 
-def hm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*HM, *args], capture_output=True, text=True, timeout=240, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"hybridmesh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
-
-
 def curl(pod: str, url: str) -> str:
-    return hm("lab", "exec", pod, "--", "curl", "-s", "--max-time", "3", "-o", "/dev/null",
-              "-w", "%{http_code}", url, check=False).stdout.strip()
+    return hm(
+        "lab",
+        "exec",
+        pod,
+        "--",
+        "curl",
+        "-s",
+        "--max-time",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url,
+        check=False,
+    ).stdout.strip()
 
 
 def fetch(pod: str, url: str) -> str:
@@ -104,9 +107,12 @@ def _check_lab() -> None:
     web_ip = pods["web-0"]["ip"]
     metrics = fetch("client-0", f"http://{web_ip}:15020/metrics")
     client_id = f"spiffe://{TD}/ns/shop/sa/client-sa"
-    mtls_lines = [line for line in metrics.splitlines()
-                  if line.startswith("identity_connections_total{")
-                  and 'connection_security_policy="mutual_tls"' in line]
+    mtls_lines = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("identity_connections_total{")
+        and 'connection_security_policy="mutual_tls"' in line
+    ]
     assert any(f'source_principal="{client_id}"' in line for line in mtls_lines), metrics
     assert "identity_connections_refused_total" in metrics and '"plaintext-strict"' in metrics
 
@@ -121,9 +127,15 @@ def _check_lab() -> None:
     assert st.st_uid in (1337, 0)
     assert not (hm_env.STATE_DIR / "pods" / "shop_outsider-0").exists()  # unmeshed: no token
     token = token_file.read_text()
-    outputs = [hm("lab", "status", "-o", "json").stdout, json.dumps(dump), metrics,
-               hm("lab", "logs", "web-0").stdout, _proxy_log("shop", "web-0"),
-               _proxy_log("shop", "client-0"), _pod_api("shop", "web-0")]
+    outputs = [
+        hm("lab", "status", "-o", "json").stdout,
+        json.dumps(dump),
+        metrics,
+        hm("lab", "logs", "web-0").stdout,
+        _proxy_log("shop", "web-0"),
+        _proxy_log("shop", "client-0"),
+        _pod_api("shop", "web-0"),
+    ]
     for text in outputs:
         assert token not in text
         assert "PRIVATE KEY" not in text

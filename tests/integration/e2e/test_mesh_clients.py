@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hmcli import hm
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridmesh.lab import cleanup, names
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
-HM = [sys.executable, "-m", "hybridmesh"]
 NS = "mc"
 GRPC_UNARY, GRPC_STREAM = 100, 1000
 BANNER_CONNECTS = 20
@@ -125,16 +124,6 @@ spec:
 """
 
 
-def hm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*HM, *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"hybridmesh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
-
-
 def client(*cmd: str) -> str:
     """Run ``cmd`` in client-0 (through its sidecar when meshed); its stdout."""
     return hm("lab", "exec", f"{NS}/client-0", "--", *cmd, timeout=120).stdout
@@ -164,7 +153,8 @@ class Lab:
         if self.placement is None:
             hm("lab", "down")
             self.started_at = json.loads(hm("lab", "up", str(topo), "-o", "json").stdout)[
-                "startedAt"]
+                "startedAt"
+            ]
         else:
             assert self.ours(), "the lab was replaced by another run meanwhile"
             hm("lab", "apply", str(topo), "-o", "json")
@@ -192,9 +182,21 @@ class Lab:
         """The pod's proxy /metrics, scraped from its node (admin port is not captured)."""
         p = self.pods[pod]
         text = subprocess.run(
-            ["ip", "netns", "exec", names.node_netns(p["node"]), "curl", "-sS", "--max-time",
-             "5", f"http://{p['ip']}:15020/metrics"],
-            capture_output=True, text=True, timeout=10, check=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                names.node_netns(p["node"]),
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                f"http://{p['ip']}:15020/metrics",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
         out: dict[str, list[tuple[dict[str, str], float]]] = {}
         for family in text_string_to_metric_families(text):
@@ -203,8 +205,11 @@ class Lab:
         return out
 
     def metric(self, pod: str, name: str, **labels: str) -> float:
-        return sum(v for lab, v in self.metrics(pod).get(name, [])
-                   if all(lab.get(k) == want for k, want in labels.items()))
+        return sum(
+            v
+            for lab, v in self.metrics(pod).get(name, [])
+            if all(lab.get(k) == want for k, want in labels.items())
+        )
 
     def wait_metric(self, pod: str, name: str, at_least: float, **labels: str) -> float:
         """Poll briefly: a proxy records a request as it forwards the end of the response."""
@@ -244,17 +249,34 @@ def meshed(lab: Lab) -> Lab:
 
 
 def test_curl_http1_keep_alive_through_the_mesh(meshed: Lab) -> None:
-    out = client("curl", "-sS", "-w", "%{http_code} %{num_connects} %{http_version}\n",
-                 *(["-o", "/dev/null", "http://web/"] * 3))
+    out = client(
+        "curl",
+        "-sS",
+        "-w",
+        "%{http_code} %{num_connects} %{http_version}\n",
+        *(["-o", "/dev/null", "http://web/"] * 3),
+    )
     # one connection for the three requests: the outbound proxy keeps it alive
     assert out.split("\n")[:3] == ["200 1 1.1", "200 0 1.1", "200 0 1.1"], out
-    assert meshed.wait_metric("client-0", "request_total", 3, reporter="source",
-                              destination_service=svc("web"), response_code="200") >= 3
+    assert (
+        meshed.wait_metric(
+            "client-0",
+            "request_total",
+            3,
+            reporter="source",
+            destination_service=svc("web"),
+            response_code="200",
+        )
+        >= 3
+    )
 
 
 def h2load_counts(out: str) -> dict[str, int]:
-    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
-                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        out,
+    )
     assert m is not None, out
     keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
     return dict(zip(keys, map(int, m.groups()), strict=True))
@@ -269,16 +291,31 @@ def test_h2load_h2c_to_an_http1_service(meshed: Lab) -> None:
 def test_h2load_grpc_shaped_requests(meshed: Lab) -> None:
     body = meshed.workdir / "grpc-request.bin"
     body.write_bytes(b"\x00\x00\x00\x00\x05hello")  # one uncompressed gRPC message
-    before = meshed.metric("client-0", "request_total", request_protocol="grpc",
-                           grpc_response_status="0")
-    counts = h2load_counts(client(
-        "h2load", "-n", "200", "-c", "2", "-m", "10", "-d", str(body),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
-        "http://grpc:50051/hybridmesh.lab.Echo/Unary",
-    ))
+    before = meshed.metric(
+        "client-0", "request_total", request_protocol="grpc", grpc_response_status="0"
+    )
+    counts = h2load_counts(
+        client(
+            "h2load",
+            "-n",
+            "200",
+            "-c",
+            "2",
+            "-m",
+            "10",
+            "-d",
+            str(body),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "http://grpc:50051/hybridmesh.lab.Echo/Unary",
+        )
+    )
     assert counts["succeeded"] == 200 and counts["failed"] == counts["errored"] == 0, counts
-    after = meshed.wait_metric("client-0", "request_total", before + 200,
-                               request_protocol="grpc", grpc_response_status="0")
+    after = meshed.wait_metric(
+        "client-0", "request_total", before + 200, request_protocol="grpc", grpc_response_status="0"
+    )
     assert after - before == 200  # the echo answered grpc-status 0 to every one
 
 
@@ -286,9 +323,20 @@ def test_grpcio_unary_and_streaming(meshed: Lab) -> None:
     labels = {"destination_service": svc("grpc"), "request_protocol": "grpc"}
     src0 = meshed.metric("client-0", "request_total", reporter="source", **labels)
     dst0 = meshed.metric("grpc-0", "request_total", reporter="destination", **labels)
-    report = json.loads(client("python3", "-m", "hybridmesh.lab.workloads.grpcsvc", "call",
-                               "--target", "grpc:50051", "--unary", str(GRPC_UNARY),
-                               "--stream", str(GRPC_STREAM)))
+    report = json.loads(
+        client(
+            "python3",
+            "-m",
+            "hybridmesh.lab.workloads.grpcsvc",
+            "call",
+            "--target",
+            "grpc:50051",
+            "--unary",
+            str(GRPC_UNARY),
+            "--stream",
+            str(GRPC_STREAM),
+        )
+    )
     assert report["ok"], report
     assert report["unary"]["ok"] == GRPC_UNARY
     assert report["stream"]["received"] == GRPC_STREAM and report["stream"]["inOrder"]
@@ -297,13 +345,28 @@ def test_grpcio_unary_and_streaming(meshed: Lab) -> None:
 
     # both proxies saw every call (100 unary + 1 stream) as gRPC, all grpc-status 0
     calls = GRPC_UNARY + 1
-    src = meshed.wait_metric("client-0", "request_total", src0 + calls, reporter="source",
-                             grpc_response_status="0", **labels)
-    dst = meshed.wait_metric("grpc-0", "request_total", dst0 + calls, reporter="destination",
-                             grpc_response_status="0", **labels)
+    src = meshed.wait_metric(
+        "client-0",
+        "request_total",
+        src0 + calls,
+        reporter="source",
+        grpc_response_status="0",
+        **labels,
+    )
+    dst = meshed.wait_metric(
+        "grpc-0",
+        "request_total",
+        dst0 + calls,
+        reporter="destination",
+        grpc_response_status="0",
+        **labels,
+    )
     assert (src - src0, dst - dst0) == (calls, calls), meshed.context("grpc-0", "request_total")
-    others = [lab for lab, v in meshed.metrics("grpc-0")["request_total"]
-              if lab["request_protocol"] == "grpc" and lab["grpc_response_status"] != "0" and v]
+    others = [
+        lab
+        for lab, v in meshed.metrics("grpc-0")["request_total"]
+        if lab["request_protocol"] == "grpc" and lab["grpc_response_status"] != "0" and v
+    ]
     assert not others, others
 
 
@@ -312,13 +375,13 @@ def redis_benchmark(lab: Lab) -> dict[str, float]:
     client("redis-cli", "-h", "redis", "config", "resetstat")
     out = client("redis-benchmark", "-h", "redis", "-q", "-n", "2000", "-t", "set,get")
     assert "error" not in out.lower(), out
-    rates = {m[0]: float(m[1]) for m in re.findall(r"(SET|GET): ([\d.]+) requests per second",
-                                                    out)}
+    rates = {m[0]: float(m[1]) for m in re.findall(r"(SET|GET): ([\d.]+) requests per second", out)}
     assert set(rates) == {"SET", "GET"}, out
     stats = client("redis-cli", "-h", "redis", "info", "commandstats")
     for cmd in ("set", "get"):
-        m = re.search(rf"cmdstat_{cmd}:calls=(\d+),.*rejected_calls=(\d+),failed_calls=(\d+)",
-                      stats)
+        m = re.search(
+            rf"cmdstat_{cmd}:calls=(\d+),.*rejected_calls=(\d+),failed_calls=(\d+)", stats
+        )
         assert m is not None and m.groups() == ("2000", "0", "0"), stats
     return rates
 
@@ -332,19 +395,28 @@ def test_redis_through_the_mesh_as_opaque_tcp(meshed: Lab) -> None:
     meshed.figures["redisSetPerSecondMesh"] = rates["SET"]
     meshed.figures["redisGetPerSecondMesh"] = rates["GET"]
     # redis-benchmark's 50 clients per test and each redis-cli: every one a relayed connection
-    src = meshed.wait_metric("client-0", "tcp_open_total", src0 + 103, reporter="source",
-                             **opened)
-    dst = meshed.wait_metric("redis-0", "tcp_open_total", dst0 + 103, reporter="destination",
-                             **opened)
+    src = meshed.wait_metric("client-0", "tcp_open_total", src0 + 103, reporter="source", **opened)
+    dst = meshed.wait_metric(
+        "redis-0", "tcp_open_total", dst0 + 103, reporter="destination", **opened
+    )
     assert src - src0 >= 103 and dst - dst0 >= 103, meshed.context("redis-0", "tcp_open_total")
     # opaque: no request was ever parsed on that port
     assert not meshed.metric("client-0", "request_total", destination_service=svc("redis"))
 
 
 def banner_probe() -> dict[str, Any]:
-    report: dict[str, Any] = json.loads(client(
-        "python3", "-m", "hybridmesh.lab.workloads.banner", "probe", "--target", "banner:25",
-        "--count", str(BANNER_CONNECTS)))
+    report: dict[str, Any] = json.loads(
+        client(
+            "python3",
+            "-m",
+            "hybridmesh.lab.workloads.banner",
+            "probe",
+            "--target",
+            "banner:25",
+            "--count",
+            str(BANNER_CONNECTS),
+        )
+    )
     assert report["ok"] and report["count"] == BANNER_CONNECTS, report
     assert re.fullmatch(r"220 banner-0 hm-banner ready", report["banner"]), report
     return report
@@ -353,25 +425,47 @@ def banner_probe() -> dict[str, Any]:
 def test_server_speaks_first_within_50ms_of_direct(lab: Lab) -> None:
     """Runs last: it switches the lab to placement none for the direct figures."""
     lab.ensure("sidecar")
-    before = lab.metric("client-0", "tcp_open_total", reporter="source",
-                        destination_service=svc("banner"))
+    before = lab.metric(
+        "client-0", "tcp_open_total", reporter="source", destination_service=svc("banner")
+    )
     mesh = banner_probe()
-    relayed = lab.wait_metric("client-0", "tcp_open_total", before + BANNER_CONNECTS,
-                              reporter="source", destination_service=svc("banner"))
+    relayed = lab.wait_metric(
+        "client-0",
+        "tcp_open_total",
+        before + BANNER_CONNECTS,
+        reporter="source",
+        destination_service=svc("banner"),
+    )
     assert relayed - before == BANNER_CONNECTS  # through the proxy, not around it
 
     lab.ensure("none")
     direct = banner_probe()
     rates = redis_benchmark(lab)
-    grpc_direct = json.loads(client("python3", "-m", "hybridmesh.lab.workloads.grpcsvc", "call",
-                                    "--target", "grpc:50051", "--unary", str(GRPC_UNARY),
-                                    "--stream", str(GRPC_STREAM)))
+    grpc_direct = json.loads(
+        client(
+            "python3",
+            "-m",
+            "hybridmesh.lab.workloads.grpcsvc",
+            "call",
+            "--target",
+            "grpc:50051",
+            "--unary",
+            str(GRPC_UNARY),
+            "--stream",
+            str(GRPC_STREAM),
+        )
+    )
     assert grpc_direct["ok"], grpc_direct
-    lab.figures.update({
-        "bannerMedianMsMesh": mesh["medianMs"], "bannerMaxMsMesh": mesh["maxMs"],
-        "bannerMedianMsDirect": direct["medianMs"], "bannerMaxMsDirect": direct["maxMs"],
-        "redisSetPerSecondDirect": rates["SET"], "redisGetPerSecondDirect": rates["GET"],
-        "grpcUnaryCallsPerSecondDirect": grpc_direct["unary"]["callsPerSecond"],
-        "grpcStreamMessagesPerSecondDirect": grpc_direct["stream"]["messagesPerSecond"],
-    })
+    lab.figures.update(
+        {
+            "bannerMedianMsMesh": mesh["medianMs"],
+            "bannerMaxMsMesh": mesh["maxMs"],
+            "bannerMedianMsDirect": direct["medianMs"],
+            "bannerMaxMsDirect": direct["maxMs"],
+            "redisSetPerSecondDirect": rates["SET"],
+            "redisGetPerSecondDirect": rates["GET"],
+            "grpcUnaryCallsPerSecondDirect": grpc_direct["unary"]["callsPerSecond"],
+            "grpcStreamMessagesPerSecondDirect": grpc_direct["stream"]["messagesPerSecond"],
+        }
+    )
     assert mesh["medianMs"] - direct["medianMs"] <= BANNER_BUDGET_MS, (mesh, direct)

@@ -6,26 +6,14 @@ Root, real namespaces, iptables capture and proxies; never skipped in CI.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from hmcli import hm
 
 from hybridmesh.lab import cleanup
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
-
-HM = [sys.executable, "-m", "hybridmesh"]
-
-
-def hm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*HM, *args], capture_output=True, text=True, timeout=240, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"hybridmesh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
 
 
 def test_demo_meshed_with_sidecars_end_to_end() -> None:

@@ -13,17 +13,15 @@ removes what :meth:`up` made, and killing processes goes by PID only.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from netprocs import NetProcesses
 
 from hybridmesh.lab import _sh, capture
 from hybridmesh.lab.netns import connect
@@ -34,8 +32,14 @@ SERVER_NS = "hm-ptest-server"
 CLIENT_IP = "10.77.0.1"
 SERVER_IPS = ("10.77.0.2", "10.77.0.3", "10.77.0.4")
 WEB_VIP, SMTP_VIP, ECHO_VIP, EMPTY_VIP, SLOW_VIP, GRPC_VIP, CLIENT_VIP = (
-    "10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13", "10.96.0.14", "10.96.0.15",
-    "10.96.0.20")
+    "10.96.0.10",
+    "10.96.0.11",
+    "10.96.0.12",
+    "10.96.0.13",
+    "10.96.0.14",
+    "10.96.0.15",
+    "10.96.0.20",
+)
 WEB_PORT, SMTP_PORT, ECHO_PORT, SLOW_PORT, GRPC_PORT = 8080, 2525, 7007, 8081, 9090
 CLIENT_POD, SERVER_POD = "default/client-0", "default/web-0"
 
@@ -94,19 +98,39 @@ asyncio.run(main())
 
 
 def web_route(retry_codes: Sequence[int] = (), attempts: int = 2) -> dict[str, Any]:
-    retry = {"codes": list(retry_codes), "attempts": attempts, "backoffMs": 5} if retry_codes \
-        else None
-    return {"name": "default/web", "service": "default/web", "port": None, "hostnames": [],
-            "rules": [{"matches": [], "backends": [],
-                       "timeouts": {"requestMs": None, "backendRequestMs": None},
-                       "retry": retry}]}
+    retry = (
+        {"codes": list(retry_codes), "attempts": attempts, "backoffMs": 5} if retry_codes else None
+    )
+    return {
+        "name": "default/web",
+        "service": "default/web",
+        "port": None,
+        "hostnames": [],
+        "rules": [
+            {
+                "matches": [],
+                "backends": [],
+                "timeouts": {"requestMs": None, "backendRequestMs": None},
+                "retry": retry,
+            }
+        ],
+    }
 
 
 SLOW_ROUTE: dict[str, Any] = {
-              "name": "default/slow", "service": "default/slow", "port": None, "hostnames": [],
-              "rules": [{"matches": [], "backends": [],
-                         "timeouts": {"requestMs": 200, "backendRequestMs": None},
-                         "retry": None}]}
+    "name": "default/slow",
+    "service": "default/slow",
+    "port": None,
+    "hostnames": [],
+    "rules": [
+        {
+            "matches": [],
+            "backends": [],
+            "timeouts": {"requestMs": 200, "backendRequestMs": None},
+            "retry": None,
+        }
+    ],
+}
 
 
 def services(web_ips: Iterable[str] = SERVER_IPS) -> list[dict[str, Any]]:
@@ -119,18 +143,21 @@ def services(web_ips: Iterable[str] = SERVER_IPS) -> list[dict[str, Any]]:
         service("empty", EMPTY_VIP, [(80, WEB_PORT)], []),
         service("slow", SLOW_VIP, [(80, SLOW_PORT)], first),
         service("grpc", GRPC_VIP, [(80, GRPC_PORT)], first),
-        service("client", CLIENT_VIP, [(80, 80)], [endpoint("client-0", CLIENT_IP)],
-                selector={"app": "client"}),
+        service(
+            "client",
+            CLIENT_VIP,
+            [(80, 80)],
+            [endpoint("client-0", CLIENT_IP)],
+            selector={"app": "client"},
+        ),
     ]
 
 
 @dataclass
-class MeshNet:
+class MeshNet(NetProcesses):
     """The two namespaces, the fake control plane and the processes the test started."""
 
-    tmp: Path
     cp: FakeControlPlane | None = None
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # -- network -------------------------------------------------------------------------------
     def up(self) -> None:
@@ -138,25 +165,54 @@ class MeshNet:
             if _sh.netns_exists(ns):
                 _sh.ip(None, "netns", "del", ns)
             _sh.ip(None, "netns", "add", ns)
-        _sh.ip(CLIENT_NS, "link", "add", "hm-ptc0", "type", "veth", "peer", "name", "hm-pts0",
-               "netns", SERVER_NS)
-        _sh.ip_batch(CLIENT_NS, ["link set lo up", f"addr add {CLIENT_IP}/24 dev hm-ptc0",
-                                 "link set hm-ptc0 up", "route add default dev hm-ptc0"])
-        _sh.ip_batch(SERVER_NS, ["link set lo up",
-                                 *(f"addr add {ip}/24 dev hm-pts0" for ip in SERVER_IPS),
-                                 "link set hm-pts0 up", "route add default dev hm-pts0"])
+        _sh.ip(
+            CLIENT_NS,
+            "link",
+            "add",
+            "hm-ptc0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "hm-pts0",
+            "netns",
+            SERVER_NS,
+        )
+        _sh.ip_batch(
+            CLIENT_NS,
+            [
+                "link set lo up",
+                f"addr add {CLIENT_IP}/24 dev hm-ptc0",
+                "link set hm-ptc0 up",
+                "route add default dev hm-ptc0",
+            ],
+        )
+        _sh.ip_batch(
+            SERVER_NS,
+            [
+                "link set lo up",
+                *(f"addr add {ip}/24 dev hm-pts0" for ip in SERVER_IPS),
+                "link set hm-pts0 up",
+                "route add default dev hm-pts0",
+            ],
+        )
         self.cp = FakeControlPlane(self.tmp / "cp.sock")
         self.cp.start_in_thread()
         self.publish()
 
-    def publish(self, routes: Sequence[Mapping[str, Any]] = (),
-                web_ips: Iterable[str] = SERVER_IPS) -> None:
+    def publish(
+        self, routes: Sequence[Mapping[str, Any]] = (), web_ips: Iterable[str] = SERVER_IPS
+    ) -> None:
         assert self.cp is not None
         svcs = services(web_ips)
-        self.cp.set(CLIENT_POD, pod_snapshot("client-0", CLIENT_IP, svcs, routes=routes,
-                                             labels={"app": "client"}))
-        self.cp.set(SERVER_POD, pod_snapshot("web-0", SERVER_IPS[0], svcs, routes=routes,
-                                             labels={"app": "web"}))
+        self.cp.set(
+            CLIENT_POD,
+            pod_snapshot("client-0", CLIENT_IP, svcs, routes=routes, labels={"app": "client"}),
+        )
+        self.cp.set(
+            SERVER_POD,
+            pod_snapshot("web-0", SERVER_IPS[0], svcs, routes=routes, labels={"app": "web"}),
+        )
 
     def capture(self, on: bool) -> None:
         for ns in (CLIENT_NS, SERVER_NS):
@@ -166,8 +222,7 @@ class MeshNet:
                 capture.remove_capture(ns)
 
     def down(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, sig=signal.SIGKILL)
+        self.stop_all()
         if self.cp is not None:
             self.cp.stop_thread()
         for ns in (CLIENT_NS, SERVER_NS):
@@ -175,55 +230,55 @@ class MeshNet:
                 _sh.ip(None, "netns", "del", ns, check=False)
 
     # -- processes -----------------------------------------------------------------------------
-    def spawn(self, name: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("ab")
-        proc = subprocess.Popen(_sh.in_netns(netns, list(argv)), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def python(self, name: str, netns: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.spawn(name, netns, [sys.executable, *args])
-
-    def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-            return None
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
     def start_backends(self, *, fail_ip: str | None = None) -> None:
         for i, ip in enumerate(SERVER_IPS):
             extra = ["--fail-rate", "0.5"] if ip == fail_ip else []
-            self.python(f"web-{i}", SERVER_NS, "-m", "hybridmesh.lab.workloads.httpsvc",
-                        "--host", ip, "--port", str(WEB_PORT), "--name", "web", *extra)
+            self.python(
+                f"web-{i}",
+                SERVER_NS,
+                "-m",
+                "hybridmesh.lab.workloads.httpsvc",
+                "--host",
+                ip,
+                "--port",
+                str(WEB_PORT),
+                "--name",
+                "web",
+                *extra,
+            )
         self.python("smtp", SERVER_NS, "-c", BANNER_SERVER, SERVER_IPS[0], str(SMTP_PORT))
         self.python("echo", SERVER_NS, "-c", ECHO_SERVER, SERVER_IPS[0], str(ECHO_PORT))
-        self.python("slow", SERVER_NS, "-m", "hybridmesh.lab.workloads.httpsvc", "--host",
-                    SERVER_IPS[0], "--port", str(SLOW_PORT), "--latency-ms", "1000")
+        self.python(
+            "slow",
+            SERVER_NS,
+            "-m",
+            "hybridmesh.lab.workloads.httpsvc",
+            "--host",
+            SERVER_IPS[0],
+            "--port",
+            str(SLOW_PORT),
+            "--latency-ms",
+            "1000",
+        )
         self.python("grpc", SERVER_NS, "-c", H2_APP, SERVER_IPS[0], str(GRPC_PORT))
-        for ip, port in [*((ip, WEB_PORT) for ip in SERVER_IPS), (SERVER_IPS[0], SMTP_PORT),
-                         (SERVER_IPS[0], ECHO_PORT), (SERVER_IPS[0], SLOW_PORT),
-                         (SERVER_IPS[0], GRPC_PORT)]:
+        for ip, port in [
+            *((ip, WEB_PORT) for ip in SERVER_IPS),
+            (SERVER_IPS[0], SMTP_PORT),
+            (SERVER_IPS[0], ECHO_PORT),
+            (SERVER_IPS[0], SLOW_PORT),
+            (SERVER_IPS[0], GRPC_PORT),
+        ]:
             wait_port(SERVER_NS, ip, port)
 
     def start_proxies(self, *extra: str) -> None:
         assert self.cp is not None
-        for name, ns, pod in (("proxy-client", CLIENT_NS, CLIENT_POD),
-                              ("proxy-server", SERVER_NS, SERVER_POD)):
-            self.python(name, ns, "-m", "hybridmesh.proxy", "--pod", pod, "--control",
-                        self.cp.path, *extra)
+        for name, ns, pod in (
+            ("proxy-client", CLIENT_NS, CLIENT_POD),
+            ("proxy-server", SERVER_NS, SERVER_POD),
+        ):
+            self.python(
+                name, ns, "-m", "hybridmesh.proxy", "--pod", pod, "--control", self.cp.path, *extra
+            )
         for ns in (CLIENT_NS, SERVER_NS):
             wait_ready(ns)
 
@@ -240,8 +295,9 @@ def wait_port(netns: str, ip: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def http_get(netns: str, ip: str, port: int, path: str, *, timeout: float = 5.0) -> tuple[
-        int, dict[str, str], bytes]:
+def http_get(
+    netns: str, ip: str, port: int, path: str, *, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     """A one-shot HTTP/1.1 GET from a raw socket in ``netns`` (Connection: close)."""
     sock = connect(netns, ip, port, timeout=timeout)
     try:
@@ -302,14 +358,21 @@ print(json.dumps(counts))
 """
 
 
-def run_load(net: MeshNet, total: int, conns: int = 8, ip: str = WEB_VIP,
-             port: int = 80) -> dict[str, int]:
+def run_load(
+    net: MeshNet, total: int, conns: int = 8, ip: str = WEB_VIP, port: int = 80
+) -> dict[str, int]:
     """``total`` keep-alive GETs from the client netns; counts by status (or error type)."""
     import json
 
-    out = subprocess.run(_sh.in_netns(CLIENT_NS, [sys.executable, "-c", LOAD_SCRIPT, ip,
-                                                  str(port), str(total), str(conns)]),
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        _sh.in_netns(
+            CLIENT_NS, [sys.executable, "-c", LOAD_SCRIPT, ip, str(port), str(total), str(conns)]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     counts: dict[str, int] = json.loads(out.stdout)
     return counts
 

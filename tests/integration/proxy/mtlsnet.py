@@ -19,15 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
+
+from netprocs import NetProcesses
 
 from hybridmesh.lab import _sh, capture
 from hybridmesh.lab.netns import connect
@@ -111,35 +110,60 @@ def services(web_sa: str = "web") -> list[dict[str, Any]]:
         service("web", WEB_VIP, [(80, WEB_PORT)], server),
         service("sink", SINK_VIP, [(80, SINK_PORT, "tcp")], server),
         service("echo", ECHO_VIP, [(7, ECHO_PORT, "tcp")], server),
-        service("client", "10.96.0.20", [(80, 80)],
-                [endpoint("client-0", CLIENT_IP, service_account="client")],
-                selector={"app": "client"}),
+        service(
+            "client",
+            "10.96.0.20",
+            [(80, 80)],
+            [endpoint("client-0", CLIENT_IP, service_account="client")],
+            selector={"app": "client"},
+        ),
     ]
 
 
 @dataclass
-class MtlsNet:
+class MtlsNet(NetProcesses):
     """The namespaces, the fake CA/control plane and the processes the test started."""
 
-    tmp: Path
     mode: str = "STRICT"
     cert_ttl: timedelta = timedelta(minutes=2)
     cp: FakeControlPlane | None = None
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def up(self) -> None:
         for ns in (CLIENT_NS, SERVER_NS):
             if _sh.netns_exists(ns):
                 _sh.ip(None, "netns", "del", ns)
             _sh.ip(None, "netns", "add", ns)
-        _sh.ip(CLIENT_NS, "link", "add", CLIENT_LINK, "type", "veth", "peer", "name",
-               SERVER_LINK, "netns", SERVER_NS)
-        _sh.ip_batch(CLIENT_NS, ["link set lo up", f"addr add {CLIENT_IP}/24 dev {CLIENT_LINK}",
-                                 f"link set {CLIENT_LINK} up",
-                                 f"route add default dev {CLIENT_LINK}"])
-        _sh.ip_batch(SERVER_NS, ["link set lo up", f"addr add {SERVER_IP}/24 dev {SERVER_LINK}",
-                                 f"link set {SERVER_LINK} up",
-                                 f"route add default dev {SERVER_LINK}"])
+        _sh.ip(
+            CLIENT_NS,
+            "link",
+            "add",
+            CLIENT_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_LINK,
+            "netns",
+            SERVER_NS,
+        )
+        _sh.ip_batch(
+            CLIENT_NS,
+            [
+                "link set lo up",
+                f"addr add {CLIENT_IP}/24 dev {CLIENT_LINK}",
+                f"link set {CLIENT_LINK} up",
+                f"route add default dev {CLIENT_LINK}",
+            ],
+        )
+        _sh.ip_batch(
+            SERVER_NS,
+            [
+                "link set lo up",
+                f"addr add {SERVER_IP}/24 dev {SERVER_LINK}",
+                f"link set {SERVER_LINK} up",
+                f"route add default dev {SERVER_LINK}",
+            ],
+        )
         self.cp = FakeControlPlane(self.tmp / "cp.sock")
         self.cp.enable_identity(cert_ttl=self.cert_ttl)
         self.cp.start_in_thread()
@@ -152,14 +176,31 @@ class MtlsNet:
     def publish(self, web_sa: str = "web") -> None:
         assert self.cp is not None
         svcs = services(web_sa)
-        self.cp.set(CLIENT_POD, pod_snapshot("client-0", CLIENT_IP, svcs, mtls_mode=self.mode,
-                                             labels={"app": "client"}, service_account="client"))
-        self.cp.set(SERVER_POD, pod_snapshot("web-0", SERVER_IP, svcs, mtls_mode=self.mode,
-                                             labels={"app": "web"}, service_account="web"))
+        self.cp.set(
+            CLIENT_POD,
+            pod_snapshot(
+                "client-0",
+                CLIENT_IP,
+                svcs,
+                mtls_mode=self.mode,
+                labels={"app": "client"},
+                service_account="client",
+            ),
+        )
+        self.cp.set(
+            SERVER_POD,
+            pod_snapshot(
+                "web-0",
+                SERVER_IP,
+                svcs,
+                mtls_mode=self.mode,
+                labels={"app": "web"},
+                service_account="web",
+            ),
+        )
 
     def down(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, sig=signal.SIGKILL)
+        self.stop_all()
         if self.cp is not None:
             self.cp.stop_thread()
         for ns in (CLIENT_NS, SERVER_NS):
@@ -167,32 +208,8 @@ class MtlsNet:
                 _sh.ip(None, "netns", "del", ns, check=False)
 
     # -- processes -----------------------------------------------------------------------------
-    def spawn(self, name: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("ab")
-        proc = subprocess.Popen(_sh.in_netns(netns, list(argv)), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
     def signal(self, name: str, sig: int) -> None:
         os.kill(self.procs[name].pid, sig)
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
     def sink_records(self) -> list[int]:
         path = self.tmp / "sink.records"
@@ -201,8 +218,11 @@ class MtlsNet:
     def start_apps(self) -> None:
         py = sys.executable
         self.spawn("web", SERVER_NS, [py, "-c", HEADERS_APP, SERVER_IP, str(WEB_PORT)])
-        self.spawn("sink", SERVER_NS, [py, "-c", SINK_APP, SERVER_IP, str(SINK_PORT),
-                                       str(self.tmp / "sink.records")])
+        self.spawn(
+            "sink",
+            SERVER_NS,
+            [py, "-c", SINK_APP, SERVER_IP, str(SINK_PORT), str(self.tmp / "sink.records")],
+        )
         self.spawn("echo", SERVER_NS, [py, "-c", ECHO_APP, SERVER_IP, str(ECHO_PORT)])
         for port in (WEB_PORT, SINK_PORT, ECHO_PORT):
             wait_port(SERVER_NS, SERVER_IP, port, mark=0x539)
@@ -211,8 +231,10 @@ class MtlsNet:
 
     def start_proxies(self, *extra: str, identity: bool = True) -> None:
         assert self.cp is not None
-        for name, ns, pod, token in (("proxy-client", CLIENT_NS, CLIENT_POD, "client"),
-                                     ("proxy-server", SERVER_NS, SERVER_POD, "web")):
+        for name, ns, pod, token in (
+            ("proxy-client", CLIENT_NS, CLIENT_POD, "client"),
+            ("proxy-server", SERVER_NS, SERVER_POD, "web"),
+        ):
             args = ["--pod", pod, "--control", self.cp.path, *extra]
             if identity:
                 args += ["--token-file", str(self.tmp / f"{token}.token")]
@@ -225,8 +247,9 @@ class MtlsNet:
                 wait_identity(ns)
 
 
-def wait_port(netns: str, ip: str, port: int, timeout: float = 10.0,
-              mark: int | None = None) -> None:
+def wait_port(
+    netns: str, ip: str, port: int, timeout: float = 10.0, mark: int | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -238,8 +261,9 @@ def wait_port(netns: str, ip: str, port: int, timeout: float = 10.0,
             time.sleep(0.05)
 
 
-def marked_socket(netns: str, ip: str, port: int, mark: int | None = 0x539,
-                  timeout: float = 5.0) -> Any:
+def marked_socket(
+    netns: str, ip: str, port: int, mark: int | None = 0x539, timeout: float = 5.0
+) -> Any:
     """A socket from ``netns`` that capture lets through (the proxy's mark): plaintext that
     bypasses the local proxy, as an unmeshed workload's would."""
     from hybridmesh.lab.netns import socket_in
@@ -256,13 +280,15 @@ def marked_socket(netns: str, ip: str, port: int, mark: int | None = 0x539,
     return sock
 
 
-def http_get(netns: str, ip: str, port: int, path: str, *, headers: str = "",
-             timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    netns: str, ip: str, port: int, path: str, *, headers: str = "", timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     sock = connect(netns, ip, port, timeout=timeout)
     try:
         sock.settimeout(timeout)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {ip}\r\n{headers}Connection: close\r\n\r\n"
-                     .encode())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {ip}\r\n{headers}Connection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -311,8 +337,7 @@ def wait_identity(netns: str, generation: int = 1, timeout: float = 15.0) -> dic
         if ident.get("state") == "valid" and ident.get("generation", 0) >= generation:
             return dict(ident)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"proxy in {netns} has no SVID (generation {generation}): "
-                               f"{ident}")
+            raise TimeoutError(f"proxy in {netns} has no SVID (generation {generation}): {ident}")
         time.sleep(0.05)
 
 
@@ -345,6 +370,11 @@ print(json.dumps(counts))
 def run_load(seconds: float, conns: int = 4, ip: str = WEB_VIP) -> subprocess.Popen[str]:
     """Start GETs for ``seconds`` from the client netns (half keep-alive, half a new
     connection per request); ``.communicate()`` gives the JSON counts."""
-    return subprocess.Popen(_sh.in_netns(CLIENT_NS, [sys.executable, "-c", LOAD_SCRIPT, ip, "80",
-                                                     str(seconds), str(conns)]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        _sh.in_netns(
+            CLIENT_NS, [sys.executable, "-c", LOAD_SCRIPT, ip, "80", str(seconds), str(conns)]
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
