@@ -40,8 +40,10 @@ def admin_router(source: AdminSource) -> Router:
     async def ready(_req: Request, _p: dict[str, str]) -> Response:
         if await source.ready():
             return Response.text("ready\n")
-        return Response.text("not ready: no snapshot yet, listeners not bound, or draining\n",
-                             503)
+        return Response.text(
+            "not ready: no snapshot yet, listeners not bound, no certificate yet, or draining\n",
+            503,
+        )
 
     async def live(_req: Request, _p: dict[str, str]) -> Response:
         return Response.text("live\n")

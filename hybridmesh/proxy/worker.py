@@ -154,8 +154,16 @@ class Worker:
     # -- state ---------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Serving: a snapshot arrived, listeners are bound, not draining."""
-        return self.ctx.tables is not None and bool(self._servers) and not self.ctx.draining
+        """Serving: a snapshot arrived, listeners are bound, not draining, and — with mTLS — a
+        valid certificate is held (ready without one would refuse meshed peers until it came)."""
+        mesh = self.ctx.mtls
+        has_identity = mesh is None or mesh.identity.material is not None
+        return (
+            self.ctx.tables is not None
+            and bool(self._servers)
+            and not self.ctx.draining
+            and has_identity
+        )
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
