@@ -179,3 +179,18 @@ def test_token_problems_are_failures_with_a_reason_never_the_token(
 
     caplog.set_level("INFO")
     run(main())
+
+
+def test_not_ready_until_a_certificate_is_held(tmp_path: Path) -> None:
+    """With mTLS on, /ready waits for the SVID: otherwise the app's endpoint goes live while
+    its proxy still refuses meshed peers (and answers its own calls with no-identity)."""
+
+    async def main() -> None:
+        async with mesh_pair(tmp_path, ca_up=False, wait=False) as p:
+            assert p.client.ctx.tables is not None  # snapshot in, listeners bound...
+            assert not p.client.ready  # ...but no certificate yet
+            p.cp.ca_available = True
+            await p.wait_identity()
+            assert p.client.ready and p.server.ready
+
+    run(main())
