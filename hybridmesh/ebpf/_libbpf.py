@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ctypes import POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint32, c_uint64, c_void_p
 from pathlib import Path
@@ -40,12 +40,16 @@ __all__ = [
     "BpfProgram",
     "Btf",
     "ProgInfo",
+    "RingBuffer",
     "enable_run_stats",
     "map_delete",
     "map_lookup",
     "map_next_key",
     "map_update",
     "num_possible_cpus",
+    "obj_get",
+    "prog_attach",
+    "prog_detach",
     "prog_info",
 ]
 
@@ -65,6 +69,17 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_object__next_map": (_P, [_P, _P]),
     "bpf_program__fd": (c_int, [_P]),
     "bpf_program__attach_cgroup": (_P, [_P, c_int]),
+    "bpf_program__attach_netns": (_P, [_P, c_int]),
+    "bpf_program__attach": (_P, [_P]),
+    "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint32]),
+    "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+    "ring_buffer__new": (_P, [c_int, _P, _P, _P]),
+    "ring_buffer__add": (c_int, [_P, c_int, _P, _P]),
+    "ring_buffer__poll": (c_int, [_P, c_int]),
+    "ring_buffer__consume": (c_int, [_P]),
+    "ring_buffer__epoll_fd": (c_int, [_P]),
+    "ring_buffer__free": (None, [_P]),
     "bpf_map__name": (c_char_p, [_P]),
     "bpf_map__fd": (c_int, [_P]),
     "bpf_map__type": (c_int, [_P]),
@@ -344,6 +359,33 @@ class BpfProgram:
         finally:
             os.close(cgroup_fd)
 
+    def attach_netns(self, netns: Path) -> BpfLink:
+        """Attach to a network namespace (``sk_lookup``, flow dissector) through a bpf_link.
+
+        ``netns`` is a namespace file such as ``/run/netns/hm-pod-...``; the link holds the
+        namespace, not the file.
+        """
+        try:
+            ns_fd = os.open(netns, os.O_RDONLY)
+        except OSError as exc:
+            raise BpfError(
+                f"cannot open network namespace {netns}: {exc.strerror}",
+                "give a netns file (e.g. /run/netns/<name> or /proc/<pid>/ns/net)",
+                exc.errno or 0,
+            ) from exc
+        try:
+            with _captured() as lines:
+                ptr = _lib().bpf_program__attach_netns(self._ptr, ns_fd)
+            return BpfLink(_check_ptr(ptr, f"attach {self.name} to netns {netns}", lines))
+        finally:
+            os.close(ns_fd)
+
+    def attach(self) -> BpfLink:
+        """Attach where the program's SEC() says (tracepoint, raw_tp, fentry, ...)."""
+        with _captured() as lines:
+            ptr = _lib().bpf_program__attach(self._ptr)
+        return BpfLink(_check_ptr(ptr, f"attach {self.name}", lines))
+
 
 class BpfMap:
     def __init__(self, ptr: int, obj: BpfObject) -> None:
@@ -467,6 +509,109 @@ def map_next_key(fd: int, key: _CData | None, next_key: _CData) -> bool:
         fd, ctypes.byref(key) if key is not None else None, ctypes.byref(next_key)
     )
     return ret != -errno.ENOENT and _check(ret, f"map fd {fd}: next key") == 0
+
+
+def obj_get(path: Path) -> int:
+    """An fd for the map, program or link pinned at ``path`` (the caller closes it)."""
+    with _captured() as lines:
+        fd = _lib().bpf_obj_get(os.fsencode(path))
+    return _check(fd, f"open pinned object {path}", lines)
+
+
+def prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
+    """BPF_PROG_ATTACH without a link: how sk_msg/sk_skb programs attach to a sockmap/sockhash.
+
+    Attaching again with the same type replaces the program atomically (the kernel swaps the
+    pointer), which is the upgrade path for these attach points: they have no bpf_link in
+    Linux 6.x before 6.10, and libbpf 1.1 has no bpf_program__attach_sockmap.
+    """
+    with _captured() as lines:
+        ret = _lib().bpf_prog_attach(prog_fd, target_fd, attach_type, flags)
+    _check(ret, f"attach program fd {prog_fd} to fd {target_fd} (type {attach_type})", lines)
+
+
+def prog_detach(prog_fd: int, target_fd: int, attach_type: int) -> None:
+    with _captured() as lines:
+        ret = _lib().bpf_prog_detach2(prog_fd, target_fd, attach_type)
+    _check(ret, f"detach program fd {prog_fd} from fd {target_fd}", lines)
+
+
+_RINGBUF_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+
+class RingBuffer:
+    """A BPF ring buffer consumer (``BPF_MAP_TYPE_RINGBUF``): records go to ``handler(bytes)``.
+
+    One consumer can read several ring buffers (:meth:`add`). :meth:`poll` waits on libbpf's
+    epoll fd; :attr:`epoll_fd` can also be registered with an event loop (readable when a
+    record is waiting), then :meth:`consume` drains without blocking. A handler that raises
+    stops the drain and the exception propagates from poll/consume: a bug in a decoder is
+    loud, not a silently lost stream.
+    """
+
+    def __init__(self, map_fd: int, handler: Callable[[bytes], None]) -> None:
+        self._handlers: list[Any] = []  # the C callbacks must outlive the ring buffer
+        self._error: BaseException | None = None
+        cb = self._callback(handler)
+        with _captured() as lines:
+            ptr = _lib().ring_buffer__new(map_fd, ctypes.cast(cb, c_void_p), None, None)
+        self._ptr: int | None = _check_ptr(ptr, f"ring buffer on map fd {map_fd}", lines)
+
+    def _callback(self, handler: Callable[[bytes], None]) -> Any:
+        def call(_ctx: int | None, data: int | None, size: int) -> int:
+            try:
+                handler(ctypes.string_at(data or 0, size))
+            except BaseException as exc:  # re-raised by poll/consume, in Python
+                self._error = exc
+                return -1
+            return 0
+
+        cb = _RINGBUF_CB(call)
+        self._handlers.append(cb)
+        return cb
+
+    def _live(self) -> int:
+        if self._ptr is None:
+            raise BpfError("ring buffer already closed")
+        return self._ptr
+
+    def add(self, map_fd: int, handler: Callable[[bytes], None]) -> None:
+        cb = self._callback(handler)
+        ret = _lib().ring_buffer__add(self._live(), map_fd, ctypes.cast(cb, c_void_p), None)
+        _check(ret, f"add map fd {map_fd} to ring buffer")
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to ``timeout_ms`` and consume what arrived; returns the records consumed."""
+        ret = _lib().ring_buffer__poll(self._live(), timeout_ms)
+        self._raise_pending()
+        if ret == -errno.EINTR:
+            return 0
+        return _check(ret, "ring buffer poll")
+
+    def consume(self) -> int:
+        ret = _lib().ring_buffer__consume(self._live())
+        self._raise_pending()
+        return _check(ret, "ring buffer consume")
+
+    @property
+    def epoll_fd(self) -> int:
+        return int(_lib().ring_buffer__epoll_fd(self._live()))
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            _lib().ring_buffer__free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --- program statistics --------------------------------------------------------------------
