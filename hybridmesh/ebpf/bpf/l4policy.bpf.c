@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * l4policy.bpf.c — identity-based L4 policy on a pod's cgroup (the `kernel` placement's authz).
+ *
+ * cgroup_skb/ingress runs for every packet delivered to a socket of the attached cgroup, with
+ * the skb starting at the IP header. Only inbound TCP connections are judged:
+ *
+ *   SYN (no ACK)          source identity from the ipcache (LPM; unknown -> WORLD), destination
+ *                         identity likewise, then the policy map with wildcard fallbacks; the
+ *                         verdict is cached per 5-tuple with the policy epoch it was made under.
+ *   any other packet      the flow's cached verdict while the epoch is unchanged (one array and
+ *                         one hash lookup); recomputed when userspace bumped hm_policy_epoch, so
+ *                         a policy change also applies to established connections.
+ *   no cached flow        passed: replies to this pod's own connections, connections older
+ *                         than the attachment (an outbound connection has no flow here, and
+ *                         the pod's default-deny must not cut its replies).
+ *
+ * A drop writes an event to the ring buffer, at most one per flow per event_interval_ns, so a
+ * SYN flood or a stalled connection's retransmissions cannot flood the ring.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "l4policy.h"
+
+#define PASS 1
+#define DROP 0
+#define ETH_P_IP 0x0800
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
+/* Minimum gap between two drop events of one flow. Set by the loader before load. */
+const volatile __u64 event_interval_ns = 1000000000ULL;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HM_L4_MAX_IPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hm_l4_ip_key);
+	__type(value, struct hm_l4_identity);
+} ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HM_L4_MAX_RULES);
+	__type(key, struct hm_l4_key);
+	__type(value, struct hm_l4_verdict);
+} policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HM_L4_MAX_FLOWS);
+	__type(key, struct hm_l4_flow_key);
+	__type(value, struct hm_l4_flow);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hm_l4_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, HM_L4_RING_BYTES);
+} events SEC(".maps");
+
+/* Shared with sockmap.bpf.c (declared identically there; pinned under hm-<node>-shared). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} hm_policy_epoch SEC(".maps");
+
+struct packet {
+	struct hm_l4_flow_key flow;
+	__u8 flags;
+};
+
+static __always_inline struct hm_l4_stats *stats_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+static __always_inline __u64 epoch_get(void)
+{
+	__u32 zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&hm_policy_epoch, &zero);
+
+	return epoch ? *epoch : 0;
+}
+
+/* IPv4/TCP only; 0 when the packet is anything else (it passes untouched). */
+static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
+{
+	struct iphdr ip;
+	struct tcphdr tcp;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return 0;
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		return 0;
+	if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
+		return 0;
+	if (bpf_skb_load_bytes(skb, ip.ihl * 4, &tcp, sizeof(tcp)) < 0)
+		return 0;
+	pkt->flow.saddr = ip.saddr;
+	pkt->flow.daddr = ip.daddr;
+	pkt->flow.sport = bpf_ntohs(tcp.source);
+	pkt->flow.dport = bpf_ntohs(tcp.dest);
+	pkt->flags = ((__u8 *)&tcp)[13];
+	return 1;
+}
+
+static __always_inline __u32 identity_of(__be32 ip)
+{
+	struct hm_l4_ip_key key = {.prefixlen = 32, .ip = ip};
+	struct hm_l4_identity *id = bpf_map_lookup_elem(&ipcache, &key);
+
+	return id ? id->id : HM_L4_ID_WORLD;
+}
+
+/* (src, dst, port) -> (src, dst, any port) -> (any src, dst, any port) -> allow. */
+static __always_inline struct hm_l4_verdict decide(__u32 src, __u32 dst, __u16 port)
+{
+	struct hm_l4_key key = {.src = src, .dst = dst, .port = port, .proto = IPPROTO_TCP};
+	struct hm_l4_verdict allow = {.verdict = HM_L4_ALLOW};
+	struct hm_l4_verdict *v;
+
+	v = bpf_map_lookup_elem(&policy, &key);
+	if (v)
+		return *v;
+	key.port = HM_L4_PORT_ANY;
+	v = bpf_map_lookup_elem(&policy, &key);
+	if (v)
+		return *v;
+	key.src = HM_L4_ID_ANY;
+	v = bpf_map_lookup_elem(&policy, &key);
+	return v ? *v : allow;
+}
+
+static __always_inline void emit(const struct packet *pkt, struct hm_l4_flow *flow, __u8 reason,
+				 struct hm_l4_stats *st)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct hm_l4_event *ev;
+
+	if (flow->last_event_ns && now - flow->last_event_ns < event_interval_ns)
+		return;
+	flow->last_event_ns = now;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		if (st)
+			st->events_lost++;
+		return;
+	}
+	ev->ts_ns = now;
+	ev->saddr = pkt->flow.saddr;
+	ev->daddr = pkt->flow.daddr;
+	ev->sport = pkt->flow.sport;
+	ev->dport = pkt->flow.dport;
+	ev->policy = flow->v.policy;
+	ev->src_id = flow->src_id;
+	ev->dst_id = flow->dst_id;
+	ev->direction = 0;
+	ev->reason = reason;
+	ev->flags = flow->v.flags;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+	if (st)
+		st->events++;
+}
+
+/* Judge a new connection, or re-judge one whose verdict predates the current epoch. */
+static __always_inline int evaluate(const struct packet *pkt, struct hm_l4_flow *cached,
+				    __u64 epoch, int syn, struct hm_l4_stats *st)
+{
+	__u32 src = identity_of(pkt->flow.saddr);
+	__u32 dst = identity_of(pkt->flow.daddr);
+	struct hm_l4_flow fresh = {};
+	struct hm_l4_flow *flow;
+
+	if (dst == HM_L4_ID_WORLD) /* loopback or an address no policy can select */
+		return PASS;
+	fresh.epoch = epoch;
+	fresh.src_id = src;
+	fresh.dst_id = dst;
+	fresh.v = decide(src, dst, pkt->flow.dport);
+	if (cached) { /* keep the rate limit of the flow's earlier drops */
+		fresh.last_event_ns = cached->last_event_ns;
+		if (st)
+			st->reevaluated++;
+	}
+	bpf_map_update_elem(&flows, &pkt->flow, &fresh, BPF_ANY);
+	flow = bpf_map_lookup_elem(&flows, &pkt->flow);
+	if (fresh.v.verdict != HM_L4_DROP) {
+		if (st)
+			syn ? st->allowed_new++ : st->passed++;
+		return PASS;
+	}
+	if (st)
+		syn ? st->dropped_new++ : st->dropped_established++;
+	emit(pkt, flow ? flow : &fresh, syn ? HM_L4_NEW : HM_L4_ESTABLISHED, st);
+	return DROP;
+}
+
+SEC("cgroup_skb/ingress")
+int hm_l4_ingress(struct __sk_buff *skb)
+{
+	struct hm_l4_stats *st = stats_get();
+	struct hm_l4_flow *flow;
+	struct packet pkt = {};
+	__u64 epoch;
+	int syn;
+
+	if (!parse(skb, &pkt))
+		return PASS;
+	syn = (pkt.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	epoch = epoch_get();
+	flow = bpf_map_lookup_elem(&flows, &pkt.flow);
+	if (flow && flow->epoch == epoch) {
+		if (flow->v.verdict != HM_L4_DROP) {
+			if (st)
+				syn ? st->allowed_new++ : st->passed++;
+			return PASS;
+		}
+		if (st)
+			syn ? st->dropped_new++ : st->dropped_established++;
+		emit(&pkt, flow, syn ? HM_L4_NEW : HM_L4_ESTABLISHED, st);
+		return DROP;
+	}
+	if (!flow && !syn) {
+		if (st)
+			st->untracked++;
+		return PASS;
+	}
+	return evaluate(&pkt, flow, epoch, syn, st);
+}
+
+char LICENSE[] SEC("license") = "GPL";
