@@ -135,6 +135,7 @@ class ControlPlane:
         ]
         mesh = self._mesh_json()
         fresh: dict[SnapshotKey, dict[str, Any]] = {}
+        all_pods = [self._pod_json(p) for p in self._plan.pods]
         for pod in self._plan.pods:
             fresh[("pod", pod.key)] = {
                 "kind": "pod",
@@ -148,7 +149,9 @@ class ControlPlane:
             fresh[("node", node.name)] = {
                 "kind": "node",
                 "node": {"name": node.name, "podCIDR": node.pod_cidr, "fabricIP": node.fabric_ip},
-                "pods": [self._pod_json(p) for p in self._plan.pods if p.node == node.name],
+                # every pod, not only this node's: identity-based policy and flow records
+                # need the labels and service accounts of remote peers too (each has "node")
+                "pods": all_pods,
                 "mesh": mesh,
                 "services": services,
                 "routes": routes,
