@@ -21,6 +21,8 @@ from conftest import cgroup2_root
 from ebpf_env import TAG
 from sockmap_env import PORT, Pod, bridged_pods
 
+from hybridmesh.agent.datapath import NodeState, PodView
+from hybridmesh.agent.dp_sockmap import SockMapDatapath
 from hybridmesh.ebpf import bpffs
 from hybridmesh.ebpf.sockmap import SocketTuple, SockMap
 
@@ -233,3 +235,45 @@ def test_loopback_tuples_are_scoped_by_netns(sm: SockMap, pods: list[Pod]) -> No
         for client, server in pairs:
             client.close()
             server.close()
+
+
+def _state(pods: list[Pod], placements: list[str]) -> NodeState:
+    views = [PodView("ns", f"p{i}", pod.ip, "n1", "sa", placement, cgroup=pod.cgroup)
+             for i, (pod, placement) in enumerate(zip(pods, placements, strict=True))]
+    remote = PodView("ns", "far", "10.201.0.99", "n2", "sa", "kernel")  # another node's
+    return NodeState("n1", 1, (*views, remote), (), ())  # fmt: skip
+
+
+def test_datapath_follows_the_node_state(dirs: tuple[Path, Path], pods: list[Pod]) -> None:
+    dp = SockMapDatapath("n1", *dirs)
+    try:
+        dp.sync(_state(pods, ["kernel", "sidecar+ebpf"]))
+        client, server = _pair(pods[0], pods[1])
+        with client, server:
+            assert _send_recv(client, server, b"fast") == b"fast"
+            status = dp.status().to_json()
+            assert status["detail"]["pods"] == ["ns/p0", "ns/p1"]
+            assert status["detail"]["redirected_msgs"] == 1
+            fill = {m["name"]: m["entries"] for m in status["maps"]}
+            assert (fill["sock_hash"], fill["local_ips"]) == (2, 2)
+            assert {p["name"] for p in status["programs"]} == {"hm_sockops", "hm_sk_msg"}
+
+            dp.sync(_state(pods, ["kernel", "none"]))  # p1 leaves the accelerated placements
+            assert dp.status().detail["pods"] == ["ns/p0"]
+            c2, s2 = _pair(pods[0], pods[1])
+            with c2, s2:
+                assert _send_recv(c2, s2, b"slow") == b"slow"
+            assert dp.status().detail["redirected_msgs"] == 1  # the new pair went through TCP
+
+            dp.close()  # an agent restart: a new datapath takes over the pins
+            dp = SockMapDatapath("n1", *dirs)
+            dp.sync(_state(pods, ["kernel", "sidecar+ebpf"]))
+            assert _send_recv(server, client, b"still fast") == b"still fast"
+            assert dp.status().detail["redirected_msgs"] == 2
+
+            dp.remove()  # cold start: the established pair falls back to TCP, unharmed
+            assert not dirs[0].exists()
+            assert _send_recv(client, server, b"plain tcp") == b"plain tcp"
+            assert _send_recv(server, client, b"both ways") == b"both ways"
+    finally:
+        dp.remove()
