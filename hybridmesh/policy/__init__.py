@@ -9,6 +9,7 @@ from hybridmesh.policy.engine import (
     RequestAttributes,
     compile_policies,
     load_policies,
+    read_policies,
 )
 from hybridmesh.policy.l4 import L4Ports, L4Rule, L4Source, l4_policy, l4_rules
 from hybridmesh.policy.normalize import (
@@ -41,4 +42,5 @@ __all__ = [
     "load_policies",
     "normalize_host",
     "normalize_path",
+    "read_policies",
 ]

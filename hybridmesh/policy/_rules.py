@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hybridmesh.identity.spiffe import InvalidPrincipalPattern, SpiffeId
 from hybridmesh.policy._match import (
@@ -28,7 +28,10 @@ from hybridmesh.policy._match import (
     principal_match,
     service_account_match,
 )
-from hybridmesh.resources.models import AuthorizationPolicy, Operation, Rule, Source
+
+if TYPE_CHECKING:
+    from hybridmesh.policy._view import ClauseView, PolicyView, RuleView
+    from hybridmesh.resources.models import AuthorizationPolicy, Operation, Rule, Source
 
 __all__ = [
     "HTTP_FIELDS",
@@ -107,7 +110,7 @@ def _any_clause(clauses: tuple[Clause, ...], facts: Facts) -> Tri:
     return any_of(all_of(condition(facts) for condition in clause) for clause in clauses)
 
 
-def compile_rule(rule: Rule) -> CompiledRule:
+def compile_rule(rule: Rule | RuleView) -> CompiledRule:
     """Compile one rule; ValueError (naming the value) if a pattern cannot be compiled."""
     return CompiledRule(
         sources=tuple(_clause(item.source) for item in rule.from_),
@@ -115,7 +118,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
     )
 
 
-def _clause(model: Source | Operation) -> Clause:
+def _clause(model: Source | Operation | ClauseView) -> Clause:
     dumped = model.model_dump(by_alias=True)
     conditions = []
     for name, values in dumped.items():
@@ -163,5 +166,5 @@ def _why(field: str, facts: Facts) -> str:
     return f"{field}: no Host header"
 
 
-def policy_name(policy: AuthorizationPolicy) -> str:
+def policy_name(policy: AuthorizationPolicy | PolicyView) -> str:
     return f"{policy.metadata.namespace}/{policy.metadata.name}"

@@ -20,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from hybridmesh.resources import AuthorizationPolicy
+if TYPE_CHECKING:
+    from hybridmesh.policy._view import PolicyView
+    from hybridmesh.resources import AuthorizationPolicy
 
 __all__ = ["ROOT_NAMESPACE", "Binding", "Target", "binding"]
 
@@ -49,7 +51,9 @@ class Binding(Enum):
     DEFAULT_DENY_ONLY = "default-deny only"  # an ALLOW that binds without granting
 
 
-def binding(policy: AuthorizationPolicy, target: Target, root: str = ROOT_NAMESPACE) -> Binding:
+def binding(
+    policy: AuthorizationPolicy | PolicyView, target: Target, root: str = ROOT_NAMESPACE
+) -> Binding:
     """How ``policy`` bears on requests to ``target``."""
     namespace = policy.metadata.namespace
     spec = policy.spec

@@ -28,16 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId, validate_trust_domain
 from hybridmesh.policy._match import Facts, Tri
 from hybridmesh.policy._rules import CompiledRule, compile_rule, explain, policy_name
 from hybridmesh.policy._scope import ROOT_NAMESPACE, Binding, Target, binding
+from hybridmesh.policy._view import PolicyView, ViewError, parse_policy
 from hybridmesh.policy.normalize import NormalizedPath, normalize_host, normalize_path
-from hybridmesh.resources.models import AuthorizationPolicy
+
+if TYPE_CHECKING:  # pydantic (~13 MB RSS) is imported only by load_policies, never by a proxy
+    from hybridmesh.resources.models import AuthorizationPolicy
 
 __all__ = [
     "Action",
@@ -47,10 +48,11 @@ __all__ = [
     "RequestAttributes",
     "compile_policies",
     "load_policies",
+    "read_policies",
 ]
 
 Action = Literal["ALLOW", "DENY"]
-PolicyInput = Mapping[str, Any] | AuthorizationPolicy
+PolicyInput: TypeAlias = "Mapping[str, Any] | AuthorizationPolicy"
 
 
 class PolicyError(ValueError):
@@ -129,6 +131,10 @@ class _Compiled:
 
 def load_policies(policies: Iterable[PolicyInput]) -> tuple[AuthorizationPolicy, ...]:
     """Validate snapshot JSON (or pass models through); PolicyError names the bad one."""
+    from pydantic import ValidationError
+
+    from hybridmesh.resources.models import AuthorizationPolicy
+
     loaded = []
     for index, raw in enumerate(policies):
         if isinstance(raw, AuthorizationPolicy):
@@ -141,6 +147,19 @@ def load_policies(policies: Iterable[PolicyInput]) -> tuple[AuthorizationPolicy,
     return tuple(sorted(loaded, key=policy_name))
 
 
+def read_policies(policies: Iterable[object]) -> tuple[PolicyView, ...]:
+    """Read snapshot JSON the control plane already validated, without pydantic (the proxy's
+    path: see ``_view``); PolicyError names the policy whose shape is wrong."""
+    views = []
+    for index, raw in enumerate(policies):
+        try:
+            views.append(parse_policy(raw))
+        except ViewError as exc:
+            name = _raw_name(raw) if isinstance(raw, Mapping) else "unnamed"
+            raise PolicyError(f"policies[{index}] ({name}) is invalid: {exc}") from None
+    return tuple(sorted(views, key=policy_name))
+
+
 def _raw_name(raw: Mapping[str, Any]) -> str:
     meta = raw.get("metadata") if isinstance(raw, Mapping) else None
     if isinstance(meta, Mapping):
@@ -149,7 +168,7 @@ def _raw_name(raw: Mapping[str, Any]) -> str:
 
 
 def compile_policies(
-    policies: Iterable[PolicyInput],
+    policies: Iterable[PolicyInput] | tuple[PolicyView, ...],
     target: Target,
     *,
     trust_domain: str,
@@ -161,14 +180,19 @@ def compile_policies(
     except InvalidSpiffeId as exc:
         raise PolicyError(f"mesh trust domain: {exc.reason}") from None
     compiled = []
-    for policy in load_policies(policies):
+    given = tuple(policies)
+    views = all(isinstance(p, PolicyView) for p in given)
+    loaded: tuple[AuthorizationPolicy | PolicyView, ...] = (
+        given if views else load_policies(given)  # type: ignore[assignment, arg-type]
+    )
+    for policy in loaded:
         bound = binding(policy, target, root_namespace)
         if bound is not Binding.NONE:
             compiled.append(_compile(policy, grants=bound is Binding.APPLIES))
     return Evaluator(trust_domain, tuple(compiled))
 
 
-def _compile(policy: AuthorizationPolicy, *, grants: bool) -> _Compiled:
+def _compile(policy: AuthorizationPolicy | PolicyView, *, grants: bool) -> _Compiled:
     name = policy_name(policy)
     try:
         rules = tuple(compile_rule(rule) for rule in policy.spec.rules)

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hybridmesh.policy._rules import http_fields, policy_name
 from hybridmesh.policy.engine import Action, PolicyInput, load_policies
-from hybridmesh.resources.models import AuthorizationPolicy, Operation, Rule, Source
+
+if TYPE_CHECKING:  # pydantic models: imported at run time only where one is built (proxy RSS)
+    from hybridmesh.resources.models import AuthorizationPolicy, Operation, Rule, Source
 
 __all__ = ["L4Ports", "L4Rule", "L4Source", "l4_policy", "l4_rules"]
 
@@ -96,6 +98,8 @@ def _project_rule(rule: Rule, *, deny: bool) -> Rule | None:
 def _ports_only(operation: Operation) -> Operation | None:
     if not operation.ports and not operation.not_ports:
         return None
+    from hybridmesh.resources.models import Operation
+
     return Operation(ports=operation.ports, not_ports=operation.not_ports)
 
 

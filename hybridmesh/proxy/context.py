@@ -25,7 +25,7 @@ from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 if TYPE_CHECKING:
     from hybridmesh.proxy.h2upstream import H2Pool
     from hybridmesh.proxy.mtls import MeshTls
-    from hybridmesh.proxy.policy_hook import InboundPolicy
+    from hybridmesh.proxy.policy_hook import InboundAuthz
 
 __all__ = ["Closable", "OriginalDst", "ProxyContext"]
 
@@ -75,7 +75,7 @@ class ProxyContext:
         self._tables: Tables | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.mtls: MeshTls | None = None  # set by the worker when an identity is configured
-        self.policy: InboundPolicy | None = None  # the AuthorizationPolicy hook (policy_hook)
+        self.policy: InboundAuthz | None = None  # inbound AuthorizationPolicy (policy_hook)
 
     @property
     def tables(self) -> Tables | None:

@@ -42,6 +42,7 @@ from hybridmesh.proxy.attempt import ERROR, RETRY, Attempt, Outcome
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.peer_identity import rewrite_identity_headers
 from hybridmesh.proxy.plan import Plan
+from hybridmesh.proxy.policy_hook import PolicyDenied
 from hybridmesh.proxy.protocols.http1 import EndOfMessage, Request, Response
 from hybridmesh.proxy.retry import IDEMPOTENT_METHODS
 from hybridmesh.proxy.streams import PAUSE_PREATTACH, Downstream, UpstreamStream
@@ -69,7 +70,8 @@ class Exchange:
     __slots__ = ("_attempt", "_deadline", "_end", "_finished", "_fresh", "_keep_alive",
                  "_kept", "_kept_size", "_key", "_lb_started", "_mtls_peer", "_mtls_pools",
                  "_pending", "_pending_size",
-                 "_plan", "_sent_body", "_timer", "_tried", "_waiting", "ctx", "down", "flags",
+                 "_plan", "_sent_body", "_timer", "_tried", "_waiting", "authz", "ctx", "down",
+                 "flags",
                  "grpc_status", "method", "request", "request_complete", "request_sent",
                  "response_started", "retries", "started", "status", "upstream_h2",
                  "was_started")
@@ -115,6 +117,7 @@ class Exchange:
         self._finished = False
         self._mtls_pools: tuple[Pool, H2Pool] | None = None  # this try's mTLS pools
         self._mtls_peer: Peer | None = None  # destination with its principal, over mTLS
+        self.authz: tuple[bool, str] | None = None  # inbound: (allowed, deciding policy)
 
     def start(self) -> None:
         """Route the request and make the first try (no-op once the exchange is over)."""
@@ -180,7 +183,13 @@ class Exchange:
             self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
     def _begin(self) -> None:
-        plan = self._plan = self.down.route.plan(self.request)
+        route = self.down.route
+        try:
+            self.request, self.authz = route.admit(self.request)
+        except PolicyDenied as err:
+            self.authz = err.verdict
+            raise
+        plan = self._plan = route.plan(self.request)
         if plan.budget is not None:
             plan.budget.deposit()
         if plan.request_timeout_s is not None:
@@ -520,4 +529,7 @@ class Exchange:
             "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
             "retry_count": self.retries, "grpc_status": self.grpc_status or None,
             "reporter": route.reporter,
+            "authz_decision": None if self.authz is None else
+                              ("allow" if self.authz[0] else "deny"),
+            "authz_policy": None if self.authz is None else self.authz[1],
         })  # fmt: skip

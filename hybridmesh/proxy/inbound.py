@@ -15,7 +15,7 @@ from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.discovery import Tables
 from hybridmesh.proxy.peer_identity import HeaderFields, VerifiedPeer, with_principal
 from hybridmesh.proxy.plan import NO_RETRY, Plan
-from hybridmesh.proxy.policy_hook import authorize_request
+from hybridmesh.proxy.policy_hook import Verdict
 from hybridmesh.proxy.protocols.http1 import Request
 from hybridmesh.proxy.upstream import EndpointKey
 from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, Peer
@@ -81,11 +81,17 @@ class InboundRoute:
     def finish_tcp(self, key: EndpointKey, started: float, ok: bool) -> None:
         return None
 
+    def admit(self, request: Request) -> tuple[Request, Verdict | None]:
+        """Normalize the path and apply this pod's AuthorizationPolicies (policy_hook): the
+        verified mTLS peer, or none for plaintext. Raises the proxy's 400 or 403."""
+        policy = self._ctx.policy
+        if policy is None:
+            return request, None
+        peer = self.verified.peer if self.verified is not None else None
+        return policy.admit_request(peer, self._target[1], request, self.destination)
+
     def plan(self, request: Request) -> Plan:
         tables = self._ctx.tables
         if tables is not self._tables and tables is not None:
             self._use(tables)
-        if self._ctx.policy is not None:
-            peer = self.verified.peer if self.verified is not None else None
-            authorize_request(self._ctx, peer, self._target[1], request, self.destination)
         return self._plan

@@ -111,6 +111,10 @@ class OutboundRoute:
             self._ctx.metrics.ejection(sp.fqdn if sp is not None else self.service)
 
     # -- HTTP --------------------------------------------------------------------------------
+    def admit(self, request: Request) -> tuple[Request, tuple[bool, str] | None]:
+        """Outbound requests are authorized by the destination's proxy: unchanged."""
+        return request, None
+
     def plan(self, request: Request) -> Plan:
         tables = self._ctx.tables
         if tables is not self._tables and tables is not None:

@@ -92,6 +92,11 @@ class ConnRoute(Protocol):
         """Report a connect outcome to the balancer/outlier detection (no-op if none)."""
         ...
 
+    def admit(self, request: Request) -> tuple[Request, tuple[bool, str] | None]:
+        """The request to forward and the authorization verdict (inbound: normalized path,
+        AuthorizationPolicy; raises the proxy's 400/403). Outbound: unchanged, None."""
+        ...
+
     def plan(self, request: Request) -> Plan:
         """Route one HTTP request (raises ProxyError when it cannot go anywhere)."""
         ...

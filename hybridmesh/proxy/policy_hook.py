@@ -1,49 +1,197 @@
-"""Where AuthorizationPolicy decisions plug into the proxy (the engine is ``hybridmesh.policy``).
+"""AuthorizationPolicy enforcement on the inbound (destination) side of a proxy.
 
-The proxy calls an :class:`InboundPolicy` at two places, both on the inbound (destination)
-side, where the peer's identity is *verified* (mTLS) or known to be absent (plaintext):
+The proxy calls :class:`InboundAuthz` where the peer's identity is *verified* (mTLS) or known
+to be absent (plaintext):
 
-- :func:`authorize_request` — from ``InboundRoute.plan`` for every HTTP request (HTTP/1 and
-  HTTP/2), before any byte reaches the app; a denial becomes the proxy's 403 ``policy``;
-- :func:`authorize_connection` — from ``mtls_server`` when an inbound connection becomes an
-  opaque TCP relay (L4 rules only); a denial closes the connection.
+- :meth:`InboundAuthz.admit_request` — for every inbound HTTP request (HTTP/1 and HTTP/2),
+  before any byte reaches the app. The path is normalized **once** here
+  (``hybridmesh.policy.normalize``) and the request that goes on carries that normalized
+  target, so what the policy matched is exactly what the app is asked for. A malformed or
+  ambiguous path is the proxy's 400; a denial is its 403 whose body names the policy;
+- :func:`authorize_connection` — when an inbound connection becomes an opaque TCP relay (L4
+  rules only); a denial closes the connection.
 
-Until the engine is wired (``ProxyContext.policy`` stays None) both allow everything.
+Policies come from the pod's snapshot watch: :meth:`InboundAuthz.install` recompiles them on
+every snapshot (no restart), from the JSON the control plane validated, without pydantic (a
+proxy worker must stay under 30 MB). A snapshot whose policies cannot be compiled makes the
+pod deny everything until a good one arrives (fail closed), and says why in the 403 body.
+
+Which Service a request "came through" (``targetRefs`` policies) is read from the Host: a
+Service that selects this pod and is named by the Host (``web``, ``web.shop``,
+``web.shop.svc[.cluster.local]`` or its cluster IP), else the only selecting Service exposing
+the port, else none. The client can lie about it only to pick another Service that reaches
+this same pod on this same port, which it could have dialled anyway.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from hybridmesh.identity.spiffe import SpiffeId
+from hybridmesh.policy._scope import Target
+from hybridmesh.policy.engine import (
+    Decision,
+    Evaluator,
+    PolicyError,
+    RequestAttributes,
+    compile_policies,
+    read_policies,
+)
+from hybridmesh.policy.normalize import BadRequest, normalize_host, normalize_path
+from hybridmesh.proxy.authz_metrics import AuthzMetrics
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.protocols.http1 import Request
 
 if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
+    from hybridmesh.proxy.discovery import Tables
 
-__all__ = ["InboundPolicy", "authorize_connection", "authorize_request"]
+__all__ = ["ALLOWED", "InboundAuthz", "PolicyDenied", "Verdict", "authorize_connection"]
+
+log = logging.getLogger(__name__)
+
+Verdict = tuple[bool, str]
+"""(allowed, policy label): the label is ``ns/name``, ``default`` (default-deny), ``none``
+(no policy decided: allowed) or ``invalid`` (the snapshot's policies could not be compiled)."""
+
+ALLOWED: Final[Verdict] = (True, "none")
+_SVC_SUFFIXES: Final = ("", ".svc", ".svc.cluster.local")
 
 
-class InboundPolicy(Protocol):
-    """Decisions for this pod's inbound traffic; a string return is the denial's reason."""
+class PolicyDenied(ProxyError):
+    """The proxy's 403: ``verdict`` says which policy denied (for the access log)."""
 
-    def check_request(self, *, peer: SpiffeId | None, port: int, request: Request) -> str | None:
-        ...
-
-    def check_connection(self, *, peer: SpiffeId | None, port: int) -> str | None:
-        ...
+    def __init__(self, destination: str, detail: str, verdict: Verdict) -> None:
+        super().__init__(Reason.POLICY, destination, detail)
+        self.verdict = verdict
 
 
-def authorize_request(ctx: ProxyContext, peer: SpiffeId | None, port: int, request: Request,
-                      destination: str) -> None:
-    """Raise the proxy's 403 if the policy denies ``request`` from ``peer`` (None: plaintext)."""
-    policy = ctx.policy
-    if policy is None:
-        return
-    denied = policy.check_request(peer=peer, port=port, request=request)
-    if denied is not None:
-        raise ProxyError(Reason.POLICY, destination, denied)
+def policy_label(decision: Decision) -> str:
+    if decision.policy is not None:
+        return decision.policy
+    return "none" if decision.allowed else "default"
+
+
+def denial_detail(decision: Decision) -> str:
+    """The 403 body's detail: which policy (or default-deny), then the engine's reason."""
+    if decision.policy is not None:
+        return f"RBAC: access denied by policy {decision.policy} ({decision.reason})"
+    return f"RBAC: access denied: no ALLOW policy matched ({decision.reason})"
+
+
+class InboundAuthz:
+    """This pod's policies, compiled per snapshot; decisions counted in :attr:`metrics`."""
+
+    def __init__(self, metrics: AuthzMetrics | None = None) -> None:
+        self.metrics = metrics or AuthzMetrics()
+        self._evaluators: dict[str | None, Evaluator] = {}
+        self._hosts: dict[str, str] = {}  # host name or cluster IP → "ns/name"
+        self._by_port: dict[int, str | None] = {}  # targetPort → the only Service, or None
+        self._broken: str | None = None
+        self.policies: tuple[str, ...] = ()
+        self.version = -1
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def install(self, tables: Tables) -> None:
+        """Recompile from a new snapshot; a bad one fails closed (everything denied)."""
+        snapshot = tables.snapshot
+        pod: Mapping[str, Any] = snapshot.get("pod") or {}
+        namespace = str(pod.get("namespace") or tables.pod.namespace)
+        selecting = [s for s in snapshot.get("services") or () if _selects(s, namespace, pod)]
+        keys = frozenset(f"{s['namespace']}/{s['name']}" for s in selecting)
+        self._hosts = _host_names(selecting)
+        self._by_port = _ports(selecting)
+        trust_domain = str((snapshot.get("mesh") or {}).get("trustDomain") or "cluster.local")
+        labels = {str(k): str(v) for k, v in (pod.get("labels") or {}).items()}
+        try:
+            views = read_policies(snapshot.get("policies") or ())
+            self._evaluators = {
+                via: compile_policies(views, Target(namespace, labels, keys, via),
+                                      trust_domain=trust_domain)
+                for via in (None, *sorted(keys))
+            }
+        except PolicyError as exc:
+            log.error("snapshot %d: policies unusable, denying every request: %s",
+                      tables.version, exc)
+            self._broken, self._evaluators, self.policies = str(exc), {}, ()
+        else:
+            self._broken = None
+            self.policies = self._evaluators[None].policies
+        self.version = tables.version
+
+    # -- decisions ---------------------------------------------------------------------------
+    def admit_request(self, peer: SpiffeId | None, port: int, request: Request,
+                      destination: str) -> tuple[Request, Verdict]:
+        """The request to forward (normalized target) and the verdict; raises the proxy's
+        400 (bad path/host) or 403 (denied)."""
+        target, host = _origin_form(request)
+        try:
+            path = normalize_path(target)
+        except BadRequest as exc:
+            raise ProxyError(Reason.BAD_REQUEST, destination, f"request path {exc}") from None
+        if path.target.encode("ascii") != request.target:
+            request = replace(request, target=path.target.encode("ascii"))
+        if host is not None:
+            request = _with_host(request, host)
+        evaluator = self._evaluator(host, port)
+        if evaluator is None:
+            self._deny_broken(destination, "http")
+        if not evaluator.policies:
+            self.metrics.decision("http", ALLOWED)
+            return request, ALLOWED
+        try:
+            normalized_host = None if host is None else normalize_host(host)
+        except BadRequest as exc:
+            raise ProxyError(Reason.BAD_REQUEST, destination, f"Host {exc}") from None
+        attrs = RequestAttributes(peer, port, request.method.decode("latin-1"), path,
+                                  normalized_host)
+        decision = evaluator.decide(attrs)
+        verdict = (decision.allowed, policy_label(decision))
+        self.metrics.decision("http", verdict)
+        if not decision.allowed:
+            raise PolicyDenied(destination, denial_detail(decision), verdict)
+        return request, verdict
+
+    def check_connection(self, peer: SpiffeId | None, port: int) -> Decision | None:
+        """The decision for an opaque connection (None: the policies are broken: deny)."""
+        evaluator = self._evaluator(None, port)
+        if evaluator is None:
+            self.metrics.decision("tcp", (False, "invalid"))
+            return None
+        decision = evaluator.decide(RequestAttributes.tcp(peer, port))
+        self.metrics.decision("tcp", (decision.allowed, policy_label(decision)))
+        return decision
+
+    def _evaluator(self, host: bytes | None, port: int) -> Evaluator | None:
+        if self._broken is not None:
+            return None
+        via = self._via(host, port)
+        return self._evaluators.get(via) or self._evaluators.get(None)
+
+    def _via(self, host: bytes | None, port: int) -> str | None:
+        if host is not None:
+            name = host.decode("latin-1").lower().rpartition(":")[0] or host.decode("latin-1")
+            svc = self._hosts.get(name.rstrip(".").lower())
+            if svc is not None:
+                return svc
+        return self._by_port.get(port)
+
+    def _deny_broken(self, destination: str, protocol: str) -> NoReturn:
+        self.metrics.decision(protocol, (False, "invalid"))
+        raise PolicyDenied(destination, "RBAC: access denied: this pod's policies are invalid "
+                           f"({self._broken})", (False, "invalid"))
+
+    def describe(self) -> dict[str, Any]:
+        """For ``/config_dump``: what binds this pod, per Service it may be reached through."""
+        return {
+            "version": self.version,
+            "invalid": self._broken,
+            "policies": {str(via or "direct"): list(ev.policies)
+                         for via, ev in self._evaluators.items()},
+        }
 
 
 def authorize_connection(ctx: ProxyContext, peer: SpiffeId | None, port: int) -> bool:
@@ -51,7 +199,64 @@ def authorize_connection(ctx: ProxyContext, peer: SpiffeId | None, port: int) ->
     policy = ctx.policy
     if policy is None:
         return True
-    if policy.check_connection(peer=peer, port=port) is None:
+    decision = policy.check_connection(peer, port)
+    if decision is not None and decision.allowed:
         return True
+    why = decision.reason if decision is not None else "invalid policies"
+    log.debug("inbound TCP from %s to port %d denied: %s", peer or "plaintext", port, why)
     ctx.metrics.proxy_error(Reason.POLICY.value)
     return False
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _origin_form(request: Request) -> tuple[bytes, bytes | None]:
+    """(origin-form target, Host): absolute-form ``http://a/b`` becomes ``/b`` with Host ``a``
+    (RFC 9112 §3.2.2: the target's authority wins over the Host header)."""
+    host = next((v for n, v in request.headers if n == b"host"), None)
+    target = request.target
+    lowered = target[:8].lower()
+    if lowered.startswith((b"http://", b"https://")):
+        rest = target.split(b"://", 1)[1]
+        authority, slash, path = rest.partition(b"/")
+        return slash + path if slash else b"/", authority
+    return target, host
+
+
+def _with_host(request: Request, host: bytes) -> Request:
+    headers = request.headers
+    if any(n == b"host" and v == host for n, v in headers):
+        return request
+    fields = tuple(f for f in headers if f[0] != b"host")
+    return replace(request, headers=((b"host", host), *fields))
+
+
+def _selects(svc: Mapping[str, Any], namespace: str, pod: Mapping[str, Any]) -> bool:
+    selector = svc.get("selector") or {}
+    labels = pod.get("labels") or {}
+    return (svc.get("namespace") == namespace and bool(selector)
+            and all(labels.get(k) == v for k, v in selector.items()))
+
+
+def _host_names(services: list[Mapping[str, Any]]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for svc in services:
+        key = f"{svc['namespace']}/{svc['name']}"
+        base = f"{svc['name']}.{svc['namespace']}"
+        for name in (str(svc["name"]), *(base + s for s in _SVC_SUFFIXES)):
+            names.setdefault(name.lower(), key)
+        if svc.get("clusterIP"):
+            names.setdefault(str(svc["clusterIP"]), key)
+    return names
+
+
+def _ports(services: list[Mapping[str, Any]]) -> dict[int, str | None]:
+    """targetPort → the Service exposing it, None when several do (ambiguous)."""
+    out: dict[int, str | None] = {}
+    for svc in services:
+        key = f"{svc['namespace']}/{svc['name']}"
+        for port in svc.get("ports") or ():
+            target = int(port.get("targetPort") or port["port"])
+            out[target] = key if out.get(target, key) == key else None
+    return out

@@ -56,9 +56,11 @@ def pod_snapshot(pod: str, ip: str, services: Iterable[Mapping[str, Any]] = (), 
                  labels: Mapping[str, str] | None = None,
                  routes: Iterable[Mapping[str, Any]] = (), mtls_mode: str = "PERMISSIVE",
                  trust_domain: str = "cluster.local",
-                 service_account: str | None = None) -> dict[str, Any]:
+                 service_account: str | None = None,
+                 policies: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """A pod snapshot as the control plane sends it (without ``version``: the fake adds it).
-    The service account defaults to the workload's name."""
+    The service account defaults to the workload's name; ``policies`` are AuthorizationPolicy
+    documents in their snapshot JSON shape."""
     workload = workload or pod.rsplit("-", 1)[0]
     return {
         "kind": "pod",
@@ -68,7 +70,7 @@ def pod_snapshot(pod: str, ip: str, services: Iterable[Mapping[str, Any]] = (), 
         "mesh": {"trustDomain": trust_domain, "mtlsMode": mtls_mode},
         "services": [dict(s) for s in services],
         "routes": [dict(r) for r in routes],
-        "policies": [],
+        "policies": [dict(p) for p in policies],
     }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.context import OriginalDst, ProxyContext
 from hybridmesh.proxy.discovery import Tables, Watcher
 from hybridmesh.proxy.listener import INBOUND, OUTBOUND, Accepted
+from hybridmesh.proxy.policy_hook import InboundAuthz
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
 __all__ = ["ListenError", "Worker", "listen_socket"]
@@ -68,6 +69,7 @@ class Worker:
         self.config = config
         self.ctx = ProxyContext(config, original_dst=original_dst, metrics=metrics,
                                 access_log=access_log)
+        self.ctx.policy = InboundAuthz()
         self.outbound_port = 0
         self.inbound_port = 0
         self.deleted = False
@@ -119,8 +121,11 @@ class Worker:
         identity.start(self.ctx.tasks.spawn)
 
     def exposition(self) -> bytes:
-        """``/metrics``: request metrics, then the identity/mTLS series when enabled."""
+        """``/metrics``: request metrics, authorization decisions, then the identity/mTLS
+        series when enabled."""
         text = self.ctx.metrics.exposition()
+        if self.ctx.policy is not None:
+            text += self.ctx.policy.metrics.exposition()
         mesh = self.ctx.mtls
         return text if mesh is None else text + mesh.exposition()
 
@@ -132,6 +137,8 @@ class Worker:
         return int(sock.getsockname()[1])
 
     def _install(self, tables: Tables) -> None:
+        if self.ctx.policy is not None:  # before the tables: no request sees new tables with
+            self.ctx.policy.install(tables)  # the old policies
         self.ctx.install(tables)
         if self.ctx.mtls is not None:
             self.ctx.mtls.identity.set_tables(tables)
@@ -176,6 +183,8 @@ class Worker:
         dump["pid"] = os.getpid()
         mesh = self.ctx.mtls
         dump["identity"] = mesh.identity.describe() if mesh is not None else None
+        policy = self.ctx.policy
+        dump["authz"] = policy.describe() if policy is not None else None
         return dump
 
     # -- drain ---------------------------------------------------------------------------------

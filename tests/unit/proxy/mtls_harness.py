@@ -58,12 +58,13 @@ class Pair:
                     [endpoint("client-0", CLIENT_IP, service_account="client")]),
         ]
 
-    def publish(self, *, mode: str = "STRICT", **kw: Any) -> None:
+    def publish(self, *, mode: str = "STRICT", policies: list[dict[str, Any]] | None = None,
+                **kw: Any) -> None:
         svcs = self.services(**kw)
         self.cp.set(CLIENT_POD, pod_snapshot("client-0", CLIENT_IP, svcs, mtls_mode=mode,
                                              service_account="client"))
         self.cp.set(SERVER_POD, pod_snapshot("web-0", APP_IP, svcs, mtls_mode=mode,
-                                             service_account="web"))
+                                             service_account="web", policies=policies or ()))
 
     async def request(self, raw: bytes) -> bytes:
         reader, writer = await asyncio.open_connection(CLIENT_IP, self.client.outbound_port)
