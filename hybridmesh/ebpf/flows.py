@@ -37,6 +37,7 @@ from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
 
 __all__ = [
+    "MAPS",
     "MAX_LOCAL",
     "OBJECT",
     "PROGRAMS",
@@ -280,6 +281,15 @@ class Flows:
             if pin not in fresh:
                 _detach_pin(pin)
 
+    def map(self, name: str) -> _libbpf.BpfMap:
+        """One of :data:`MAPS`, untyped (for sizes and status)."""
+        if name not in MAPS:
+            raise ValueError(f"flows has no map {name!r}; it has {', '.join(MAPS)}")
+        return self._obj.map(name)
+
+    def pin(self, name: str) -> Path:
+        return self.pin_dir / name
+
     def links(self) -> list[str]:
         """Names of the pinned links (``link-<program>-<generation>``)."""
         return sorted(p.name for p in self.pin_dir.glob("link-*"))
@@ -358,9 +368,7 @@ class Flows:
 
 def realtime_offset_ns() -> int:
     """CLOCK_REALTIME minus CLOCK_MONOTONIC now: added to a record's bpf_ktime_get_ns."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
-        time.CLOCK_MONOTONIC
-    )
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 def _pinned_generation(control_pin: Path) -> int:
