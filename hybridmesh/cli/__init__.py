@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from hybridmesh.cli import authz, bench, check, demo, lab, stat, validate
+from hybridmesh.cli import agent, authz, bench, check, demo, ebpf, lab, stat, validate
+from hybridmesh.cli import identity as identity_cli
 
 __all__ = ["app", "main"]
 
@@ -22,6 +23,9 @@ app = typer.Typer(
 
 for module in (check, validate, lab, demo, stat, authz, bench):
     module.register(app)
+ebpf.register(app)
+agent.register(app)
+identity_cli.register(app)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Kept apart (own CDLL handle, so the prototypes set here can never disturb the sh
 - feature probes — ``libbpf_probe_bpf_prog_type`` / ``libbpf_probe_bpf_map_type`` load a tiny
   program or create a tiny map for real, which is the only honest answer to "does this kernel
   have X" (config files and version numbers lie under backports and lockdown);
-- ``bpf_map_get_info_by_fd`` for a pinned map's size, which ``ebpf status`` reports.
+- ``bpf_obj_get_info_by_fd`` for a pinned map's size, which ``ebpf status`` reports.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _lib() -> ctypes.CDLL:
     lib.libbpf_probe_bpf_prog_type.argtypes = [c_int, c_void_p]
     lib.libbpf_probe_bpf_map_type.restype = c_int
     lib.libbpf_probe_bpf_map_type.argtypes = [c_int, c_void_p]
-    lib.bpf_map_get_info_by_fd.restype = c_int
-    lib.bpf_map_get_info_by_fd.argtypes = [c_int, c_void_p, ctypes.POINTER(c_uint32)]
+    lib.bpf_obj_get_info_by_fd.restype = c_int
+    lib.bpf_obj_get_info_by_fd.argtypes = [c_int, c_void_p, ctypes.POINTER(c_uint32)]
     return lib
 
 
@@ -107,7 +107,7 @@ class MapInfo:
 def map_info(fd: int) -> MapInfo:
     info = _BpfMapInfo()
     size = c_uint32(ctypes.sizeof(info))
-    _check(_lib().bpf_map_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
     return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
                    info.name.decode(errors="replace"))  # fmt: skip
 

@@ -88,6 +88,7 @@ class Daemon:
         router.add("GET", "/v1/lab/status", self._status)
         router.add("GET", "/v1/lab/pods/{namespace}/{name}", self._pod)
         router.add("POST", "/v1/lab/apply", self._apply)
+        router.add("POST", "/v1/lab/agents/{node}/restart", self._restart_agent)
         router.add("POST", "/v1/lab/shutdown", self._shutdown)
         return router
 
@@ -136,6 +137,14 @@ class Daemon:
                 "servicesChanged": change.services_changed,
             }
         )
+
+    async def _restart_agent(self, _req: Request, p: dict[str, str]) -> Response:
+        try:
+            result = await self.lab.restart_agent(p["node"])
+        except KeyError:
+            nodes = ", ".join(n.name for n in self.control.plan.nodes)
+            raise HttpError(404, f"no agent for node {p['node']} (nodes: {nodes})") from None
+        return Response.json(result)
 
     async def _shutdown(self, _req: Request, _p: dict[str, str]) -> Response:
         self.shutdown.set()

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hybridmesh.control.plane import ControlPlane
 from hybridmesh.control.planner import PlanDiff
 from hybridmesh.lab import capture, dns, names, netns, network, procs, servicelb, sidecar
 from hybridmesh.lab._sh import LabError
+from hybridmesh.lab.agents import AgentSet, needs_agent
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
 from hybridmesh.lab.tokens import PodTokens
@@ -31,9 +32,11 @@ from hybridmesh.resources import Resource, Topology, build_topology
 
 log = logging.getLogger("hybridmesh.lab")
 
+Gate = Callable[[], Awaitable[object]]
+
 __all__ = ["SUPPORTED_PLACEMENTS", "Lab", "PlacementError", "check_placements", "pod_log_path"]
 
-SUPPORTED_PLACEMENTS = frozenset({"none", "sidecar"})
+SUPPORTED_PLACEMENTS = frozenset({"none", "sidecar", "sidecar+ebpf", "kernel"})
 """Placements this build can realize; the others are refused with a clear message at apply."""
 
 SYNC_PERIOD = 0.2
@@ -42,6 +45,11 @@ arriving together are coalesced into one rewrite per namespace."""
 
 REALIZE_CONCURRENCY = 4
 SIDECAR_PLACEMENTS = frozenset({"sidecar", "sidecar+ebpf"})
+IPTABLES_CAPTURE = frozenset({"sidecar"})
+"""Placements whose pod netns gets iptables capture (sidecar+ebpf is captured by eBPF)."""
+KUBE_PROXY_PLACEMENTS = frozenset({"none"})
+"""Placements balanced by per-pod iptables rules; a sidecar's proxy balances by itself and a
+``kernel`` pod's connects are rewritten by the node agent's socket LB (no iptables at all)."""
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -65,6 +73,7 @@ class Lab:
         self._rules_applied: dict[str, str] = {}
         self._hosts_dirty = True
         self._limit = asyncio.Semaphore(REALIZE_CONCURRENCY)
+        self.agents = AgentSet(layout, lambda r: self._tasks.spawn(r.run(), name=r.key))
         self.phase = "Creating"
         self.message = ""
         self.started_at = time.time()
@@ -77,6 +86,8 @@ class Lab:
         plan = self.control.plan
         await asyncio.to_thread(network.create_fabric)
         await self._add_nodes(plan.nodes, plan.nodes)
+        for node in plan.nodes:
+            self.agents.start(node.name)
         self._tasks.spawn(self._sync_loop(), name="service-sync")
         if self._tokens is not None:
             self._tasks.spawn(self._tokens.refresh_forever(self._sidecar_pods), name="tokens")
@@ -91,8 +102,11 @@ class Lab:
         change = self.control.apply(resources)
         await self._remove_pods(change.pods_removed)
         for node in change.nodes_removed:
+            await self.agents.stop(node.name)
             await asyncio.to_thread(network.delete_node, node.name)
         await self._add_nodes(change.nodes_added, self.control.plan.nodes)
+        for node in change.nodes_added:
+            self.agents.start(node.name)
         if change.nodes_added or change.nodes_removed:
             await asyncio.to_thread(network.sync_node_routes, self.control.plan.nodes)
         self._hosts_dirty = self._hosts_dirty or change.services_changed
@@ -106,6 +120,7 @@ class Lab:
         self.phase = "Terminating"
         await asyncio.gather(*(r.stop(grace) for r in self._runners.values()))
         await asyncio.gather(*(r.stop(grace) for r in self._proxies.values()))
+        await self.agents.stop()  # last: pods' kernel state stays until the sweep removes pins
         await self._tasks.cancel_all()
 
     async def wait_settled(self, keys: Sequence[str] | None = None, timeout: float = 120) -> None:
@@ -135,10 +150,38 @@ class Lab:
             probe=self._probe_for(pod, node),
             restart_policy=self._restart_policy(pod),
             on_ready=self._on_part_ready("app"),
-            before_start=proxy.settled.wait if proxy else None,
+            before_start=self._gate(pod, proxy),
         )
         self._runners[pod.key] = runner
         self._tasks.spawn(self._run_pod(runner, proxy), name=f"pod {pod.key}")
+
+    def _gate(self, pod: PodInfo, proxy: PodRunner | None) -> Gate | None:
+        """What the app waits for: its sidecar's first readiness, then (eBPF placements) its
+        node agent having programmed the pod — so the app's first connect is already
+        balanced/captured and its first packet already under policy."""
+        if not needs_agent(pod.placement):
+            return proxy.settled.wait if proxy else None
+
+        async def gate() -> None:
+            if proxy is not None:
+                await proxy.settled.wait()
+            await self.agents.wait_programmed(pod, lambda: self._node_version(pod.node),
+                                              lambda msg: self._pod_message(pod.key, msg))
+
+        return gate
+
+    def _node_version(self, node: str) -> int:
+        snap = self.control.snapshot(("node", node))
+        return snap.version if snap is not None else 0
+
+    def _pod_message(self, key: str, message: str) -> None:
+        runner = self._runners.get(key)
+        if runner is not None and runner.status.pid is None:
+            runner.status.message = message
+
+    async def restart_agent(self, node: str) -> dict[str, Any]:
+        """Replace a node's agent process; returns its old and new pid once the new one is up."""
+        return await self.agents.restart(node)
 
     def _sidecar_pods(self) -> list[PodInfo]:
         return [p for p in self.control.plan.pods if p.placement in SIDECAR_PLACEMENTS]
@@ -187,11 +230,11 @@ class Lab:
         cg.create(pod.limits)
         netns = names.pod_netns(pod.namespace, pod.name)
         dns.write_hosts(netns, self._hosts_for(pod))
-        if pod.placement in SIDECAR_PLACEMENTS:
+        if pod.placement in IPTABLES_CAPTURE:
             capture.apply_capture(netns)
-            if self._tokens is not None:  # before the proxy starts: it asks for its SVID
-                self._tokens.write(pod)
-        else:
+        if pod.placement in SIDECAR_PLACEMENTS and self._tokens is not None:
+            self._tokens.write(pod)  # before the proxy starts: it asks for its SVID
+        if pod.placement in KUBE_PROXY_PLACEMENTS:
             payload = servicelb.render_rules(self.control.services())
             servicelb.apply_rules(netns, payload)
             self._rules_applied[netns] = payload
@@ -294,13 +337,14 @@ class Lab:
                     await asyncio.to_thread(dns.write_hosts, ns, self._hosts_for(pod))
 
     def _service_rule_targets(self) -> list[str]:
-        """Namespaces that get kube-proxy rules: node netns and pods without a sidecar (a
-        sidecar's capture must see the ClusterIP, and its proxy balances by itself)."""
+        """Namespaces that get kube-proxy rules: node netns and pods with no data plane of
+        their own (a sidecar's capture must see the ClusterIP and its proxy balances by itself;
+        a ``kernel`` pod is balanced by socket LB, with no iptables rule for services)."""
         targets = [names.node_netns(n.name) for n in self.control.plan.nodes]
         targets += [
             names.pod_netns(p.namespace, p.name)
             for p in self.control.plan.pods
-            if p.placement not in SIDECAR_PLACEMENTS
+            if p.placement in KUBE_PROXY_PLACEMENTS
         ]
         return targets
 
@@ -347,6 +391,7 @@ class Lab:
             ],
             "pods": [self.pod_status(p) for p in plan.pods],
             "services": [s.to_json() for s in self.control.services()],
+            "agents": self.agents.status(),
         }
 
 

@@ -79,6 +79,7 @@ class PodRunner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop = asyncio.Event()
         self._settled = asyncio.Event()  # first time the pod is ready or has given up
+        self._replace = False  # the current process is being replaced on purpose (restart())
 
     @property
     def stopping(self) -> bool:
@@ -97,6 +98,10 @@ class PodRunner:
             code = await self._run_once()
             if self._stop.is_set():
                 break
+            if self._replace:  # an asked-for replacement: no back-off, not a crash
+                self._replace = False
+                self.status.restarts += 1
+                continue
             if not self._should_restart(code):
                 self.status.phase = PodPhase.SUCCEEDED if code == 0 else PodPhase.FAILED
                 self._settled.set()
@@ -156,6 +161,25 @@ class PodRunner:
             self.status.ready = ready
             self._on_ready(self.key, ready)
 
+    async def restart(self, grace: float = 5.0, ready_timeout: float = 30.0) -> int | None:
+        """Replace the running process at once (SIGTERM, SIGKILL after ``grace``) and wait up
+        to ``ready_timeout`` for its successor to be ready; returns the successor's pid.
+
+        Unlike a crash this costs no back-off: it is how an operator restarts or upgrades an
+        agent, and the whole point is that the replacement follows immediately.
+        """
+        proc = self._proc
+        if self._stop.is_set() or proc is None or proc.poll() is not None:
+            return self.status.pid
+        self._replace = True
+        await _terminate(proc, grace)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if self.status.pid not in (None, proc.pid) and self.status.ready:
+                return self.status.pid
+            await asyncio.sleep(0.05)
+        return self.status.pid
+
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds for a clean exit, then SIGKILL."""
         self._stop.set()
@@ -163,14 +187,19 @@ class PodRunner:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        await _terminate(proc, grace)
+
+
+async def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, wait up to ``grace`` seconds for a clean exit, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(wait_exit(proc), grace)
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(wait_exit(proc), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await wait_exit(proc)
+            proc.kill()
+        await wait_exit(proc)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
