@@ -33,6 +33,10 @@
 /* Minimum gap between two drop events of one flow. Set by the loader before load. */
 const volatile __u64 event_interval_ns = 1000000000ULL;
 
+/* Never read: it puts struct hm_l4_event into the object's BTF (events travel through the ring
+ * buffer, which has no value type), so the loader can check its mirror of the layout. */
+const volatile struct hm_l4_event event_layout = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, HM_L4_MAX_IPS);

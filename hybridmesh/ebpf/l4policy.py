@@ -1,0 +1,396 @@
+"""Identity-based L4 policy: the loader of ``bpf/l4policy.bpf.c``.
+
+The program runs as cgroup_skb/ingress on each enforced pod's cgroup. Userspace owns three
+tables (written from an :class:`~hybridmesh.ebpf.l4compile.L4Plan`): the ipcache (address →
+identity), the policy map ((src, dst, port, proto) → verdict) and, in Python only, policy
+id → ``ns/name`` for the drop events. After every change to the first two it bumps the shared
+``hm_policy_epoch``: the program then recomputes each established connection's cached verdict
+on its next packet, and sockmap sends accelerated connections back through the TCP stack.
+
+What a dropped connection looks like to the client: the SYN is dropped in the server's
+ingress hook, so there is no SYN-ACK and no RST — connect() retransmits and times out (or the
+client's own timeout fires first). A connection cut by a policy change stalls the same way:
+its further segments are dropped, the sender retransmits until its timeout.
+
+Restart path (as ``sock_lb``): maps are reused from the pins (identities, rules, cached flow
+verdicts and counters survive), pinned links get the new program via
+``bpf_link__update_program``, so enforcement never has a gap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Literal
+
+from hybridmesh.ebpf import _libbpf, bpffs
+from hybridmesh.ebpf._libbpf import BpfObject, prog_info
+from hybridmesh.ebpf.btf import BtfKind, check_layout
+from hybridmesh.ebpf.build import BPF_DIR
+from hybridmesh.ebpf.errors import BpfError
+from hybridmesh.ebpf.l4compile import L4Plan, RuleKey, Verdict
+from hybridmesh.ebpf.maps import Map, PerCpuMap
+from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
+
+__all__ = [
+    "EPOCH_MAP",
+    "MAPS",
+    "OBJECT",
+    "PROGRAM",
+    "DropEvent",
+    "L4Policy",
+    "L4Stats",
+    "decode_event",
+]
+
+OBJECT = BPF_DIR / "l4policy.bpf.o"
+PROGRAM = "hm_l4_ingress"
+MAPS = ("ipcache", "policy", "flows", "stats", "events")
+EPOCH_MAP = "hm_policy_epoch"
+MAX_RULES = 65536  # HM_L4_MAX_RULES
+MAX_IPS = 65536  # HM_L4_MAX_IPS
+_LINK_PREFIX = "link-ingress-"
+_TCP = 6
+
+
+# --- mirrors of bpf/l4policy.h (checked against the object's BTF) ----------------------------
+
+
+class IpKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("ip", ctypes.c_uint32)]
+
+
+class Identity(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32)]
+
+
+class PolicyKey(ctypes.Structure):
+    _fields_ = [
+        ("src", ctypes.c_uint32),
+        ("dst", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class PolicyValue(ctypes.Structure):
+    _fields_ = [
+        ("verdict", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("policy", ctypes.c_uint32),
+    ]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+    ]
+
+
+class Flow(ctypes.Structure):
+    _fields_ = [
+        ("epoch", ctypes.c_uint64),
+        ("last_event_ns", ctypes.c_uint64),
+        ("src_id", ctypes.c_uint32),
+        ("dst_id", ctypes.c_uint32),
+        ("v", PolicyValue),
+    ]
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "allowed_new",
+            "dropped_new",
+            "passed",
+            "dropped_established",
+            "reevaluated",
+            "untracked",
+            "events",
+            "events_lost",
+        )
+    ]
+
+
+class RawEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("policy", ctypes.c_uint32),
+        ("src_id", ctypes.c_uint32),
+        ("dst_id", ctypes.c_uint32),
+        ("direction", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+# --- pure translation -------------------------------------------------------------------------
+
+
+def _net32(ip: str) -> int:
+    return int.from_bytes(IPv4Address(ip).packed, sys.byteorder)
+
+
+def _ip_of(net32: int) -> str:
+    return str(IPv4Address(net32.to_bytes(4, sys.byteorder)))
+
+
+@dataclass(frozen=True, slots=True)
+class DropEvent:
+    """One drop the kernel reported (at most one per flow per event interval)."""
+
+    monotonic_ns: int  # bpf_ktime_get_ns: CLOCK_MONOTONIC
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    policy: int  # policy id; the plan's ``policies`` names it
+    src_identity: int
+    dst_identity: int
+    reason: Literal["new", "established"]
+    default_deny: bool
+
+
+def decode_event(data: bytes) -> DropEvent:
+    if len(data) < ctypes.sizeof(RawEvent):
+        raise BpfError(f"l4policy event of {len(data)} bytes, expected {ctypes.sizeof(RawEvent)}")
+    raw = RawEvent.from_buffer_copy(data[: ctypes.sizeof(RawEvent)])
+    return DropEvent(
+        monotonic_ns=raw.ts_ns,
+        src_ip=_ip_of(raw.saddr),
+        src_port=raw.sport,
+        dst_ip=_ip_of(raw.daddr),
+        dst_port=raw.dport,
+        policy=raw.policy,
+        src_identity=raw.src_id,
+        dst_identity=raw.dst_id,
+        reason="established" if raw.reason == 1 else "new",
+        default_deny=bool(raw.flags & 1),
+    )
+
+
+@dataclass(frozen=True)
+class L4Stats:
+    """Per-verdict counters summed over CPUs (see ``struct hm_l4_stats``)."""
+
+    allowed_new: int = 0
+    dropped_new: int = 0
+    passed: int = 0
+    dropped_established: int = 0
+    reevaluated: int = 0
+    untracked: int = 0
+    events: int = 0
+    events_lost: int = 0
+
+
+def _policy_key(key: RuleKey) -> PolicyKey:
+    return PolicyKey(key.src, key.dst, key.port, _TCP, 0)
+
+
+def _rule_key(key: PolicyKey) -> RuleKey:
+    return RuleKey(key.src, key.dst, key.port)
+
+
+def _value(verdict: Verdict) -> PolicyValue:
+    return PolicyValue(verdict.verdict, verdict.flags, 0, verdict.policy)
+
+
+def _verdict(value: PolicyValue) -> Verdict:
+    return Verdict(value.verdict, value.flags, value.policy)
+
+
+# --- the loaded program -----------------------------------------------------------------------
+
+
+class L4Policy:
+    """The loaded l4policy object, its typed maps and its pinned cgroup links."""
+
+    def __init__(self, obj: BpfObject, pin_dir: Path) -> None:
+        self.pin_dir = pin_dir
+        self._obj = obj
+        self.ipcache_map = Map(obj.map("ipcache"), IpKey, Identity)
+        self.policy_map = Map(obj.map("policy"), PolicyKey, PolicyValue)
+        self.flows_map = Map(obj.map("flows"), FlowKey, Flow)
+        self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, Stats)
+        self.epoch_map = Map(obj.map(EPOCH_MAP), ctypes.c_uint32, ctypes.c_uint64)
+        btf = obj.btf
+        check_layout(RawEvent, btf, btf.find("hm_l4_event", BtfKind.STRUCT), "hm_l4_event")
+        self.program = obj.program(PROGRAM)
+        self._ring: _libbpf.RingBuffer | None = None
+
+    @classmethod
+    def load(
+        cls,
+        pin_dir: Path,
+        shared_dir: Path,
+        obj_path: Path = OBJECT,
+        event_interval_ns: int = 1_000_000_000,
+    ) -> L4Policy:
+        """Load, reusing maps pinned in ``pin_dir`` (the epoch in ``shared_dir``), and give
+        every pinned link the new program."""
+        bpffs.ensure_mounted()
+        for d in (pin_dir, shared_dir):
+            bpffs.pin_dir(d.name, d.parent)  # validates the hm- prefix
+            d.mkdir(mode=0o700, exist_ok=True)
+        obj = BpfObject.open(obj_path)
+        try:
+            obj.set_rodata("event_interval_ns", ctypes.c_uint64(event_interval_ns))
+            for name in MAPS:
+                obj.map(name).set_pin_path(pin_dir / name)
+            obj.map(EPOCH_MAP).set_pin_path(shared_dir / EPOCH_MAP)
+            obj.load()
+            loaded = cls(obj, pin_dir)
+            for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
+                _replace_program(pin, loaded.program)
+        except BaseException:
+            obj.close()
+            raise
+        return loaded
+
+    # links -------------------------------------------------------------------------------
+
+    def attach(self, cgroup: Path) -> None:
+        """Enforce on ``cgroup`` (a cgroup v2 directory) and its descendants. Idempotent."""
+        pin = self.pin_dir / f"{_LINK_PREFIX}{_cgroup_id(cgroup)}"
+        if pin.exists() and _replace_program(pin, self.program):
+            return
+        link = self.program.attach_cgroup(cgroup)
+        try:
+            link.pin(pin)
+        except BpfError:
+            link.detach()
+            raise
+        finally:
+            link.destroy()
+
+    def attached(self) -> list[int]:
+        """Cgroup ids (inode numbers) with a pinned link."""
+        return sorted(int(p.name.rsplit("-", 1)[1]) for p in self.pin_dir.glob(f"{_LINK_PREFIX}*"))
+
+    def detach(self, cgroup: Path | int | None = None) -> None:
+        """Stop enforcing on ``cgroup`` (a directory or a cgroup id; every cgroup when None)."""
+        if cgroup is None:
+            pins = sorted(self.pin_dir.glob(f"{_LINK_PREFIX}*"))
+        else:
+            number = cgroup if isinstance(cgroup, int) else _cgroup_id(cgroup)
+            pins = [self.pin_dir / f"{_LINK_PREFIX}{number}"]
+        for pin in pins:
+            if pin.exists():
+                _detach_pin(pin)
+
+    # tables ------------------------------------------------------------------------------
+
+    def apply(self, plan: L4Plan) -> bool:
+        """Make the ipcache and the policy map hold ``plan``; bump the epoch if anything
+        changed. Writes go before deletes, so a destination is never briefly without its rules.
+        Returns whether anything changed."""
+        if len(plan.rules) > MAX_RULES or len(plan.ipcache) > MAX_IPS:
+            raise BpfError(
+                f"l4policy plan has {len(plan.rules)} rules and {len(plan.ipcache)} addresses "
+                f"(limits {MAX_RULES} and {MAX_IPS})",
+                "narrow the policies (fewer principals or ports per rule)",
+            )
+        changed = self._sync_rules(plan.rules) | self._sync_ipcache(plan.ipcache)
+        if changed:
+            self.bump_epoch()
+        return changed
+
+    def _sync_rules(self, rules: Mapping[RuleKey, Verdict]) -> bool:
+        current = self.rules()
+        for key, verdict in rules.items():
+            if current.get(key) != verdict:
+                self.policy_map.update(_policy_key(key), _value(verdict))
+        stale = [key for key in current if key not in rules]
+        for key in stale:
+            self.policy_map.delete(_policy_key(key))
+        return stale != [] or any(current.get(k) != v for k, v in rules.items())
+
+    def _sync_ipcache(self, ipcache: Mapping[str, int]) -> bool:
+        current = self.ipcache()
+        for ip, identity in ipcache.items():
+            if current.get(ip) != identity:
+                self.ipcache_map.update(IpKey(32, _net32(ip)), Identity(identity))
+        stale = [ip for ip in current if ip not in ipcache]
+        for ip in stale:
+            self.ipcache_map.delete(IpKey(32, _net32(ip)))
+        return stale != [] or any(current.get(ip) != n for ip, n in ipcache.items())
+
+    def rules(self) -> dict[RuleKey, Verdict]:
+        return {_rule_key(k): _verdict(v) for k, v in self.policy_map.items()}
+
+    def ipcache(self) -> dict[str, int]:
+        return {_ip_of(k.ip): v.id for k, v in self.ipcache_map.items() if k.prefixlen == 32}
+
+    def flows(self) -> Iterator[tuple[FlowKey, Flow]]:
+        return self.flows_map.items()
+
+    def epoch(self) -> int:
+        value = self.epoch_map.lookup(ctypes.c_uint32(0))
+        return int(value.value) if value is not None else 0
+
+    def bump_epoch(self) -> int:
+        """Invalidate every cached verdict (and sockmap's admissions); the new epoch."""
+        new = self.epoch() + 1
+        self.epoch_map.update(ctypes.c_uint32(0), ctypes.c_uint64(new))
+        return new
+
+    # events and counters -----------------------------------------------------------------
+
+    def open_events(self, handler: Callable[[DropEvent], None]) -> _libbpf.RingBuffer:
+        """A consumer of the drop ring buffer (one per L4Policy; closed with it)."""
+        if self._ring is None:
+            fd = self._obj.map("events").fd
+            self._ring = _libbpf.RingBuffer(fd, lambda data: handler(decode_event(data)))
+        return self._ring
+
+    def stats(self) -> L4Stats:
+        per_cpu = self.stats_map.lookup(ctypes.c_uint32(0)) or []
+        return L4Stats(
+            **{f.name: sum(getattr(s, f.name) for s in per_cpu) for f in fields(L4Stats)}
+        )
+
+    def program_stats(self) -> ProgramStats:
+        info = prog_info(self.program.fd)
+        return ProgramStats(info.run_cnt, info.run_time_ns)
+
+    def program_id(self) -> int:
+        return int(prog_info(self.program.fd).id)
+
+    # lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release our fds. Pinned maps and links stay: enforcement goes on without us."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        self._obj.close()
+
+    def __enter__(self) -> L4Policy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def remove(pin_dir: Path) -> None:
+        """Detach every pinned link and remove every pin in ``pin_dir`` (a cold start). The
+        shared epoch stays: sockmap may still use it."""
+        if pin_dir.exists():
+            for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
+                _detach_pin(pin)
+        bpffs.remove_pin_dir(pin_dir)
