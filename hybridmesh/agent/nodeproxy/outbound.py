@@ -1,0 +1,208 @@
+"""The source side: a pod's steered connection, from accept to a relay, a tunnel or a refusal.
+
+Order of checks, cheapest first, each failing closed (the connection is reset, nothing is sent
+on the pod's behalf): source from the kernel (:mod:`source`) → the pod is one this proxy serves
+→ the source workload's connection budget (:mod:`limits`) → its SVID → the destination:
+
+- a ``node`` pod on this node: authorized here by the source's identity (the destination's
+  policies, the engine of ``hybridmesh.policy``), then a plain local connection — no tunnel;
+- a ``node`` pod on another node: a CONNECT stream in the tunnel of (source identity, node);
+- anything else (a ``sidecar``/``kernel``/``none`` pod, an address outside the mesh): a plain
+  TCP relay, as the pod would have connected without the mesh (see docs/node.md, "mixing").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import cast
+
+from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
+from hybridmesh.agent.nodeproxy.context import NodeContext
+from hybridmesh.agent.nodeproxy.identities import sni_name
+from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
+from hybridmesh.agent.nodeproxy.view import TUNNEL_PORT, Destination, LocalPod, NodeView
+from hybridmesh.identity.spiffe import SpiffeId
+from hybridmesh.policy import RequestAttributes
+from hybridmesh.proxy.identity import TlsMaterial
+from hybridmesh.proxy.relay import Relay
+from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SOURCE, Peer
+
+__all__ = ["Accepted", "decide_local"]
+
+log = logging.getLogger(__name__)
+
+
+class Accepted(asyncio.Protocol):
+    """Holds an accepted pod connection (reading paused) until it is handled."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        tcp.pause_reading()
+        _Flow(self.ctx, tcp).start()
+
+    def eof_received(self) -> bool:
+        return True  # the relay learns of it once it takes over
+
+
+def decide_local(view: NodeView, source: SpiffeId, dest: LocalPod, port: int) -> str | None:
+    """Same-node authorization: None if allowed, else the reason (the deciding policy)."""
+    decision = view.evaluator(dest).decide(RequestAttributes.tcp(source, port))
+    return None if decision.allowed else decision.reason
+
+
+class _Flow:
+    """One pod connection through the node proxy."""
+
+    def __init__(self, ctx: NodeContext, transport: asyncio.Transport) -> None:
+        self.ctx = ctx
+        self.down = transport
+        self.pod: LocalPod | None = None
+        self.source = Peer.unknown()
+        self.dest_peer = Peer.unknown()
+        self.service = ""
+        self._budget: str | None = None
+        self._counted = False
+
+    def start(self) -> None:
+        ctx, view = self.ctx, self.ctx.view
+        if view is None or ctx.draining:
+            return self._refuse("not-ready")
+        peer, local = self.down.get_extra_info("peername"), self.down.get_extra_info("sockname")
+        steered = ctx.resolver.resolve((peer[0], peer[1]), (local[0], local[1]))
+        pod = view.pods.get(steered.pod) if steered is not None else None
+        if steered is None or pod is None or pod.placement != "node":
+            return self._refuse("unresolved-source")
+        self.pod = pod
+        identity = pod.identity(view.trust_domain)
+        self.source = Peer(pod.workload, pod.namespace, str(identity) if identity else "unknown")
+        budget = f"{pod.namespace}/{pod.workload}"
+        refused = ctx.outbound_limits.acquire_connection(budget)
+        if refused is not None:
+            return self._refuse(refused)
+        self._budget = budget
+        material = ctx.identities.material(pod.key)
+        if material is None or identity is None:
+            return self._refuse("no-identity")
+        self.service, candidates = view.destinations(*steered.destination)
+        if not candidates:
+            return self._refuse("no-endpoints")
+        dest = candidates[ctx.rng.randrange(len(candidates))]
+        ctx.active += 1
+        self._counted = True
+        self._route(view, identity, material, dest)
+        return None
+
+    def _route(self, view: NodeView, identity: SpiffeId, material: TlsMaterial,
+               dest: Destination) -> None:
+        remote = dest.pod
+        if remote is not None:
+            self.dest_peer = remote.peer
+        if remote is None or remote.placement != "node":
+            self._relay(dest, REPORTER_SOURCE)
+        elif remote.node == view.node:
+            local = view.local_by_ip.get(dest.ip)
+            denied = "not-local" if local is None else decide_local(view, identity, local,
+                                                                    dest.port)
+            if denied is not None:
+                log.info("same-node %s -> %s:%d denied: %s", identity, dest.ip, dest.port, denied)
+                return self._refuse("policy" if local is not None else "not-local")
+            self._relay(dest, REPORTER_DESTINATION)
+        else:
+            self.ctx.tasks.spawn(self._tunnel(view, identity, material, dest),
+                                 name="hm-node-tunnel-open")
+        return None
+
+    # -- plain relay (same node, or outside the node mesh) ------------------------------------
+    def _relay(self, dest: Destination, reporter: str) -> None:
+        if self.down.is_closing():
+            return self._release()
+        metrics = self.ctx.metrics.proxy
+        metrics.tcp_open(reporter=reporter, source=self.source, destination=self.dest_peer,
+                         service=self.service)
+
+        def closed(read: int, written: int) -> None:
+            metrics.tcp_close(reporter=reporter, source=self.source, destination=self.dest_peer,
+                              service=self.service, read_bytes=read, write_bytes=written)
+            self._release()
+
+        relay = Relay(closed)
+        relay.start_downstream(self.down, b"")
+        self.ctx.tasks.spawn(self._dial(relay, dest), name="hm-node-dial")
+        return None
+
+    async def _dial(self, relay: Relay, dest: Destination) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if self.ctx.config.mark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.ctx.config.mark)
+        try:
+            async with asyncio.timeout(self.ctx.config.connect_timeout_s):
+                await loop.sock_connect(sock, (dest.ip, dest.port))
+                await loop.create_connection(lambda: relay.up, sock=sock)
+        except (OSError, TimeoutError):
+            sock.close()
+            self.ctx.metrics.refuse("connect-failed", self.source)
+            relay.abort()
+            return
+        relay.upstream_connected()
+
+    # -- tunnel ---------------------------------------------------------------------------------
+    async def _tunnel(self, view: NodeView, identity: SpiffeId, material: TlsMaterial,
+                      dest: Destination) -> None:
+        assert dest.pod is not None and self.pod is not None
+        node = dest.pod.node
+        address = self.ctx.tunnel_address(node)
+        if address is None:
+            return self._refuse("no-route-to-node")
+        expected = view.identities_on(node)
+        remote_id = SpiffeId.for_workload(view.trust_domain, dest.pod.namespace,
+                                          dest.pod.service_account)
+        try:
+            conn = await self.ctx.pool.get((identity, node), (address, TUNNEL_PORT), material,
+                                           expected, sni_name(remote_id))
+        except TunnelDialError as exc:
+            log.warning("tunnel to %s for %s: %s", node, identity, exc)
+            return self._refuse(exc.reason)
+        if self.down.is_closing():
+            return self._release()
+        conn.open((dest.ip, dest.port), self.pod.key, lambda sid, r: self._opened(conn, sid, r))
+        return None
+
+    def _opened(self, conn: TunnelConn, sid: int, reason: str | None) -> None:
+        if reason is not None:
+            return self._refuse(reason)
+        if self.down.is_closing():
+            conn.reset(sid)
+            return self._release()
+        self.ctx.metrics.proxy.tcp_open(reporter=REPORTER_SOURCE, source=self.source,
+                                        destination=self.dest_peer, service=self.service)
+        conn.bridge(sid, self.bridged).attach(self.down)
+        return None
+
+    # -- endings --------------------------------------------------------------------------------
+    def _refuse(self, reason: str) -> None:
+        self.ctx.metrics.refuse(reason, self.source)
+        if not self.down.is_closing():
+            self.down.abort()
+        self._release()
+
+    def _release(self) -> None:
+        if self._budget is not None:
+            self.ctx.outbound_limits.release_connection(self._budget)
+            self._budget = None
+        if self._counted:
+            self._counted = False
+            self.ctx.active -= 1
+
+    def bridged(self, bridge: StreamBridge) -> None:
+        """Tunnel stream closed: count it like a relay close."""
+        self.ctx.metrics.proxy.tcp_close(
+            reporter=REPORTER_SOURCE, source=self.source, destination=self.dest_peer,
+            service=self.service, read_bytes=bridge.read_bytes, write_bytes=bridge.written_bytes)
+        self._release()
