@@ -36,7 +36,7 @@ from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfObject
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
-from hybridmesh.ebpf.errors import BpfError
+from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
 from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
 
@@ -194,7 +194,7 @@ class SockMap:
         self.sock_hash = _SockHash(obj)
         self.local_ips_map = Map(obj.map("local_ips"), ctypes.c_uint32, LocalIp)
         self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, SockMapStats)
-        self.epoch_map = Map(obj.map(EPOCH_MAP), ctypes.c_uint32, ctypes.c_uint64)
+        self.epoch_map = _Epoch(obj)
         self.programs = {hook: obj.program(name) for hook, name in PROGRAMS.items()}
 
     @classmethod
@@ -284,14 +284,13 @@ class SockMap:
         return sock_key(t) in self.sock_hash
 
     def epoch(self) -> int:
-        value = self.epoch_map.lookup(ctypes.c_uint32(0))
-        return int(value.value) if value is not None else 0
+        return self.epoch_map.get()
 
     def bump_epoch(self) -> int:
         """What l4policy does after a policy change (racy against a concurrent bump: tests and
         tools only; l4policy owns the real increments)."""
         new = self.epoch() + 1
-        self.epoch_map.update(ctypes.c_uint32(0), ctypes.c_uint64(new))
+        self.epoch_map.set(new)
         return new
 
     def counters(self) -> Counters:
@@ -330,6 +329,32 @@ class SockMap:
         if (pin_dir / "sock_hash").exists():
             _empty_sockhash(pin_dir / "sock_hash")
         bpffs.remove_pin_dir(pin_dir)
+
+
+class _Epoch:
+    """The shared ``hm_policy_epoch`` (u32 0 -> u64), checked by size only.
+
+    Whichever of sockmap and l4policy loads second reuses the other's pinned map, and libbpf
+    then reports the map's BTF type ids as the kernel recorded them: ids into the *other*
+    object's BTF, meaningless against ours, so a BTF check would compare unrelated types.
+    """
+
+    def __init__(self, obj: BpfObject) -> None:
+        bpf_map = obj.map(EPOCH_MAP)
+        if (bpf_map.key_size, bpf_map.value_size) != (4, 8):
+            raise BtfLayoutError(
+                f"{EPOCH_MAP}: key/value are {bpf_map.key_size}/{bpf_map.value_size} bytes, "
+                "the shared agreement is u32 -> u64",
+                "declare it identically in every .bpf.c that shares it",
+            )
+        self.fd = bpf_map.fd
+
+    def get(self) -> int:
+        value = ctypes.c_uint64()
+        return value.value if _libbpf.map_lookup(self.fd, ctypes.c_uint32(0), value) else 0
+
+    def set(self, epoch: int) -> None:
+        _libbpf.map_update(self.fd, ctypes.c_uint32(0), ctypes.c_uint64(epoch))
 
 
 class _SockHash:

@@ -24,6 +24,7 @@ from sockmap_env import PORT, Pod, bridged_pods
 from hybridmesh.agent.datapath import NodeState, PodView
 from hybridmesh.agent.dp_sockmap import SockMapDatapath
 from hybridmesh.ebpf import bpffs
+from hybridmesh.ebpf.l4policy import L4Policy
 from hybridmesh.ebpf.sockmap import SocketTuple, SockMap
 
 pytestmark = pytest.mark.privileged
@@ -187,6 +188,30 @@ def test_epoch_bump_sends_established_traffic_through_policy(sm: SockMap,
         assert _recv_exact(server, 5) == b"after"  # retransmitted through the stack
         assert _send_recv(server, client, b"reply") == b"reply"
     assert sm.counters().redirected_msgs == 1
+
+
+def test_l4policy_bumps_the_epoch_sockmap_reads(dirs: tuple[Path, Path],
+                                                pods: list[Pod]) -> None:  # fmt: skip
+    """The shared agreement for real: both objects use one pinned hm_policy_epoch. l4policy
+    loads first (as in the agent, which creates datapaths in name order), so sockmap is the
+    one reusing the other's pin."""
+    l4_pins = dirs[0].with_name(dirs[0].name + "-l4")
+    l4 = L4Policy.load(l4_pins, dirs[1])
+    try:
+        with SockMap.load(*dirs) as sm:
+            for pod in pods:
+                sm.attach(pod.cgroup)
+            sm.set_local_ips(p.ip for p in pods)
+            client, server = _pair(pods[0], pods[1])
+            with client, server:
+                assert _send_recv(client, server, b"a") == b"a"
+                assert l4.bump_epoch() == sm.epoch() == 1
+                assert _send_recv(client, server, b"b") == b"b"
+            c = sm.counters()
+            assert (c.redirected_msgs, c.pass_epoch) == (1, 1)
+    finally:
+        l4.close()
+        L4Policy.remove(l4_pins)
 
 
 def _recv_exact_or_timeout(sock: socket.socket, n: int, timeout: float) -> bytes:
