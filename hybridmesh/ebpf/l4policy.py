@@ -39,6 +39,9 @@ from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _repl
 __all__ = [
     "EPOCH_MAP",
     "MAPS",
+    "MAX_FLOWS",
+    "MAX_IPS",
+    "MAX_RULES",
     "OBJECT",
     "PROGRAM",
     "DropEvent",
@@ -53,6 +56,7 @@ MAPS = ("ipcache", "policy", "flows", "stats", "events")
 EPOCH_MAP = "hm_policy_epoch"
 MAX_RULES = 65536  # HM_L4_MAX_RULES
 MAX_IPS = 65536  # HM_L4_MAX_IPS
+MAX_FLOWS = 131072  # HM_L4_MAX_FLOWS
 _LINK_PREFIX = "link-ingress-"
 _TCP = 6
 
@@ -338,6 +342,11 @@ class L4Policy:
 
     def flows(self) -> Iterator[tuple[FlowKey, Flow]]:
         return self.flows_map.items()
+
+    def flow_count(self) -> int:
+        """Cached inbound connections (LRU: old ones are evicted, never an error)."""
+        keys = self.flows_map.keys()
+        return sum(1 for _ in keys)
 
     def epoch(self) -> int:
         value = self.epoch_map.lookup(ctypes.c_uint32(0))

@@ -8,11 +8,13 @@ RST: the client's connect() times out (we use 0.4 s), which is what these tests 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from ebpf_env import TAG
 
 from hybridmesh.agent.datapath import NodeState, PodView
+from hybridmesh.agent.dp_l4policy import L4PolicyDatapath
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf.l4compile import compile_state
 from hybridmesh.ebpf.l4policy import DropEvent, L4Policy
@@ -136,27 +139,35 @@ def _load(pins: tuple[Path, Path], **kwargs: Any) -> L4Policy:
 
 
 @pytest.fixture
-def env(pins: tuple[Path, Path], netns: str, cgroup: Path) -> Iterator[Env]:
-    """Catalog serving 8080 and 9090 in an enforced cgroup; a client process; no policy yet."""
+def client(netns: str, cgroup: Path) -> Iterator[subprocess.Popen[str]]:
+    """Catalog serving 8080 and 9090 in ``cgroup``; a client process in the same netns."""
     argv = ["ip", "netns", "exec", netns, sys.executable, str(PEER)]
-    l4 = _load(pins, event_interval_ns=10_000_000_000)
-    state = Env(netns, cgroup, l4, None)  # type: ignore[arg-type]  # the client comes next
     procs: list[subprocess.Popen[str]] = []
     try:
         server = subprocess.Popen(_in_cgroup(cgroup, [*argv, "serve", "8080", "9090"]),
                                   stdout=subprocess.PIPE, text=True)
         procs.append(server)
-        client = subprocess.Popen([*argv, "client"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        procs.append(client)
+        peer = subprocess.Popen([*argv, "client"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(peer)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        l4.attach(cgroup)
-        state.client = client
-        yield state
+        yield peer
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def env(
+    pins: tuple[Path, Path], netns: str, cgroup: Path, client: subprocess.Popen[str]
+) -> Iterator[Env]:
+    """The catalog's cgroup enforced by a freshly loaded L4Policy; no policy yet."""
+    state = Env(netns, cgroup, _load(pins, event_interval_ns=10_000_000_000), client)
+    try:
+        state.l4.attach(cgroup)
+        yield state
+    finally:
         state.l4.detach()
         state.l4.close()
 
@@ -262,3 +273,30 @@ def test_per_packet_cost(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
         print(f"\nl4policy: {runs} packets, {ns:.0f} ns per packet (established, cached verdict)")
     assert runs >= 3000
     assert ns < 20_000
+
+
+def test_the_datapath_enforces_kernel_pods_and_reports_named_drops(
+    pins: tuple[Path, Path], netns: str, cgroup: Path, client: subprocess.Popen[str]
+) -> None:
+    dp = L4PolicyDatapath("n1", pin_dir=pins[0], shared=pins[1])
+    probe = Env(netns, cgroup, None, client)  # type: ignore[arg-type]  # only ask/connect
+    try:
+        dp.sync(probe.state(ALLOW_FRONTEND))
+        assert dp.status().detail["pods"] == ["shop/catalog-0"]
+        assert probe.connect("a", RATINGS) == "timeout"
+        assert probe.connect("b", FRONTEND) == "ok"
+        events = dp.drain_events()
+        assert [(e.kind, e.verdict, e.policy, e.src_ip, e.dst_port) for e in events] == [
+            ("drop", "DROPPED", "shop/catalog-allow", RATINGS, 8080)]
+        assert abs(events[0].time_ns - time.time_ns()) < 5_000_000_000
+        assert dp.drain_events() == []
+        moved = replace(probe.state(ALLOW_FRONTEND), pods=tuple(
+            replace(p, placement="sidecar") for p in probe.state().pods))
+        dp.sync(moved)  # no kernel pod left: detached, open again
+        status = dp.status()
+        assert status.detail["pods"] == [] and status.programs[0].attach.startswith(
+            "cgroup_skb/ingress on 0 ")
+        assert probe.connect("c", RATINGS) == "ok"
+        json.dumps(status.to_json())
+    finally:
+        dp.close()
