@@ -176,14 +176,20 @@ class Svid:
         raise TypeError("an Svid holds a private key and cannot be pickled or copied")
 
 
-def renew_at(svid: Svid, now: datetime, rng: random.Random) -> datetime:
-    """When to start renewing: half the lifetime ± `RENEW_JITTER` of it, never earlier than
-    `now`, and never later than expiry minus 10% of the lifetime.
+def renew_at(svid: Svid, now: datetime, rng: random.Random, *, issued: datetime) -> datetime:
+    """When to start renewing: half the *actual* lifetime after ``issued`` (when the SVID was
+    received) ± `RENEW_JITTER` of it, never earlier than `now`, and never later than expiry
+    minus 10% of that lifetime.
 
-    If `now` is already past that last point the result is in the past: renew at once.
+    Measured from ``issued``, not ``not_before``: the CA backdates ``not_before`` by
+    ``CLOCK_SKEW`` (2 min) for peers' clock drift, so a 2-minute certificate measured from
+    ``not_before`` would be "half-way" the moment it arrives and renew at once, in a loop.
+    If `now` is already past the last point the result is in the past: renew at once.
     """
-    half = svid.lifetime / 2
+    start = min(max(issued, svid.not_before), svid.not_after)
+    life = svid.not_after - start
+    half = life / 2
     jitter = half * (RENEW_JITTER * (2 * rng.random() - 1))
-    planned = svid.not_before + half + jitter
-    deadline = svid.not_after - svid.lifetime * _SAFETY_FRACTION
+    planned = start + half + jitter
+    deadline = svid.not_after - life * _SAFETY_FRACTION
     return min(max(planned, now), deadline)

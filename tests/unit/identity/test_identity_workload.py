@@ -111,7 +111,7 @@ def test_renew_at_is_half_life_with_bounded_jitter(pki: Pki) -> None:
     svid = pki.svid(ttl=timedelta(hours=24))
     rng = random.Random(7)
     life = svid.lifetime
-    times = [renew_at(svid, svid.not_before, rng) for _ in range(500)]
+    times = [renew_at(svid, svid.not_before, rng, issued=svid.not_before) for _ in range(500)]
     offsets = [(t - svid.not_before) / life for t in times]
     assert min(offsets) >= 0.45 - 1e-9
     assert max(offsets) <= 0.55 + 1e-9
@@ -123,11 +123,27 @@ def test_renew_at_never_in_the_past_nor_after_the_deadline(pki: Pki) -> None:
     svid = pki.svid(ttl=timedelta(hours=1))
     rng = random.Random(1)
     late = svid.not_before + svid.lifetime * 0.7
-    assert renew_at(svid, late, rng) == late  # past the plan: renew now
+    start = svid.not_before
+    assert renew_at(svid, late, rng, issued=start) == late  # past the plan: renew now
     very_late = svid.not_after - timedelta(seconds=1)
     deadline = svid.not_after - svid.lifetime * 0.1
-    assert renew_at(svid, very_late, rng) == deadline  # overdue: due already
-    assert renew_at(svid, very_late, rng) < svid.not_after
+    assert renew_at(svid, very_late, rng, issued=start) == deadline  # overdue: due already
+    assert renew_at(svid, very_late, rng, issued=start) < svid.not_after
+
+
+def test_renew_at_measures_from_issuance_not_the_backdated_not_before(pki: Pki) -> None:
+    """A 2-minute SVID backdated by CLOCK_SKEW (2 min) is renewed ~1 min after it arrived,
+    not at once (measured from not_before it would be past half-life on arrival)."""
+    svid = pki.svid(ttl=timedelta(minutes=2))
+    issued = svid.not_after - timedelta(minutes=2)
+    assert svid.not_before < issued  # the fixture's CA backdates, as the mesh CA does
+    rng = random.Random(3)
+    delays = [(renew_at(svid, issued, rng, issued=issued) - issued).total_seconds()
+              for _ in range(200)]
+    assert min(delays) >= 54 - 1e-6 and max(delays) <= 66 + 1e-6
+    assert max(delays) - min(delays) > 5  # jittered
+    deadline = svid.not_after - timedelta(seconds=12)
+    assert renew_at(svid, svid.not_after, rng, issued=issued) == deadline
 
 
 # -- peer validation --------------------------------------------------------------------
