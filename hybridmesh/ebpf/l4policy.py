@@ -31,7 +31,7 @@ from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfObject, prog_info
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
-from hybridmesh.ebpf.errors import BpfError
+from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
 from hybridmesh.ebpf.l4compile import L4Plan, RuleKey, Verdict
 from hybridmesh.ebpf.maps import Map, PerCpuMap
 from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
@@ -218,6 +218,19 @@ def _verdict(value: PolicyValue) -> Verdict:
     return Verdict(value.verdict, value.flags, value.policy)
 
 
+def _epoch_fd(obj: BpfObject) -> int:
+    """The shared ``hm_policy_epoch``, checked by size only: when sockmap pinned it first,
+    libbpf reports BTF type ids into *sockmap's* object, meaningless against ours."""
+    bpf_map = obj.map(EPOCH_MAP)
+    if (bpf_map.key_size, bpf_map.value_size) != (4, 8):
+        raise BtfLayoutError(
+            f"{EPOCH_MAP}: key/value are {bpf_map.key_size}/{bpf_map.value_size} bytes, "
+            "the shared agreement is u32 -> u64",
+            "declare it identically in every .bpf.c that shares it",
+        )
+    return bpf_map.fd
+
+
 # --- the loaded program -----------------------------------------------------------------------
 
 
@@ -231,7 +244,7 @@ class L4Policy:
         self.policy_map = Map(obj.map("policy"), PolicyKey, PolicyValue)
         self.flows_map = Map(obj.map("flows"), FlowKey, Flow)
         self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, Stats)
-        self.epoch_map = Map(obj.map(EPOCH_MAP), ctypes.c_uint32, ctypes.c_uint64)
+        self._epoch_fd = _epoch_fd(obj)
         btf = obj.btf
         check_layout(RawEvent, btf, btf.find("hm_l4_event", BtfKind.STRUCT), "hm_l4_event")
         self.program = obj.program(PROGRAM)
@@ -349,13 +362,14 @@ class L4Policy:
         return sum(1 for _ in keys)
 
     def epoch(self) -> int:
-        value = self.epoch_map.lookup(ctypes.c_uint32(0))
-        return int(value.value) if value is not None else 0
+        value = ctypes.c_uint64()
+        return value.value if _libbpf.map_lookup(self._epoch_fd, ctypes.c_uint32(0), value) else 0
 
     def bump_epoch(self) -> int:
-        """Invalidate every cached verdict (and sockmap's admissions); the new epoch."""
+        """Invalidate every cached verdict (and sockmap's admissions); the new epoch. Only
+        this datapath increments it, from one thread, so read-then-write does not race."""
         new = self.epoch() + 1
-        self.epoch_map.update(ctypes.c_uint32(0), ctypes.c_uint64(new))
+        _libbpf.map_update(self._epoch_fd, ctypes.c_uint32(0), ctypes.c_uint64(new))
         return new
 
     # events and counters -----------------------------------------------------------------

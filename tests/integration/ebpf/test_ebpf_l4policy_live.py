@@ -26,6 +26,7 @@ from hybridmesh.agent.dp_l4policy import L4PolicyDatapath
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf.l4compile import compile_state
 from hybridmesh.ebpf.l4policy import DropEvent, L4Policy
+from hybridmesh.ebpf.sockmap import SockMap
 from hybridmesh.resources.models import AuthorizationPolicy
 
 pytestmark = pytest.mark.privileged
@@ -300,3 +301,19 @@ def test_the_datapath_enforces_kernel_pods_and_reports_named_drops(
         json.dumps(status.to_json())
     finally:
         dp.close()
+
+
+def test_the_epoch_is_shared_with_sockmap_whichever_loads_first(pins: tuple[Path, Path]) -> None:
+    sockmap_pins = bpffs.pin_dir(f"{TAG}-sm-{next(_serial)}")
+    sm = SockMap.load(sockmap_pins, pins[1])
+    try:
+        l4 = _load(pins)
+        try:
+            start = sm.epoch()
+            assert l4.epoch() == start
+            assert l4.bump_epoch() == start + 1 == sm.epoch()
+        finally:
+            l4.close()
+    finally:
+        sm.close()
+        SockMap.remove(sockmap_pins)
