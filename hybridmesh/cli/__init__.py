@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hybridmesh.cli import agent, authz, bench, check, demo, ebpf, lab, stat, validate
+from hybridmesh.cli import agent, authz, bench, check, demo, ebpf, lab, observe, stat, validate
 from hybridmesh.cli import identity as identity_cli
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ for module in (check, validate, lab, demo, stat, authz, bench):
 ebpf.register(app)
 agent.register(app)
 identity_cli.register(app)
+observe.register(app)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from hybridmesh import env
 from hybridmesh.agent.datapath import FlowEvent
@@ -41,7 +42,7 @@ def agents_dir() -> Path:
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _printer(output: OutputFormat) -> Callable[[FlowEvent], None]:
@@ -98,7 +99,7 @@ def observe(
         None,
         "--last",
         min=0,
-        help=f"Show the newest N flows first [default: {DEFAULT_LAST}, 0 with -f].",
+        help=f"Show the newest N flows first (default {DEFAULT_LAST}; 0 with -f).",
     ),
     pod: str | None = typer.Option(None, "--pod", help="Either end is [NS/]POD (or an IP)."),
     from_pod: str | None = typer.Option(None, "--from-pod", help="The source is [NS/]POD."),
@@ -119,7 +120,9 @@ def observe(
             verdict=verdict,
         )
     except FilterError as exc:
-        fail(str(exc), "pods are [namespace/]name; --verdict is FORWARDED or DROPPED")
+        fail(
+            escape(str(exc)), escape("pods are [namespace/]name; --verdict is FORWARDED or DROPPED")
+        )
     count = last if last is not None else (0 if follow else DEFAULT_LAST)
     source = AgentFlows(agents_dir())
     nodes = source.nodes()
