@@ -23,9 +23,7 @@ changes an established connection's path; new connections get the new program.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -320,15 +318,29 @@ class SockMap:
 
     @staticmethod
     def remove(pin_dir: Path) -> None:
-        """Detach every sockops link, put every accelerated socket back on plain TCP (empty
-        the sockhash) and remove the pins. The shared epoch stays (l4policy's too)."""
+        """Detach every sockops link and remove the pins (a cold start). The shared epoch stays
+        (it is l4policy's too).
+
+        Sockets already in the sockhash stay accelerated until they close (then the maps and
+        programs go with the last of them). They are deliberately not deleted from it: taking a
+        socket out of a sockhash frees its queue of redirected bytes not yet read, so the
+        application would silently lose them.
+        """
         if not pin_dir.exists():
             return
         for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
             _detach_pin(pin)
-        if (pin_dir / "sock_hash").exists():
-            _empty_sockhash(pin_dir / "sock_hash")
         bpffs.remove_pin_dir(pin_dir)
+
+
+def _keys(fd: int) -> Iterator[SockKey]:
+    prev: SockKey | None = None
+    while True:
+        nxt = SockKey()
+        if not _libbpf.map_next_key(fd, prev, nxt):
+            return
+        yield nxt
+        prev = nxt
 
 
 class _Epoch:
@@ -371,24 +383,3 @@ class _SockHash:
 
     def __len__(self) -> int:
         return sum(1 for _ in _keys(self.fd))
-
-
-def _keys(fd: int) -> Iterator[SockKey]:
-    prev: SockKey | None = None
-    while True:
-        nxt = SockKey()
-        if not _libbpf.map_next_key(fd, prev, nxt):
-            return
-        yield nxt
-        prev = nxt
-
-
-def _empty_sockhash(pin: Path) -> None:
-    """Deleting a socket from the sockhash drops its psock: the socket is plain TCP again."""
-    fd = _libbpf.obj_get(pin)
-    try:
-        for key in list(_keys(fd)):
-            with contextlib.suppress(BpfError):  # closed meanwhile
-                _libbpf.map_delete(fd, key)
-    finally:
-        os.close(fd)

@@ -17,6 +17,12 @@
  * sees every packet. Ordering holds: what was redirected is already on the peer's queue, and
  * the peer reads that queue before its TCP receive queue.
  *
+ * Byte order within one direction: redirected bytes land on the peer's psock queue, which the
+ * peer reads *before* its TCP receive queue. So once a socket sent anything through TCP (its
+ * peer was not in the sockhash yet: the client may write before the server's side of the
+ * handshake completed) it never redirects again; otherwise a later redirected message could
+ * overtake an earlier one still travelling as packets.
+ *
  * Closed sockets need no callback: the kernel unlinks a socket from every sockmap/sockhash
  * when it closes (sock_map_close), and its socket storage dies with it.
  */
@@ -129,6 +135,7 @@ int hm_sockops(struct bpf_sock_ops *skops)
 		return SK_PASS_RET;
 	}
 	state->epoch = current_epoch();
+	state->tcp_used = 0;
 	key.netns = loopback ? bpf_get_netns_cookie(skops) : 0;
 	key.local_ip4 = skops->local_ip4;
 	key.remote_ip4 = skops->remote_ip4;
@@ -171,6 +178,8 @@ int hm_sk_msg(struct sk_msg_md *msg)
 	state = bpf_sk_storage_get(&sock_state, sk, 0, 0);
 	if (!state || state->epoch != current_epoch())
 		return pass(st, size, true);
+	if (state->tcp_used)
+		return pass(st, size, false);
 	/* the peer's own key: our tuple reversed */
 	peer.local_ip4 = msg->remote_ip4;
 	peer.remote_ip4 = msg->local_ip4;
@@ -179,8 +188,10 @@ int hm_sk_msg(struct sk_msg_md *msg)
 	peer.family = HM_SM_AF_INET;
 	if (is_loopback(peer.local_ip4))
 		peer.netns = bpf_get_netns_cookie(msg);
-	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)
-		return pass(st, size, false); /* no peer (not accelerated, or gone): plain TCP */
+	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {
+		state->tcp_used = 1; /* no peer (not accelerated, not yet, or gone): TCP for good */
+		return pass(st, size, false);
+	}
 	if (st) {
 		st->redirected_msgs++;
 		st->redirected_bytes += size;

@@ -39,9 +39,11 @@ struct hm_local_ip {
 	__u8 pad[3];
 };
 
-/* per-socket storage: the policy epoch the socket was admitted under */
+/* per-socket storage */
 struct hm_sock_state {
-	__u64 epoch;
+	__u64 epoch;    /* the policy epoch the socket was admitted under */
+	__u32 tcp_used; /* a message of ours already went through TCP: never redirect again */
+	__u32 pad;
 };
 
 /* stats: per-CPU, one entry (key 0) */
@@ -51,7 +53,7 @@ struct hm_sockmap_stats {
 	__u64 insert_failed;    /* sockhash full or update refused */
 	__u64 redirected_msgs;  /* messages handed socket-to-socket */
 	__u64 redirected_bytes;
-	__u64 pass_no_peer;     /* peer socket not in the sockhash: normal TCP path */
+	__u64 pass_no_peer;     /* peer socket not in the sockhash (or TCP used before): TCP path */
 	__u64 pass_epoch;       /* policy changed since admission: normal TCP path */
 	__u64 pass_bytes;       /* bytes of both kinds of pass */
 };

@@ -7,6 +7,7 @@ does stop them once the policy epoch moved (they are packets again).
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import socket
@@ -23,9 +24,9 @@ from sockmap_env import PORT, Pod, bridged_pods
 
 from hybridmesh.agent.datapath import NodeState, PodView
 from hybridmesh.agent.dp_sockmap import SockMapDatapath
-from hybridmesh.ebpf import bpffs
+from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf.l4policy import L4Policy
-from hybridmesh.ebpf.sockmap import SocketTuple, SockMap
+from hybridmesh.ebpf.sockmap import SocketTuple, SockMap, sock_key
 
 pytestmark = pytest.mark.privileged
 
@@ -171,6 +172,36 @@ def test_an_unattached_peer_passes_through_tcp(dirs: tuple[Path, Path], pods: li
         sm.detach()
 
 
+def test_remove_never_loses_unread_bytes(sm: SockMap, dirs: tuple[Path, Path],
+                                         pods: list[Pod]) -> None:  # fmt: skip
+    """Deleting a socket from a sockhash frees its queue of redirected, unread bytes: remove()
+    must leave established sockets in it (they leave when they close)."""
+    client, server = _pair(pods[0], pods[1])
+    with client, server:
+        client.sendall(b"unread")
+        assert sm.counters().redirected_msgs == 1
+        sm.close()
+        SockMap.remove(dirs[0])
+        assert _recv_exact(server, 6) == b"unread"
+
+
+def test_once_tcp_carried_bytes_a_socket_never_redirects(sm: SockMap,
+                                                         pods: list[Pod]) -> None:  # fmt: skip
+    """A client that wrote before its peer was in the sockhash keeps using TCP: a redirected
+    message would overtake the packets still on their way (the peer reads redirected first)."""
+    sm.detach(pods[1].cgroup)
+    client, server = _pair(pods[0], pods[1])
+    with client, server:
+        client.sendall(b"1")
+        key = sock_key(_tuple(server))
+        _libbpf.map_update(sm.sock_hash_fd, key, ctypes.c_uint64(server.fileno()))
+        assert _tuple(server) in sm  # the peer is there now, as if its sockops ran late
+        client.sendall(b"2")
+        assert _recv_exact(server, 2) == b"12"
+    c = sm.counters()
+    assert (c.redirected_msgs, c.pass_no_peer) == (0, 2)
+
+
 def test_epoch_bump_sends_established_traffic_through_policy(sm: SockMap,
                                                             pods: list[Pod]) -> None:  # fmt: skip
     """Redirected bytes skip netfilter (the bypass Cilium shipped); after the epoch moves they
@@ -296,9 +327,9 @@ def test_datapath_follows_the_node_state(dirs: tuple[Path, Path], pods: list[Pod
             assert _send_recv(server, client, b"still fast") == b"still fast"
             assert dp.status().detail["redirected_msgs"] == 2
 
-            dp.remove()  # cold start: the established pair falls back to TCP, unharmed
+            dp.remove()  # cold start: pins gone, the established pair unharmed
             assert not dirs[0].exists()
-            assert _send_recv(client, server, b"plain tcp") == b"plain tcp"
+            assert _send_recv(client, server, b"after remove") == b"after remove"
             assert _send_recv(server, client, b"both ways") == b"both ways"
     finally:
         dp.remove()
