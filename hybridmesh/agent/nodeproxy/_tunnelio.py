@@ -56,12 +56,19 @@ class StreamBridge(asyncio.Protocol):
         self._done = False
 
     # -- joining ------------------------------------------------------------------------------
-    def attach(self, transport: asyncio.Transport) -> None:
-        """Take over an already accepted (paused) TCP transport and start relaying."""
+    def attach(self, transport: asyncio.Transport, buffered: bytes = b"",
+               eof: bool = False) -> None:
+        """Take over an already accepted (paused) TCP transport and start relaying;
+        ``buffered``/``eof``: what its previous protocol already read."""
         transport.set_protocol(self)
         self.connection_made(transport)
-        with contextlib.suppress(RuntimeError):
-            transport.resume_reading()
+        if buffered:
+            self.data_received(buffered)
+        if eof:
+            self.eof_received()
+        elif not self._window_wait:
+            with contextlib.suppress(RuntimeError):
+                transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = tcp = cast(asyncio.Transport, transport)  # uvloop: not a subclass

@@ -22,7 +22,7 @@ from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
 from hybridmesh.agent.nodeproxy.identities import sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
-from hybridmesh.agent.nodeproxy.view import TUNNEL_PORT, Destination, LocalPod, NodeView
+from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.policy import RequestAttributes
 from hybridmesh.proxy.identity import TlsMaterial
@@ -35,18 +35,33 @@ log = logging.getLogger(__name__)
 
 
 class Accepted(asyncio.Protocol):
-    """Holds an accepted pod connection (reading paused) until it is handled."""
+    """Holds an accepted pod connection until it is handled: reading is paused, and whatever
+    arrives anyway (asyncio's selector loop starts reading after ``connection_made``) is kept
+    for the relay or tunnel stream that takes over."""
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        self.buffered: list[bytes] = []
+        self.eof = False
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = tcp = cast(asyncio.Transport, transport)  # uvloop: not a subclass
         tcp.pause_reading()
-        _Flow(self.ctx, tcp).start()
+        _Flow(self.ctx, tcp, self).start()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffered.append(data)
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        return True  # the relay learns of it once it takes over
+        self.eof = True
+        return True  # keep our side open: the answer may still come
+
+    def take(self) -> bytes:
+        data, self.buffered = b"".join(self.buffered), []
+        return data
 
 
 def decide_local(view: NodeView, source: SpiffeId, dest: LocalPod, port: int) -> str | None:
@@ -58,9 +73,11 @@ def decide_local(view: NodeView, source: SpiffeId, dest: LocalPod, port: int) ->
 class _Flow:
     """One pod connection through the node proxy."""
 
-    def __init__(self, ctx: NodeContext, transport: asyncio.Transport) -> None:
+    def __init__(self, ctx: NodeContext, transport: asyncio.Transport,
+                 holder: Accepted) -> None:
         self.ctx = ctx
         self.down = transport
+        self.holder = holder
         self.pod: LocalPod | None = None
         self.source = Peer.unknown()
         self.dest_peer = Peer.unknown()
@@ -131,7 +148,9 @@ class _Flow:
             self._release()
 
         relay = Relay(closed)
-        relay.start_downstream(self.down, b"")
+        relay.start_downstream(self.down, self.holder.take())
+        if self.holder.eof:
+            relay.downstream_eof()
         self.ctx.tasks.spawn(self._dial(relay, dest), name="hm-node-dial")
         return None
 
@@ -164,7 +183,8 @@ class _Flow:
         remote_id = SpiffeId.for_workload(view.trust_domain, dest.pod.namespace,
                                           dest.pod.service_account)
         try:
-            conn = await self.ctx.pool.get((identity, node), (address, TUNNEL_PORT), material,
+            conn = await self.ctx.pool.get((identity, node), (address, self.ctx.config.tunnel[1]),
+                                           material,
                                            expected, sni_name(remote_id))
         except TunnelDialError as exc:
             log.warning("tunnel to %s for %s: %s", node, identity, exc)
@@ -182,7 +202,7 @@ class _Flow:
             return self._release()
         self.ctx.metrics.proxy.tcp_open(reporter=REPORTER_SOURCE, source=self.source,
                                         destination=self.dest_peer, service=self.service)
-        conn.bridge(sid, self.bridged).attach(self.down)
+        conn.bridge(sid, self.bridged).attach(self.down, self.holder.take(), self.holder.eof)
         return None
 
     # -- endings --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from hybridmesh._aio import TaskSet
 from hybridmesh._http import HttpClient, Request, Response, Router
@@ -28,7 +28,7 @@ from hybridmesh.agent.nodeproxy.handoff import HandoffServer
 from hybridmesh.agent.nodeproxy.identities import NodeIdentities
 from hybridmesh.agent.nodeproxy.outbound import Accepted
 from hybridmesh.agent.nodeproxy.source import CgroupIndex, SourceResolver
-from hybridmesh.agent.nodeproxy.tunnels import accept_tls
+from hybridmesh.agent.nodeproxy.tunnels import serve_tls
 from hybridmesh.agent.nodeproxy.view import LocalPod, NodeView, ViewError, build_view
 from hybridmesh.proxy.discovery import Watcher
 
@@ -84,6 +84,7 @@ class NodeProxy:
             if handoff is not None else None
         self._sockets: dict[str, socket.socket] = {}
         self._servers: list[asyncio.AbstractServer] = []
+        self._accepting: asyncio.Task[None] | None = None
         self._tunnels: set[TunnelConn] = set()
         self._admin: HttpServer | None = None
         self._client = HttpClient(unix_path=config.control_socket)
@@ -103,10 +104,12 @@ class NodeProxy:
         sockets = inherited or {"outbound": listen(config.outbound),
                                 "tunnel": listen(config.tunnel)}
         self._sockets = sockets
+        for sock in sockets.values():
+            sock.setblocking(False)
         self._servers = [
-            await loop.create_server(lambda: Accepted(self.ctx), sock=sockets["outbound"]),
-            await loop.create_server(self._tunnel_protocol, sock=sockets["tunnel"]),
-        ]
+            await loop.create_server(lambda: Accepted(self.ctx), sock=sockets["outbound"])]
+        self._accepting = self.tasks.spawn(self._accept_tunnels(sockets["tunnel"]),
+                                           name="hm-node-tunnel-accept")
 
     async def start_control(self) -> None:
         """Admin port and handoff socket (after a takeover: once the old process let go)."""
@@ -129,20 +132,24 @@ class NodeProxy:
     def _listeners(self) -> dict[str, socket.socket]:
         return dict(self._sockets)
 
-    def _tunnel_protocol(self) -> asyncio.Protocol:
-        proxy = self
-
-        class _Accept(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                tcp = cast(asyncio.Transport, transport)  # uvloop: not a subclass
-                tcp.pause_reading()
-                ctx = proxy.ctx
-                accept_tls(tcp, ctx.identities.server_context(), ctx.tasks,
-                           on_request=lambda c, ev: inbound.on_request(ctx, c, ev),
-                           on_ready=proxy._tunnels.add, on_closed=proxy._tunnels.discard,
-                           on_refused=lambda r: ctx.metrics.refuse(f"tunnel-{r}"))
-
-        return _Accept()
+    async def _accept_tunnels(self, listener: socket.socket) -> None:
+        loop, ctx = asyncio.get_running_loop(), self.ctx
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("tunnel accept: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            context = ctx.identities.server_context()
+            if context is None:
+                sock.close()
+                ctx.metrics.refuse("tunnel-no-identity")
+                continue
+            self.tasks.spawn(serve_tls(
+                sock, context, on_request=lambda c, ev: inbound.on_request(ctx, c, ev),
+                on_ready=self._tunnels.add, on_closed=self._tunnels.discard,
+                on_refused=lambda r: ctx.metrics.refuse(f"tunnel-{r}")), name="hm-tunnel-tls")
 
     def _deleted(self) -> None:
         log.warning("node %s is gone from the control plane; draining", self.ctx.config.node)
@@ -151,9 +158,7 @@ class NodeProxy:
     # -- handover and shutdown ----------------------------------------------------------------
     async def hand_over(self) -> None:
         """Stop accepting, let go of admin, GOAWAY to tunnel peers, finish what is open."""
-        for server in self._servers:
-            server.close()
-        self._servers = []
+        self._stop_accepting()
         if self._handoff is not None:
             self._handoff.close()
         if self._admin is not None:
@@ -168,9 +173,17 @@ class NodeProxy:
         log.info("drained (%d left); exiting", self.ctx.active)
         self.done.set()
 
-    async def close(self) -> None:
+    def _stop_accepting(self) -> None:
         for server in self._servers:
             server.close()
+        self._servers = []
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+            self._sockets["tunnel"].close()
+
+    async def close(self) -> None:
+        self._stop_accepting()
         if self._admin is not None:
             await self._admin.close(timeout=0.5)
         for conn in list(self._tunnels):

@@ -142,7 +142,7 @@ class TableSourceResolver:
     """The test double: the same lookup over a dict the test fills like the kernel would."""
 
     def __init__(self, index: CgroupIndex | None = None) -> None:
-        self.index = index or CgroupIndex()
+        self.index = index if index is not None else CgroupIndex()
         self.entries: dict[bytes, bytes] = {}
 
     def record(self, peer: Addr, local: Addr, cgroup_id: int, destination: Addr) -> None:
@@ -163,7 +163,7 @@ class BpfSourceResolver:
                  open_pin: Callable[[Path], int] | None = None) -> None:
         from hybridmesh.ebpf import _libbpf
 
-        self.index = index or CgroupIndex()
+        self.index = index if index is not None else CgroupIndex()
         self._lib = _libbpf
         self._fd = (open_pin or _libbpf.obj_get)(pin)
         self._key = (ctypes.c_ubyte * KEY.size)()

@@ -14,7 +14,6 @@ required), then the client's SPIFFE ID is re-validated and becomes the connectio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -29,7 +28,7 @@ from hybridmesh.identity.tls import PeerIdentityError, check_peer
 from hybridmesh.proxy.identity import ALPN_H2, TlsMaterial
 from hybridmesh.proxy.protocols.http2 import H2Client, H2Server, RequestHeaders
 
-__all__ = ["HANDSHAKE_TIMEOUT_S", "TunnelDialError", "TunnelPool", "accept_tls"]
+__all__ = ["HANDSHAKE_TIMEOUT_S", "TunnelDialError", "TunnelPool", "dial", "serve_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -135,46 +134,34 @@ class TunnelPool:
                 conn.drain()
 
 
-def accept_tls(transport: asyncio.Transport, context: ssl.SSLContext | None, tasks: TaskSet, *,
-               on_request: Callable[[TunnelConn, RequestHeaders], None],
-               on_ready: Callable[[TunnelConn], None], on_closed: Callable[[TunnelConn], None],
-               on_refused: Callable[[str], None]) -> None:
-    """Terminate TLS on an accepted tunnel socket; ``on_ready`` gets the verified connection."""
-    if context is None:
-        transport.abort()
-        on_refused("no-identity")
-        return
-    conn = TunnelConn(H2Server(TUNNEL_LIMITS), on_request=on_request, on_closed=on_closed)
-    tasks.spawn(_handshake(transport, context, conn, on_ready, on_refused),
-                name="hm-tunnel-accept")
+async def serve_tls(sock: socket.socket, context: ssl.SSLContext, *,
+                    on_request: Callable[[TunnelConn, RequestHeaders], None],
+                    on_ready: Callable[[TunnelConn], None],
+                    on_closed: Callable[[TunnelConn], None],
+                    on_refused: Callable[[str], None]) -> None:
+    """Terminate TLS on an accepted tunnel socket; ``on_ready`` gets the verified connection.
 
-
-async def _handshake(transport: asyncio.Transport, context: ssl.SSLContext, conn: TunnelConn,
-                     on_ready: Callable[[TunnelConn], None],
-                     on_refused: Callable[[str], None]) -> None:
+    ``connect_accepted_socket`` (not a listener protocol plus ``start_tls``): the ClientHello
+    must reach the TLS layer, never a placeholder protocol that would drop it.
+    """
     loop = asyncio.get_running_loop()
+    conn = TunnelConn(H2Server(TUNNEL_LIMITS), on_request=on_request, on_closed=on_closed)
     try:
-        tls = await loop.start_tls(transport, conn, context, server_side=True,
-                                   ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: conn, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
     except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-        transport.abort()
+        sock.close()
         log.info("tunnel handshake failed: %s", exc)
         on_refused("handshake")
         return
-    if tls is None:
-        transport.abort()
-        on_refused("handshake")
-        return
-    conn.connection_made(tls)
     try:
-        ssl_object = tls.get_extra_info("ssl_object")
+        ssl_object = transport.get_extra_info("ssl_object")
         peer = check_peer(ssl_object, None)
         if ssl_object.selected_alpn_protocol() != ALPN_H2:
             raise PeerIdentityError("client did not negotiate h2")
     except PeerIdentityError as exc:
         log.info("tunnel client refused: %s", exc)
-        with contextlib.suppress(Exception):
-            tls.abort()
+        transport.abort()
         on_refused("peer-identity")
         return
     conn.start(peer)
