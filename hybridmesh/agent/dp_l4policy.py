@@ -18,6 +18,7 @@ policy that selects the destination.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -38,7 +39,7 @@ from hybridmesh.ebpf.l4compile import ENFORCED_PLACEMENTS, L4Plan, compile_state
 from hybridmesh.ebpf.l4policy import EPOCH_MAP, MAX_FLOWS, MAX_IPS, MAX_RULES, DropEvent, L4Policy
 from hybridmesh.policy import PolicyError
 
-__all__ = ["L4PolicyDatapath", "create", "drop_event"]
+__all__ = ["L4PolicyDatapath", "create", "drop_event", "node_addresses"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,20 @@ def drop_event(drop: DropEvent, names: dict[int, str], offset_ns: int, node: str
         policy=policy,
         node=node,
     )
+
+
+def node_addresses(pods: tuple[PodView, ...]) -> list[str]:
+    """This node's bridge addresses, where the lab's readiness probes come from.
+
+    NodeState does not carry the node's addresses, so this applies the lab's addressing law
+    (``control.ipam.node_addresses``: each node's pods live in a /24 whose first address is the
+    bridge gateway) to the local pods' addresses.
+    """
+    gateways = set()
+    for pod in pods:
+        with contextlib.suppress(ValueError):
+            gateways.add(str(ipaddress.ip_network(f"{pod.ip}/24", strict=False)[1]))
+    return sorted(gateways)
 
 
 def _offset_ns() -> int:
@@ -104,7 +119,8 @@ class L4PolicyDatapath(Datapath):
     def sync(self, state: NodeState) -> None:
         l4 = self._loaded()
         try:
-            plan = compile_state(state, ENFORCED_PLACEMENTS)
+            local = state.local()
+            plan = compile_state(state, ENFORCED_PLACEMENTS, node_addresses(local))
         except PolicyError as exc:
             log.warning("l4policy: keeping the previous tables: %s", exc)
             self._error = str(exc)

@@ -17,6 +17,9 @@ ID in the mesh's trust domain (proven by its address, the lab's only source of t
 address the ipcache does not know is WORLD: a plaintext peer to the engine — ``principals: ["*"]``
 excludes it, and a DENY naming principals/namespaces/service accounts drops it (fail-closed).
 
+The node itself (``host_ips``: where kubelet-style probes come from) is always allowed to reach
+its pods, as Cilium's ``allow-localhost``: a default-deny must not make a pod fail its probes.
+
 Destinations are reached by pod IP (socket LB rewrote the connect), so a ``targetRefs`` ALLOW
 only closes its workloads (``Target.via`` is unknown, see ``policy.l4``). Default-deny drops
 name the first ALLOW policy that selects the destination, since the engine names none.
@@ -44,6 +47,7 @@ __all__ = [
     "ENFORCED_PLACEMENTS",
     "FIRST_POD_ID",
     "ID_ANY",
+    "ID_HOST",
     "ID_WORLD",
     "NO_POLICY",
     "PORT_ANY",
@@ -58,6 +62,7 @@ __all__ = [
 T = TypeVar("T", bound=Hashable)
 
 ID_ANY = 0  # HM_L4_ID_ANY
+ID_HOST = 1  # HM_L4_ID_HOST
 ID_WORLD = 2  # HM_L4_ID_WORLD
 FIRST_POD_ID = 256
 ID_LIMIT = 1 << 24
@@ -173,7 +178,9 @@ def _digest(item: Hashable) -> bytes:
 
 
 def compile_state(
-    state: NodeState, placements: tuple[str, ...] = ENFORCED_PLACEMENTS
+    state: NodeState,
+    placements: tuple[str, ...] = ENFORCED_PLACEMENTS,
+    host_ips: Iterable[str] = (),
 ) -> L4Plan:
     """The maps for ``state``: identities of every pod, rules for this node's enforced pods.
 
@@ -183,7 +190,9 @@ def compile_state(
     labels_of = {p.ip: IdentityLabels.of(p) for p in sorted(pods, key=lambda p: p.key)}
     numbers = allocate(labels_of.values(), FIRST_POD_ID, ID_LIMIT, _digest)
     identities = {number: labels for labels, number in numbers.items()}
-    ipcache = {ip: numbers[labels] for ip, labels in labels_of.items()}
+    ipcache = {ip: ID_HOST for ip in host_ips} | {
+        ip: numbers[labels] for ip, labels in labels_of.items()
+    }
     policies = tuple(l4_policy(p) for p in load_policies(state.policies))
     policy_ids = allocate((_name(p) for p in policies), 1, POLICY_ID_LIMIT, _digest)
     enforced = frozenset(ipcache[p.ip] for p in state.local(*placements) if p.ip)
@@ -256,6 +265,7 @@ class _Table:
         )
         if not evaluator.policies:
             return {}
+        host = {RuleKey(ID_HOST, dst, PORT_ANY): Verdict(ALLOW)}
         verdict = self._verdict_maker(evaluator)
         rows: dict[int, tuple[Verdict, dict[int, Verdict]]] = {}
         memo: dict[SpiffeId | None, tuple[Verdict, dict[int, Verdict]]] = {}
@@ -266,7 +276,7 @@ class _Table:
                     {port: verdict(principal, port) for port in self._ports},
                 )
             rows[src] = memo[principal]
-        return _compress(dst, rows)
+        return host | _compress(dst, rows)
 
     def _verdict_maker(self, evaluator: Evaluator) -> Callable[[SpiffeId | None, int], Verdict]:
         allows = [n for n in evaluator.policies if self._actions.get(n) == "ALLOW"]

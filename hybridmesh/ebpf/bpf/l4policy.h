@@ -18,6 +18,7 @@
 
 /* Reserved identities. Pod identities are >= 256 (userspace allocates them). */
 #define HM_L4_ID_ANY 0   /* in a policy key's src: "any source" (the destination's default) */
+#define HM_L4_ID_HOST 1  /* this node's own addresses (probes): userspace always allows it */
 #define HM_L4_ID_WORLD 2 /* an address the ipcache does not know */
 
 #define HM_L4_PORT_ANY 0 /* in a policy key's port: "every port without its own entry" */

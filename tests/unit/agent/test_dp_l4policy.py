@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hybridmesh.agent.dp_l4policy import drop_event
+from hybridmesh.agent.datapath import PodView
+from hybridmesh.agent.dp_l4policy import drop_event, node_addresses
 from hybridmesh.ebpf.l4policy import DropEvent
 
 
@@ -22,3 +23,9 @@ def test_a_drop_is_a_flow_event_naming_its_policy_at_realtime() -> None:
 def test_an_unknown_policy_id_is_still_shown_and_no_policy_stays_none() -> None:
     assert drop_event(_drop(9), {}, 0, "n1").policy == "policy#9"
     assert drop_event(_drop(0), {}, 0, "n1").policy is None
+
+
+def test_node_addresses_are_the_bridge_gateways_of_the_local_pods() -> None:
+    pods = tuple(PodView("shop", f"p{i}", ip, "n1", "sa", "kernel")
+                 for i, ip in enumerate(("10.244.1.7", "10.244.1.9", "10.244.2.3", "")))
+    assert node_addresses(pods) == ["10.244.1.1", "10.244.2.1"]

@@ -16,6 +16,7 @@ from hybridmesh.ebpf.l4compile import (
     DROP,
     FIRST_POD_ID,
     ID_ANY,
+    ID_HOST,
     ID_WORLD,
     NO_POLICY,
     PORT_ANY,
@@ -117,7 +118,19 @@ def test_allow_opens_its_source_and_port_and_closes_the_rest() -> None:
 def test_rules_are_compressed_to_a_default_plus_exceptions() -> None:
     plan = compile_state(state(ALLOW_FRONTEND))
     catalog, frontend = plan.ipcache[CATALOG.ip], plan.ipcache[FRONTEND.ip]
-    assert set(plan.rules) == {RuleKey(ID_ANY, catalog, PORT_ANY), RuleKey(frontend, catalog, 8080)}
+    assert set(plan.rules) == {
+        RuleKey(ID_ANY, catalog, PORT_ANY),
+        RuleKey(frontend, catalog, 8080),
+        RuleKey(ID_HOST, catalog, PORT_ANY),
+    }
+
+
+def test_the_node_itself_may_always_reach_its_pods() -> None:
+    deny_all = policy("deny-all", {"action": "DENY", "rules": [{}]})
+    plan = compile_state(state(ALLOW_FRONTEND, deny_all), host_ips=["10.0.0.254"])
+    assert plan.identity_of("10.0.0.254") == ID_HOST
+    assert plan.decide("10.0.0.254", CATALOG.ip, 8080) == NO_POLICY
+    assert plan.decide(FRONTEND.ip, CATALOG.ip, 8080).verdict == DROP
 
 
 def test_deny_beats_allow_and_names_the_deny() -> None:
