@@ -76,10 +76,11 @@ def desired_local(state: NodeState) -> set[tuple[int, str]]:
 
 
 def to_event(flow: Flow, offset_ns: int, node: str) -> FlowEvent:
-    """A record as a FlowEvent, source = the connecting side; bytes from the source's view."""
+    """A record as a FlowEvent, source = the connecting side; application bytes (no SYN/FIN)
+    from the source's point of view."""
     local, remote = (flow.local_ip, flow.local_port), (flow.remote_ip, flow.remote_port)
     (src_ip, src_port), (dst_ip, dst_port) = (remote, local) if flow.passive else (local, remote)
-    sent, received = flow.bytes_acked, flow.bytes_received
+    sent, received = flow.payload
     if flow.passive:
         sent, received = received, sent
     return FlowEvent(

@@ -61,7 +61,10 @@ PROGRAMS = ("hm_flow_state", "hm_flow_retransmit")
 MAPS = ("local", "tracked", "stats", "control", "events")
 MAX_LOCAL = 4096  # HM_FLOWS_MAX_LOCAL
 _KINDS: dict[int, FlowKind] = {1: "open", 2: "close", 3: "retransmit"}  # HM_FLOW_*
-_PASSIVE, _UNSEEN = 1, 2  # HM_FLOW_PASSIVE, HM_FLOW_UNSEEN
+_PASSIVE, _UNSEEN, _ORPHAN = 1, 2, 4  # HM_FLOW_PASSIVE, HM_FLOW_UNSEEN, HM_FLOW_ORPHAN
+_FIN_WAIT2, _CLOSE_WAIT, _LAST_ACK, _CLOSING = 5, 8, 9, 11  # TCP states (include/net/tcp_states.h)
+_OUR_FIN_ACKED = frozenset({_FIN_WAIT2, _LAST_ACK, _CLOSING})
+_THEIR_FIN_IN = frozenset({_CLOSE_WAIT, _LAST_ACK, _CLOSING})
 
 FlowKind = Literal["open", "close", "retransmit"]
 
@@ -128,7 +131,9 @@ class Flow:
 
     ``passive``: the local socket accepted the connection (it is the server side).
     ``seen_open``: the open was recorded; when not, ``passive`` is a guess from the ports and
-    ``duration_ns`` is 0.
+    ``duration_ns`` is 0. ``orphan`` (close): the application had closed the socket already.
+    ``bytes_acked``/``bytes_received`` are the kernel's counters, which include the SYN and
+    FINs; :attr:`payload` is the application's bytes.
     """
 
     kind: FlowKind
@@ -147,6 +152,23 @@ class Flow:
     duration_ns: int
     old_state: int
     new_state: int
+    orphan: bool = False
+
+    @property
+    def payload(self) -> tuple[int, int]:
+        """Application bytes (sent, received) by the local socket: the counters less the
+        sequence numbers SYN and FIN take. Which FINs were exchanged follows from the state the
+        socket closed from; FIN_WAIT2 is ambiguous, and there an orphaned socket (closed by
+        its application, then turned into a timewait mini-socket as soon as its FIN was
+        acked) had not yet had the peer's FIN, while one still open had."""
+        sent, received = self.bytes_acked, self.bytes_received
+        if not self.passive:
+            sent -= 1  # our SYN, acknowledged once established
+        if self.kind == "close":
+            sent -= self.old_state in _OUR_FIN_ACKED
+            their_fin = self.old_state in _THEIR_FIN_IN
+            received -= their_fin or (self.old_state == _FIN_WAIT2 and not self.orphan)
+        return max(sent, 0), max(received, 0)
 
 
 def _ip_of(net32: int) -> str:
@@ -182,6 +204,7 @@ def decode(data: bytes) -> Flow:
         duration_ns=raw.duration_ns,
         old_state=raw.old_state,
         new_state=raw.new_state,
+        orphan=bool(raw.flags & _ORPHAN),
     )
 
 

@@ -24,6 +24,7 @@
 /* hm_flow_record.flags */
 #define HM_FLOW_PASSIVE 1  /* the local socket accepted the connection (it is the server) */
 #define HM_FLOW_UNSEEN 2   /* no open was recorded (opened before we loaded, or evicted) */
+#define HM_FLOW_ORPHAN 4   /* close: the application had already closed the socket (SOCK_DEAD) */
 
 /* local: (netns inode, address) of each pod of this node. The netns is part of the key because
  * tracepoints see every namespace on the machine, and another lab (another agent, a sandbox)
@@ -51,8 +52,8 @@ struct hm_flow_stats {
 struct hm_flow_record {
 	__u64 ts_ns;           /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 duration_ns;     /* close: since the open (0 when HM_FLOW_UNSEEN) */
-	__u64 bytes_acked;     /* sent by the local socket and acknowledged */
-	__u64 bytes_received;  /* received by the local socket */
+	__u64 bytes_acked;     /* sent by the local socket and acknowledged (+ SYN and FIN) */
+	__u64 bytes_received;  /* received by the local socket (+ FIN) */
 	__be32 local_ip;
 	__be32 remote_ip;
 	__u16 local_port;
@@ -61,7 +62,7 @@ struct hm_flow_record {
 	__u32 srtt_us;         /* smoothed RTT, microseconds (0: not measured yet) */
 	__u32 total_retrans;   /* the kernel's count for the socket */
 	__u8 kind;             /* HM_FLOW_* */
-	__u8 flags;            /* HM_FLOW_PASSIVE | HM_FLOW_UNSEEN */
+	__u8 flags;            /* HM_FLOW_PASSIVE | HM_FLOW_UNSEEN | HM_FLOW_ORPHAN */
 	__u8 old_state;        /* TCP state the socket left */
 	__u8 new_state;        /* TCP state the socket entered */
 	__u32 pad;

@@ -15,14 +15,15 @@ CLIENT = Flow(kind="close", monotonic_ns=1_000, local_ip="10.0.0.1", local_port=
               bytes_acked=1002, bytes_received=11, srtt_us=52, total_retrans=1,
               duration_ns=5, old_state=5, new_state=7)  # fmt: skip
 SERVER = replace(CLIENT, local_ip="10.0.0.2", local_port=80, remote_ip="10.0.0.1",
-                 remote_port=40000, passive=True, bytes_acked=11, bytes_received=1001)  # fmt: skip
+                 remote_port=40000, passive=True, bytes_acked=11, bytes_received=1001,
+                 old_state=9)  # fmt: skip
 
 
 def test_an_active_record_keeps_its_direction() -> None:
     event = to_event(CLIENT, 10**18, "n1")
     assert (event.src_ip, event.src_port, event.dst_ip, event.dst_port) == (
         "10.0.0.1", 40000, "10.0.0.2", 80)  # fmt: skip
-    assert (event.bytes_sent, event.bytes_received) == (1002, 11)
+    assert (event.bytes_sent, event.bytes_received) == (1000, 10)  # no SYN, no FINs
     assert event.time_ns == 10**18 + 1_000
     assert (event.rtt_us, event.retransmits, event.node, event.kind) == (52, 1, "n1", "close")
 
@@ -31,7 +32,7 @@ def test_a_passive_record_is_turned_to_the_client() -> None:
     event = to_event(SERVER, 0, "n1")
     assert (event.src_ip, event.src_port, event.dst_ip, event.dst_port) == (
         "10.0.0.1", 40000, "10.0.0.2", 80)  # fmt: skip
-    assert (event.bytes_sent, event.bytes_received) == (1001, 11)  # the client's view
+    assert (event.bytes_sent, event.bytes_received) == (1000, 10)  # the client's view
 
 
 def test_no_rtt_is_none() -> None:

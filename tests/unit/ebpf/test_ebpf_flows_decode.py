@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -71,3 +72,38 @@ def test_local_key_is_network_order() -> None:
     key = local_key(7, "10.0.0.1")
     assert key.netns == 7
     assert bytes(key)[4:] == bytes([10, 0, 0, 1])
+
+
+def flow(**kw: object) -> Flow:
+    return replace(decode(raw()), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "payload"),
+    [
+        # the connecting side: its SYN is in bytes_acked from the open on
+        ({"kind": "open", "passive": False, "bytes_acked": 1, "bytes_received": 0}, (0, 0)),
+        ({"kind": "open", "passive": True, "bytes_acked": 0, "bytes_received": 0}, (0, 0)),
+        # graceful closes: FIN_WAIT2 (peer's FIN in unless orphaned), LAST_ACK, CLOSING
+        ({"passive": False, "old_state": 5, "bytes_acked": 1002, "bytes_received": 11},
+         (1000, 10)),
+        ({"passive": False, "old_state": 5, "orphan": True, "bytes_acked": 1002,
+          "bytes_received": 10}, (1000, 10)),
+        ({"passive": True, "old_state": 9, "bytes_acked": 11, "bytes_received": 1001},
+         (10, 1000)),
+        ({"passive": True, "old_state": 11, "bytes_acked": 11, "bytes_received": 1001},
+         (10, 1000)),
+        # reset while established: no FIN either way; after the peer's FIN only theirs
+        ({"passive": True, "old_state": 1, "bytes_acked": 10, "bytes_received": 5}, (10, 5)),
+        ({"passive": True, "old_state": 8, "bytes_acked": 10, "bytes_received": 6}, (10, 5)),
+        # never negative, whatever the counters say
+        ({"passive": False, "old_state": 9, "bytes_acked": 0, "bytes_received": 0}, (0, 0)),
+    ],
+)  # fmt: skip
+def test_payload_takes_syn_and_fin_off(kw: dict[str, object], payload: tuple[int, int]) -> None:
+    assert flow(**kw).payload == payload
+
+
+def test_orphan_flag() -> None:
+    assert decode(raw(flags=4)).orphan
+    assert not decode(raw(flags=3)).orphan
