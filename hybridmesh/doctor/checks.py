@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hybridmesh.doctor import _cgroups, _kernel, _network, _software
+from hybridmesh.doctor import _cgroups, _ebpf, _kernel, _network, _software
 from hybridmesh.doctor.host import Host, Session
 from hybridmesh.doctor.model import Check, CheckResult, Outcome, ProbeError, Report
 
@@ -64,6 +64,7 @@ CHECKS: tuple[Check, ...] = (
         fatal=False,
         probe=_kernel.probe_bpffs,
     ),
+    *_ebpf.CHECKS,
     Check(
         category="cgroups",
         name="cgroup v2 is mounted",

@@ -16,12 +16,13 @@ import os
 from ctypes import c_int, c_uint32, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hybridmesh.ebpf._libbpf import LIBBPF, _check, obj_get
 from hybridmesh.ebpf.errors import BpfError
 
 __all__ = ["MAP_TYPES", "PROG_TYPES", "MapInfo", "map_info", "pinned_map_info", "probe_map_type",
-           "probe_prog_type"]  # fmt: skip
+           "probe_prog_type", "prototype"]  # fmt: skip
 
 PROG_TYPES: dict[str, int] = {
     "tracepoint": 5,
@@ -46,12 +47,8 @@ MAP_TYPES: dict[str, int] = {
 """``enum bpf_map_type`` values (uapi, stable) of every map type hybridmesh creates."""
 
 
-@functools.cache
-def _lib() -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL(LIBBPF, use_errno=True)
-    except OSError as exc:
-        raise BpfError(f"cannot load {LIBBPF}: {exc}", "run ./run setup (libbpf1)") from exc
+def prototype(lib: Any) -> Any:
+    """Set the prototypes used here on a libbpf handle (ours, or one a caller opened)."""
     lib.libbpf_probe_bpf_prog_type.restype = c_int
     lib.libbpf_probe_bpf_prog_type.argtypes = [c_int, c_void_p]
     lib.libbpf_probe_bpf_map_type.restype = c_int
@@ -61,23 +58,34 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
+def _lib() -> Any:
+    try:
+        return prototype(ctypes.CDLL(LIBBPF, use_errno=True))
+    except OSError as exc:
+        raise BpfError(f"cannot load {LIBBPF}: {exc}", "run ./run setup (libbpf1)") from exc
+
+
 def _probe(result: int, what: str) -> bool:
     if result < 0:
         _check(result, f"probe {what}")
     return result == 1
 
 
-def probe_prog_type(name: str) -> bool:
+def probe_prog_type(name: str, lib: Any = None) -> bool:
     """True if the kernel loads a program of this type (:data:`PROG_TYPES` key).
 
-    :class:`BpfError` when the probe itself cannot run (no privilege, no bpf syscall).
+    ``lib``: a libbpf handle already passed through :func:`prototype` (the doctor's, so its
+    tests can fake it); :class:`BpfError` when the probe itself cannot run (no privilege).
     """
-    return _probe(_lib().libbpf_probe_bpf_prog_type(PROG_TYPES[name], None), f"program {name}")
+    fn = (lib or _lib()).libbpf_probe_bpf_prog_type
+    return _probe(fn(PROG_TYPES[name], None), f"program type {name}")
 
 
-def probe_map_type(name: str) -> bool:
+def probe_map_type(name: str, lib: Any = None) -> bool:
     """True if the kernel creates a map of this type (:data:`MAP_TYPES` key)."""
-    return _probe(_lib().libbpf_probe_bpf_map_type(MAP_TYPES[name], None), f"map {name}")
+    fn = (lib or _lib()).libbpf_probe_bpf_map_type
+    return _probe(fn(MAP_TYPES[name], None), f"map type {name}")
 
 
 class _BpfMapInfo(ctypes.Structure):

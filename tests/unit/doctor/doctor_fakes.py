@@ -79,8 +79,12 @@ class FakeMapCreate:
 
 
 class FakeLibbpf:
-    def __init__(self, map_fd: int = 7) -> None:
+    def __init__(self, map_fd: int = 7, probe: int = 1) -> None:
         self.bpf_map_create = FakeMapCreate(map_fd)
+        # libbpf's feature probes: 1 supported, 0 not, <0 -errno (probe could not run)
+        self.libbpf_probe_bpf_prog_type = FakeMapCreate(probe)
+        self.libbpf_probe_bpf_map_type = FakeMapCreate(probe)
+        self.bpf_obj_get_info_by_fd = FakeMapCreate(0)
 
     def libbpf_major_version(self) -> int:
         return 1

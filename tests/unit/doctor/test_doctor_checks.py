@@ -39,13 +39,13 @@ def test_every_check_in_the_table_is_complete_and_unique() -> None:
 def test_categories_are_contiguous_so_output_groups_them() -> None:
     order = [category for category, _ in itertools.groupby(c.category for c in CHECKS)]
 
-    assert order == ["privileges", "kernel", "cgroups", "network", "tools", "libraries"]
+    assert order == ["privileges", "kernel", "ebpf", "cgroups", "network", "tools", "libraries"]
 
 
-def test_only_bpffs_and_load_generators_are_non_fatal() -> None:
+def test_only_bpffs_ebpf_types_and_load_generators_are_non_fatal() -> None:
     non_fatal = {c.name.split()[0] for c in CHECKS if not c.fatal}
 
-    assert non_fatal == {"bpffs", "h2load", "wrk", "hey", "curl"}
+    assert non_fatal == {"bpffs", "program", "map", "h2load", "wrk", "hey", "curl"}
 
 
 def test_a_probe_error_becomes_the_detail(healthy_host: Host) -> None:
