@@ -294,8 +294,10 @@ def test_loopback_tuples_are_scoped_by_netns(sm: SockMap, pods: list[Pod]) -> No
 
 
 def _state(pods: list[Pod], placements: list[str]) -> NodeState:
-    views = [PodView("ns", f"p{i}", pod.ip, "n1", "sa", placement, cgroup=pod.cgroup)
-             for i, (pod, placement) in enumerate(zip(pods, placements, strict=True))]
+    views = [
+        PodView("ns", f"p{i}", pod.ip, "n1", "sa", placement, cgroup=pod.cgroup)
+        for i, (pod, placement) in enumerate(zip(pods, placements, strict=True))
+    ]
     remote = PodView("ns", "far", "10.201.0.99", "n2", "sa", "kernel")  # another node's
     return NodeState("n1", 1, (*views, remote), (), ())  # fmt: skip
 
