@@ -80,6 +80,8 @@ class NodeState:
     policies: tuple[AuthorizationPolicy, ...]
     trust_domain: str = "cluster.local"
     mtls_mode: str = "PERMISSIVE"
+    pod_cidr: str | None = None  # this node's pod CIDR, e.g. "10.244.1.0/24"
+    gateway: str | None = None  # the node's address on its pod bridge (node proxy listens here)
 
     def local(self, *placements: str) -> tuple[PodView, ...]:
         """This node's pods, optionally only those with one of ``placements``."""
