@@ -88,6 +88,7 @@ class TestBed:
     contenders: Sequence[Contender]
     workdir: Path
     envoy_concurrency: int = 2
+    scenarios: Sequence[str] = ()  # those whose extra pods the topology must hold
     layout: CgroupLayout = field(default_factory=detect_layout)
     status: dict[str, Any] = field(default_factory=dict)
     envoys: dict[str, EnvoySidecar] = field(default_factory=dict)  # pod key -> Envoy
@@ -108,7 +109,7 @@ class TestBed:
                 busy=True,
             )
         topology = self.workdir / "topology.yaml"
-        topology.write_text(render_topology(self.contenders))
+        topology.write_text(render_topology(self.contenders, self.scenarios))
         self.started = True
         try:
             self.status = runner.lab_up(topology, timeout=180)
@@ -124,6 +125,22 @@ class TestBed:
             # the daemon could not even start: its cgroup or state dir vanished under it, as
             # when another user's sweep runs at the same moment
             raise BedError(f"lab up failed: {exc}", interrupted=True) from None
+        if any(c.name == "envoy-sidecar" for c in self.contenders):
+            self._inject_envoy(progress)
+
+    def apply(self, text: str, progress: Callable[[str], None] | None = None) -> None:
+        """``lab apply`` a change while the bench runs (the scale scenario's pod count), then
+        bring the injected Envoys in line: new pods get one, pods whose services or address
+        changed get theirs restarted with the new bootstrap (the bench's stand-in for xDS)."""
+        self._seq += 1
+        path = self.workdir / f"topology-apply-{self._seq}.yaml"
+        path.write_text(text)
+        try:
+            runner.lab_apply(path)
+            self.status = LabClient().call("GET", "/v1/lab/status").body
+            self._env.clear()  # replaced pods have new addresses
+        except runner.LabUpError as exc:
+            raise BedError(f"lab apply failed: {exc.message}", exc.hint) from None
         if any(c.name == "envoy-sidecar" for c in self.contenders):
             self._inject_envoy(progress)
 
@@ -159,18 +176,27 @@ class TestBed:
         binary = envoy_binary()
         ns = namespace_of("envoy-sidecar")
         services = tuple(services_from_status(self.status, ns))
+        present = {f"{ns}/{p['name']}" for p in self.status["pods"] if p["namespace"] == ns}
+        for key in [k for k in self.envoys if k not in present]:  # its pod was removed
+            with contextlib.suppress(Exception):
+                self.envoys.pop(key).stop()
         for pod in self.status["pods"]:
             if pod["namespace"] != ns:
                 continue
+            key, spec = f"{ns}/{pod['name']}", pod_from_status(pod, self.status)
+            old = self.envoys.get(key)
+            running = old is not None and old.process is not None and old.process.poll() is None
+            if old is not None and running and old.pod == spec and old.services == services:
+                continue  # unchanged since it started
+            if old is not None:
+                old.stop()
             if progress:
-                progress(f"starting Envoy in {ns}/{pod['name']}")
+                progress(f"starting Envoy in {key}")
             sidecar = EnvoySidecar(
-                pod_from_status(pod, self.status),
-                services,
-                PodCgroup(ns, pod["name"], self.layout),
+                spec, services, PodCgroup(ns, pod["name"], self.layout),
                 concurrency=self.envoy_concurrency,
-            )
-            self.envoys[f"{ns}/{pod['name']}"] = sidecar
+            )  # fmt: skip
+            self.envoys[key] = sidecar
             try:
                 sidecar.start(binary, self.env_for(PodRole(ns, pod["name"])))
             except EnvoyError as exc:

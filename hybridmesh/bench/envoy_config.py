@@ -41,6 +41,7 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 ADMIN_PORT = 15000  # on 127.0.0.1 only, as Istio's
 _L7_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+_H2_PROTOCOLS = frozenset({"http2", "grpc"})  # upstreams that only speak HTTP/2 (grpcio)
 _MAX = 4294967295
 _SOL_SOCKET, _SO_MARK = 1, 36
 
@@ -49,6 +50,7 @@ _HCM = _T + "filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP = _T + "filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER = _T + "filters.http.router.v3.Router"
 _ORIGINAL_DST = _T + "filters.listener.original_dst.v3.OriginalDst"
+_HTTP_OPTIONS = _T + "upstreams.http.v3.HttpProtocolOptions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class EnvoyService:
     target_port: int
     l7: bool
     endpoints: tuple[str, ...]  # pod IPs
+    h2: bool = False  # appProtocol http2/grpc: the upstream speaks HTTP/2 only
 
     @property
     def cluster(self) -> str:
@@ -74,6 +77,7 @@ class EnvoyPod:
     name: str
     ip: str
     inbound: tuple[tuple[int, bool], ...]  # (container port, L7?)
+    h2_ports: tuple[int, ...] = ()  # container ports whose app speaks HTTP/2 only
 
 
 def services_from_status(status: Mapping[str, Any], namespace: str) -> list[EnvoyService]:
@@ -93,6 +97,7 @@ def services_from_status(status: Mapping[str, Any], namespace: str) -> list[Envo
                     target_port=int(port["targetPort"]),
                     l7=(port.get("appProtocol") or "tcp") in _L7_PROTOCOLS,
                     endpoints=ips,
+                    h2=port.get("appProtocol") in _H2_PROTOCOLS,
                 )
             )
     return sorted(out, key=lambda s: (s.name, s.port))
@@ -100,19 +105,23 @@ def services_from_status(status: Mapping[str, Any], namespace: str) -> list[Envo
 
 def pod_from_status(pod: Mapping[str, Any], status: Mapping[str, Any]) -> EnvoyPod:
     """The pod's ports, L7 where a service selecting it says the target port is HTTP."""
-    l7_ports = {
-        int(port["targetPort"])
+    mine = [
+        port
         for svc in status["services"]
         if any(ep["ip"] == pod["ip"] for ep in svc.get("endpoints", []))
         for port in svc["ports"]
-        if (port.get("appProtocol") or "tcp") in _L7_PROTOCOLS
+    ]
+    l7_ports = {
+        int(p["targetPort"]) for p in mine if (p.get("appProtocol") or "tcp") in _L7_PROTOCOLS
     }
+    h2_ports = {int(p["targetPort"]) for p in mine if p.get("appProtocol") in _H2_PROTOCOLS}
     ports = sorted({int(p["containerPort"]) for p in pod.get("ports", [])})
     return EnvoyPod(
         namespace=pod["namespace"],
         name=pod["name"],
         ip=pod["ip"],
         inbound=tuple((p, p in l7_ports) for p in ports),
+        h2_ports=tuple(sorted(h2_ports & set(ports))),
     )
 
 
@@ -151,7 +160,12 @@ def _filters(direction: str, l7: bool, cluster: str) -> list[dict[str, Any]]:
 
 
 def _cluster(
-    name: str, kind: str, mark: int | None, endpoints: Sequence[tuple[str, int]] = ()
+    name: str,
+    kind: str,
+    mark: int | None,
+    endpoints: Sequence[tuple[str, int]] = (),
+    *,
+    h2: bool = False,
 ) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
@@ -165,6 +179,13 @@ def _cluster(
             ]
         },
     }  # fmt: skip
+    if h2:  # as Istio does for grpc/http2 ports: HTTP/2 to the upstream, whatever came in
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     if kind != "ORIGINAL_DST":
         lb = [{"endpoint": {"address": _address(ip, port)}} for ip, port in endpoints]
         cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}]}
@@ -240,12 +261,13 @@ def render_bootstrap(
 ) -> dict[str, Any]:
     """The whole bootstrap (write it as JSON; Envoy reads ``.json`` files natively)."""
     clusters = [
-        _cluster(s.cluster, "STATIC", mark, [(ip, s.target_port) for ip in s.endpoints])
+        _cluster(s.cluster, "STATIC", mark, [(ip, s.target_port) for ip in s.endpoints], h2=s.h2)
         for s in services
         if s.endpoints
     ]
     clusters += [
-        _cluster(f"inbound|{port}||", "STATIC", mark, [(pod.ip, port)]) for port, _ in pod.inbound
+        _cluster(f"inbound|{port}||", "STATIC", mark, [(pod.ip, port)], h2=port in pod.h2_ports)
+        for port, _ in pod.inbound
     ]
     clusters += [
         _cluster("PassthroughCluster", "ORIGINAL_DST", mark),

@@ -9,6 +9,9 @@ so warm-up and process start are outside the window wherever the tool allows it:
 * ``http-throughput``: a warm-up wrk run, then the measured wrk run.
 * ``tcp-rr`` / ``tcp-stream``: tcpperf warms up itself; the snapshots bracket the process
   (its interpreter start is in the load generator's CPU, a few tens of ms).
+* ``grpc``: h2load with its own warm-up; its log holds the measured requests only.
+* ``scale``, ``blast-radius``, ``upgrade`` involve more than one client/server pair: they
+  have executors of their own (scale.py, disrupt.py) that this one hands them to.
 
 A contender with a proxy must show that the proxy carried the traffic: its own request (or
 connection) counters must have moved by the run's operations (probes.py), and every proxy
@@ -19,40 +22,52 @@ zero overhead.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hybridmesh.bench.accounting import Accountant, Usage, usage_metrics
 from hybridmesh.bench.bed import BedError, TestBed, stop_process
 from hybridmesh.bench.envoy_sidecar import EnvoyError
 from hybridmesh.bench.model import SampleDoc
 from hybridmesh.bench.probes import envoy_counts, proxy_checks, sidecar_counts
+from hybridmesh.bench.scenarios import CONTENDERS
 from hybridmesh.bench.schedule import Run
 from hybridmesh.bench.tools import (
     ToolOutputError,
+    grpc_frame,
+    grpc_h2load_argv,
     last_json,
     loadgen_argv,
+    parse_h2load_log,
+    parse_h2load_summary,
     parse_wrk,
     tcpperf_argv,
     wrk_argv,
 )
 from hybridmesh.bench.topology import (
+    GRPC_PORT,
     HTTP_SERVICE_PORT,
     RR_PORT,
     STREAM_PORT,
     PodRole,
     client_pod,
     namespace_of,
+    server_pod,
 )
 from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.workloads._stats import EdgeStats, StatsMismatch
 
-__all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError"]
+__all__ = ["LOADGEN_STATS_PORT", "Executor", "RunError", "Special"]
 
 LOADGEN_STATS_PORT = 19090
 SIDECAR_ADMIN_PORT = 15020
 HTTP_TARGET = "http://http/" if HTTP_SERVICE_PORT == 80 else f"http://http:{HTTP_SERVICE_PORT}/"
 MIN_PROXY_SHARE = 0.95
+_BY_NAMESPACE = {namespace_of(c.name): c for c in CONTENDERS.values()}
+GRPC_URL = f"http://grpc:{GRPC_PORT}/hybridmesh.lab.Echo/Unary"
+GRPC_CLIENTS = 4
+GRPC_MESSAGE = 64
 
 
 class RunError(Exception):
@@ -74,19 +89,32 @@ _Result = tuple[dict[str, float], dict[str, float], dict[str, Any] | None, float
 """metrics, checks, latency histogram (or None), measured seconds"""
 
 
+class Special(Protocol):
+    """An executor for a scenario that is not one client/server pair (scale, disruption)."""
+
+    def measure(self, run: Run) -> SampleDoc: ...
+
+
 class Executor:
     """Measures runs on a test bed."""
 
-    def __init__(self, bed: TestBed, loadgen_concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        bed: TestBed,
+        loadgen_concurrency: int = 64,
+        special: Mapping[str, Special] | None = None,
+    ) -> None:
         self.bed = bed
         self.loadgen_concurrency = loadgen_concurrency
+        self.special = dict(special or {})  # scenario -> its own executor
         self.last_loadgen_output = ""  # the last loadgen's log (its JSON summary at the end)
 
     def measure(self, run: Run) -> SampleDoc:
         scenario = run.cell.scenario
+        if scenario in self.special:
+            return self._special(run)
         client = client_pod(run.contender, run.cell.variant)
-        server_name = "http-0" if scenario.startswith("http") else "tcp-0"
-        server = PodRole(namespace_of(run.contender), server_name)
+        server = server_pod(run.contender, scenario)
         acct = Accountant(
             self.bed.layout, (client.namespace, client.name), (server.namespace, server.name)
         )
@@ -114,6 +142,14 @@ class Executor:
             histogram=histogram,
         )
 
+    def _special(self, run: Run) -> SampleDoc:
+        try:
+            return self.special[run.cell.scenario].measure(run)
+        except (OSError, LabError, BedError, EnvoyError, ToolOutputError, StatsMismatch) as exc:
+            raise RunError(
+                f"{run.cell.label()} [{run.contender}] failed: {getattr(exc, 'message', exc)}"
+            ) from None
+
     def _dispatch(self, run: Run, client: PodRole, server: PodRole, acct: Accountant) -> _Result:
         scenario = run.cell.scenario
         if scenario == "http-latency":
@@ -122,6 +158,8 @@ class Executor:
             return self._http_throughput(run, client, server, acct)
         if scenario in ("tcp-rr", "tcp-stream"):
             return self._tcp(run, client, server, acct)
+        if scenario == "grpc":
+            return self._grpc(run, client, server, acct)
         raise RunError(f"scenario {scenario!r} has no executor")
 
     # -- windows -------------------------------------------------------------------------
@@ -137,7 +175,8 @@ class Executor:
         envoy = self.bed.envoy(role)
         if envoy is not None:
             return envoy_counts(envoy.counters(), side)
-        if role.namespace == namespace_of("sidecar"):
+        contender = _BY_NAMESPACE.get(role.namespace)
+        if contender is not None and contender.proxy == "hybridmesh":
             try:  # hybridmesh's proxy: its /metrics, if it serves them yet
                 text = self.bed.http_text(role, SIDECAR_ADMIN_PORT, "/metrics")
                 return sidecar_counts(text, side)
@@ -269,10 +308,43 @@ class Executor:
         checks = proxy_checks(begin.counters, end.counters, http=False, ops=ops)
         return metrics, checks, histogram, float(out["seconds"])
 
+    def _grpc(self, run: Run, client: PodRole, server: PodRole, acct: Accountant) -> _Result:
+        streams = int(run.cell.level or 1)
+        body = self.bed.workdir / "grpc-unary.bin"
+        body.write_bytes(grpc_frame(b"x" * GRPC_MESSAGE))
+        log = self.bed.workdir / "logs" / f"h2load-grpc-{run.contender}-{run.order}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = grpc_h2load_argv(
+            GRPC_URL, GRPC_CLIENTS, streams, run.duration_s,
+            log=str(log), body=str(body), warmup=run.warmup_s,
+        )  # fmt: skip
+        begin = self._open(client, server, acct)
+        timeout = run.duration_s + run.warmup_s + 30
+        done = self.bed.run_tool(client, argv, f"h2load-grpc-{run.contender}", timeout)
+        end, peaks = self._edge(client, server, acct), acct.peaks()
+        summary = parse_h2load_summary(done.output)
+        if summary.protocol != "h2c" or summary.succeeded == 0:
+            tail = " ".join(done.output[-300:].split())
+            raise RunError(f"h2load (gRPC) in {client.key} got no h2c answers: {tail}")
+        hist, _ = parse_h2load_log(log.read_text().splitlines())
+        ms = hist.summary_ms()
+        metrics = {
+            "rps": summary.rps,
+            "errors": float(summary.failed),
+            "p50_ms": ms["p50"],
+            "p90_ms": ms["p90"],
+            "p99_ms": ms["p99"],
+            "p999_ms": ms["p999"],
+            **usage_metrics(begin.usage, end.usage, summary.requests, peaks),
+        }
+        checks = proxy_checks(begin.counters, end.counters, http=True, ops=summary.requests)
+        return metrics, checks, hist.to_json(), summary.seconds
+
     # -- verification --------------------------------------------------------------------
     def _verify(self, run: Run, metrics: dict[str, float], checks: dict[str, float]) -> None:
-        if run.contender == "none":
-            return
+        contender = CONTENDERS.get(run.contender)
+        if contender is None or contender.proxy not in ("hybridmesh", "envoy"):
+            return  # no per-pod proxy: nothing that could have been bypassed
         for name, share in checks.items():
             if share < MIN_PROXY_SHARE:
                 side = name.split("_")[1]

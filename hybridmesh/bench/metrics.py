@@ -55,6 +55,25 @@ METRICS: dict[str, MetricInfo] = {
     "rss_proxy_mib": MetricInfo("proxy peak RSS (both sides)", "MiB"),
     "rss_loadgen_mib": MetricInfo("load generator peak RSS", "MiB"),
     "rss_app_mib": MetricInfo("server app peak RSS", "MiB"),
+    # scale
+    "mesh_pss_mib": MetricInfo("mesh memory (PSS)", "MiB"),
+    "mesh_pss_per_pod_mib": MetricInfo("mesh memory per pod (PSS)", "MiB"),
+    "shared_pss_mib": MetricInfo("shared node mesh memory (PSS)", "MiB"),
+    "app_pss_mib": MetricInfo("apps' memory (PSS)", "MiB"),
+    "mesh_cpu_pct": MetricInfo("mesh CPU", "% of a core"),
+    "mesh_cpu_per_pod_pct": MetricInfo("mesh CPU per pod", "% of a core"),
+    "ebpf_cpu_pct": MetricInfo("kernel eBPF CPU", "% of a core"),
+    # blast-radius, upgrade
+    "requests": MetricInfo("requests in the lab", "count", higher_is_better=True),
+    "failed": MetricInfo("failed requests", "count"),
+    "failed_pct": MetricInfo("failed share of all requests", "%"),
+    "failed_affected": MetricInfo("failed on the affected paths", "count"),
+    "failed_unaffected": MetricInfo("failed on the unaffected paths", "count"),
+    "recovery_s": MetricInfo("time to recover", "s"),
+    "recovered": MetricInfo("recovered in the window", "1 = yes", higher_is_better=True),
+    "pod_restarts": MetricInfo("pod restarts needed", "count"),
+    "upgrade_s": MetricInfo("upgrade duration", "s"),
+    "agent_restarts": MetricInfo("node agents restarted", "count"),
 }
 
 RESOURCE_METRICS = (
@@ -80,6 +99,16 @@ SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
     "http-throughput": ("rps", "errors", "p50_ms", "p99_ms", *RESOURCE_METRICS),
     "tcp-rr": ("tps", "rtt_p50_us", "rtt_p99_us", *RESOURCE_METRICS),
     "tcp-stream": ("gbps", *RESOURCE_METRICS),
+    "grpc": ("rps", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", *RESOURCE_METRICS),
+    "scale": (
+        "mesh_pss_mib", "mesh_pss_per_pod_mib", "shared_pss_mib", "app_pss_mib",
+        "mesh_cpu_pct", "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors",
+    ),
+    "blast-radius": (
+        "failed_pct", "failed", "failed_affected", "failed_unaffected", "recovery_s",
+        "recovered", "requests",
+    ),
+    "upgrade": ("failed_pct", "failed", "pod_restarts", "agent_restarts", "upgrade_s", "requests"),
 }  # fmt: skip
 """Every metric a sample of the scenario must have (the integration test checks all filled)."""
 

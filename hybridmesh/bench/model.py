@@ -145,6 +145,9 @@ class ConfigDoc(_Doc):
     variants: list[str]
     loadgen_concurrency: int
     command: str
+    scale_pods: list[int] = Field(default_factory=list)
+    grpc_streams: int | None = None
+    disruption_s: float | None = None
 
 
 class Results(_Doc):

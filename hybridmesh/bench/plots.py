@@ -21,7 +21,14 @@ from hybridmesh.lab.workloads._stats import Histogram
 
 __all__ = ["draw_all"]
 
-COLORS = {"none": "#7f7f7f", "sidecar": "#1f77b4", "envoy-sidecar": "#ff7f0e"}
+COLORS = {
+    "none": "#7f7f7f",
+    "sidecar": "#1f77b4",
+    "sidecar+ebpf": "#17becf",
+    "kernel": "#2ca02c",
+    "node": "#9467bd",
+    "envoy-sidecar": "#ff7f0e",
+}
 _COMPONENT_COLORS = {
     "loadgen": "#bcbd22",
     "app": "#2ca02c",
@@ -122,6 +129,7 @@ _THROUGHPUT = (
     ("http-throughput", "rps", "max HTTP req/s (wrk)"),
     ("tcp-rr", "tps", "tcp-rr transactions/s"),
     ("tcp-stream", "gbps", "tcp-stream Gbit/s"),
+    ("grpc", "rps", "gRPC req/s (h2load, multiplexed)"),
 )
 
 
@@ -201,6 +209,66 @@ def resources(results: Results, out: Path) -> Path | None:
     return _save(fig, out / "resources.png")
 
 
+def scale_curves(results: Results, out: Path) -> Path | None:
+    """Mesh memory and CPU against pods per node: a sidecar's line climbs, a shared one not."""
+    if not _cells(results, "scale"):
+        return None
+    fig = Figure(figsize=(11, 4.2))
+    mem_ax, cpu_ax = fig.subplots(1, 2)
+    for ax, metric, title, unit in (
+        (mem_ax, "mesh_pss_mib", "mesh memory (PSS) vs pods on the node", "MiB"),
+        (cpu_ax, "mesh_cpu_pct", "mesh CPU under light load vs pods", "% of a core"),
+    ):
+        for contender in _contenders(results):
+            cells = sorted(
+                (c for c in _cells(results, "scale") if c.contender == contender),
+                key=lambda c: c.level or 0,
+            )
+            stats = [c.metrics[metric] for c in cells if metric in c.metrics]
+            if not stats:
+                continue
+            ax.errorbar(
+                [c.level or 0 for c in cells], [s.median for s in stats], fmt="-o", markersize=3,
+                yerr=[[s.median - s.min for s in stats], [s.max - s.median for s in stats]],
+                color=_color(contender), label=contender, capsize=2,
+            )  # fmt: skip
+        ax.set(title=title, xlabel="pods on node-1", ylabel=unit)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out / "scale.png")
+
+
+def _bars(ax: Axes, cells: Sequence[CellDoc], metric: str, title: str, unit: str) -> None:
+    found = [c for c in cells if metric in c.metrics]
+    stats = [c.metrics[metric] for c in found]
+    ax.bar(
+        [c.contender for c in found], [s.median for s in stats],
+        yerr=[[s.median - s.min for s in stats], [s.max - s.median for s in stats]],
+        color=[_color(c.contender) for c in found], capsize=3,
+    )  # fmt: skip
+    ax.set(title=title, ylabel=unit)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def disruption(results: Results, out: Path) -> Path | None:
+    """blast-radius (failed share, time to recover) and upgrade (failed, restarts) per contender."""
+    panels = [
+        ("blast-radius", "failed_pct", "blast radius: failed share of all requests", "%"),
+        ("blast-radius", "recovery_s", "blast radius: time to recover", "s"),
+        ("upgrade", "failed", "upgrade: failed requests", "count"),
+        ("upgrade", "pod_restarts", "upgrade: pod restarts needed", "count"),
+    ]
+    present = [p for p in panels if _cells(results, p[0])]
+    if not present:
+        return None
+    fig = Figure(figsize=(4.2 * len(present), 4.0))
+    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    for ax, (scenario, metric, title, unit) in zip(axes, present, strict=True):
+        _bars(ax, _cells(results, scenario), metric, title, unit)
+    return _save(fig, out / "disruption.png")
+
+
 def draw_all(results: Results, out: Path) -> dict[str, Path]:
     """Every figure the results allow, keyed ``<section>:<what>``: a scenario's name, or
     ``overview`` (beside the summary) or ``resources``."""
@@ -210,5 +278,10 @@ def draw_all(results: Results, out: Path) -> dict[str, Path]:
         "http-latency:cdf": latency_cdf(results, out),
         "overview:throughput": throughput(results, out),
         "resources:cpu-memory": resources(results, out),
+        "scale:curves": scale_curves(results, out),
+        # shown in the blast-radius section, or in upgrade's when only that one ran
+        ("blast-radius" if _cells(results, "blast-radius") else "upgrade") + ":bars": (
+            disruption(results, out)
+        ),
     }
     return {key: path for key, path in drawn.items() if path is not None}

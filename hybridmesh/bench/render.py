@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 
+from hybridmesh.bench.loadcheck import MAX_LOADGEN_PCT, MIN_TARGET_SHARE, load_checks
 from hybridmesh.bench.metrics import METRICS, SCENARIO_METRICS
 from hybridmesh.bench.model import CellDoc, Results, Stat
 from hybridmesh.bench.summary import SUMMARY_COLUMNS, summary_rate, summary_rows
@@ -40,7 +41,16 @@ _TABLE_METRICS: dict[str, tuple[str, ...]] = {
     "tcp-rr": ("tps", "rtt_p50_us", "rtt_p99_us", "cpu_proxy_us_per_op", "rss_proxy_mib",
                "cpu_loadgen_pct"),
     "tcp-stream": ("gbps", "cpu_proxy_us_per_op", "rss_proxy_mib", "cpu_loadgen_pct"),
+    "grpc": ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "cpu_proxy_us_per_op",
+             "rss_proxy_mib", "cpu_loadgen_pct"),
+    "scale": ("mesh_pss_mib", "mesh_pss_per_pod_mib", "app_pss_mib", "mesh_cpu_pct",
+              "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors"),
+    "blast-radius": ("failed_pct", "failed_affected", "failed_unaffected", "recovery_s",
+                     "recovered", "requests"),
+    "upgrade": ("pod_restarts", "agent_restarts", "failed", "failed_pct", "upgrade_s",
+                "requests"),
 }  # fmt: skip
+_FLAG = " ⚠"
 
 
 def fmt_number(value: float | None) -> str:
@@ -116,9 +126,15 @@ def _summary_table(results: Results) -> str:
     return markdown_table(headers, body)
 
 
-def _cell_rows(cells: Sequence[CellDoc], metrics: Sequence[str], unit: str) -> list[list[str]]:
+def _cell_rows(
+    cells: Sequence[CellDoc],
+    metrics: Sequence[str],
+    unit: str,
+    flagged: set[tuple[str, str, int | None, str]],
+) -> list[list[str]]:
     rows = []
     for cell in cells:
+        flag = _FLAG if (cell.scenario, cell.variant, cell.level, cell.contender) in flagged else ""
         level = "" if cell.level is None else f"{cell.level} {unit}".strip()
         values = []
         for m in metrics:
@@ -129,7 +145,8 @@ def _cell_rows(cells: Sequence[CellDoc], metrics: Sequence[str], unit: str) -> l
             suffix = (
                 f" {fmt_ratio(ratio)}" if ratio is not None and cell.contender != "none" else ""
             )
-            values.append(fmt_stat(cell.metrics[m]) + suffix)
+            mark = flag if m in ("rps", "cpu_loadgen_pct") else ""
+            values.append(fmt_stat(cell.metrics[m]) + suffix + mark)
         rows.append([cell.variant, level, cell.contender, *values])
     return rows
 
@@ -145,7 +162,9 @@ def _scenario_section(results: Results, name: str, images: Mapping[str, str]) ->
         *(f"{METRICS[m].label} ({METRICS[m].unit.replace('op', doc.op_unit)})" for m in metrics),
     ]
     parts = [f"### {name}", "", doc.description, ""]
-    parts += [markdown_table(headers, _cell_rows(cells, metrics, doc.level_unit)), ""]
+    flagged = {(c.scenario, c.variant, c.level, c.contender) for c in load_checks(cells)
+               if not c.ok}  # fmt: skip
+    parts += [markdown_table(headers, _cell_rows(cells, metrics, doc.level_unit, flagged)), ""]
     for key, path in images.items():
         if key.startswith(name + ":"):
             parts += [f"![{key}]({path})", ""]
@@ -195,6 +214,36 @@ def _method_section(results: Results) -> list[str]:
             f"- `{contender.name}` — {contender.description}" + (f" ({details})" if details else "")
         )
     return [*lines, ""]
+
+
+def _load_check_section(results: Results) -> list[str]:
+    checks = load_checks(results.cells)
+    if not checks:
+        return []
+    bad = [c for c in checks if not c.ok]
+    base = [c for c in checks if c.contender == "none" and c.target_rps is not None]
+    top = max((c.loadgen_cpu_pct or 0.0 for c in checks), default=0.0)
+    reached = sum(1 for c in base if not any("target" in p for p in c.problems))
+    lines = [
+        "## Load generator check",
+        "",
+        f"- The baseline (`none`) reached its target rate in {reached} of {len(base)} "
+        f"open-loop cells (≥ {MIN_TARGET_SHARE:.0%} of the rate asked).",
+        f"- The load generator used at most {fmt_number(top)}% of a core in any cell "
+        f"(flagged above {MAX_LOADGEN_PCT:g}%: closed-loop maxima would then be the client's).",
+    ]
+    if not bad:
+        return [*lines, "- No cell is flagged.", ""]
+    lines += [f"- {len(bad)} cells are flagged (⚠ in the tables):", ""]
+    rows = [
+        [c.scenario, c.variant, "" if c.level is None else str(c.level), c.contender,
+         fmt_number(c.target_rps), fmt_number(c.achieved_rps), fmt_number(c.loadgen_cpu_pct),
+         "; ".join(c.problems)]
+        for c in bad
+    ]  # fmt: skip
+    headers = ["scenario", "variant", "level", "contender", "target", "achieved",
+               "loadgen CPU (%)", "problem"]  # fmt: skip
+    return [*lines, markdown_table(headers, rows), ""]
 
 
 def _calibration_section(results: Results) -> list[str]:
@@ -295,6 +344,7 @@ def report_markdown(results: Results, images: Mapping[str, str]) -> str:
     resources = [f"![{k}]({p})" for k, p in images.items() if k.startswith("resources:")]
     if resources:
         parts += ["### Resources per component", "", *(r + "\n" for r in resources)]
+    parts += _load_check_section(results)
     parts += _calibration_section(results)
     if results.failures:
         parts += ["## Failed runs", "", "These runs could not be measured; the bench went on.", ""]

@@ -22,8 +22,9 @@ from hybridmesh.bench import machine
 from hybridmesh.bench.accounting import bpf_stats_enabled
 from hybridmesh.bench.bed import BedError, TestBed, unavailable_contenders
 from hybridmesh.bench.calibrate import calibrate
+from hybridmesh.bench.disrupt import Disruption
 from hybridmesh.bench.envoy_sidecar import envoy_binary, envoy_uid, envoy_version
-from hybridmesh.bench.measure import Executor, RunError
+from hybridmesh.bench.measure import Executor, RunError, Special
 from hybridmesh.bench.metrics import op_unit
 from hybridmesh.bench.model import (
     ConfigDoc,
@@ -33,6 +34,7 @@ from hybridmesh.bench.model import (
     SampleDoc,
     ScenarioDoc,
 )
+from hybridmesh.bench.scale import ScaleRunner
 from hybridmesh.bench.scenarios import (
     FULL,
     QUICK,
@@ -43,6 +45,7 @@ from hybridmesh.bench.scenarios import (
     levels_for,
     select_contenders,
     select_scenarios,
+    variants_for,
 )
 from hybridmesh.bench.schedule import Run, cells, plan_runs
 from hybridmesh.bench.stats import aggregate
@@ -106,7 +109,7 @@ class Resolved:
 
 def resolve(opts: BenchOptions) -> Resolved:
     """What will run; raises BenchConfigError for anything that cannot."""
-    scenarios = [s.name for s in select_scenarios(opts.scenarios)]
+    scenarios = [s.name for s in select_scenarios(opts.scenarios, quick=opts.quick)]
     contenders = select_contenders(opts.contenders)
     notes: list[str] = []
     missing = unavailable_contenders(contenders)
@@ -159,6 +162,11 @@ def _header(opts: BenchOptions, plan: Resolved) -> Results:
             variants=list(p.variants),
             loadgen_concurrency=opts.loadgen_concurrency,
             command=shlex.join(["hybridmesh", *sys.argv[1:]]),
+            scale_pods=list(p.scale_pods) if "scale" in plan.scenarios else [],
+            grpc_streams=p.streams if "grpc" in plan.scenarios else None,
+            disruption_s=p.disruption_s
+            if {"blast-radius", "upgrade"} & set(plan.scenarios)
+            else None,
         ),
         scenarios=[
             ScenarioDoc(
@@ -200,16 +208,23 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     except OSError as exc:
         raise BenchConfigError(f"cannot create {opts.out}: {exc.strerror}") from None
     results = _header(opts, plan)
-    keys = cells(plan.scenarios, p.variants, {s: levels_for(s, p) for s in plan.scenarios})
+    keys = [
+        key for s in plan.scenarios for key in cells([s], variants_for(s, p), {s: levels_for(s, p)})
+    ]
     names = [c.name for c in plan.contenders]
     runs = plan_runs(keys, names, p.repeats, warmup_s=p.warmup_s, duration_s=p.duration_s)
     progress.planned(len(runs))
-    bed = TestBed(plan.contenders, opts.out, envoy_concurrency=opts.envoy_concurrency)
+    bed = TestBed(
+        plan.contenders,
+        opts.out,
+        envoy_concurrency=opts.envoy_concurrency,
+        scenarios=plan.scenarios,
+    )
     with bpf_stats_enabled():
         progress.phase("bringing the lab up")
         try:
             _up_surviving(bed, progress, results, opts.wait_s)
-            executor = Executor(bed, opts.loadgen_concurrency)
+            executor = Executor(bed, opts.loadgen_concurrency, _specials(bed, p))
             for run in runs:
                 progress.run_started(run)
                 try:
@@ -246,6 +261,15 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     _save(results, opts.out)
     return results
+
+
+def _specials(bed: TestBed, p: Profile) -> dict[str, Special]:
+    """The executors of the scenarios that are not one client/server pair."""
+    return {
+        "scale": ScaleRunner(bed),
+        "blast-radius": Disruption(bed, "blast-radius", p.disruption_s),
+        "upgrade": Disruption(bed, "upgrade", p.disruption_s),
+    }
 
 
 def _up_surviving(bed: TestBed, progress: Progress, results: Results, wait_s: float) -> None:

@@ -1,15 +1,20 @@
 """The benchmark's named scenarios, variants and contenders, and the two run profiles.
 
 A scenario is a documented workload; a *level* is its swept parameter (request rate for
-``http-latency``, connections for ``http-throughput``; the TCP scenarios have one level). The
-later scenarios are registered as stubs so that ``--scenarios`` knows them and says "not yet"
-instead of pretending: the report lists them as not measured.
+``http-latency``, connections for ``http-throughput``, streams for ``grpc``, pods for
+``scale``; the others have one level). A scenario not implemented yet is registered as a stub
+so that ``--scenarios`` knows it and says "not yet" instead of pretending.
+
+Contenders are a table: a placement the lab learns to realize becomes measurable by adding
+one row (``Contender``); rows whose placement this build's lab cannot realize are skipped with
+a note (bed.unavailable_contenders).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "CONTENDERS",
@@ -19,11 +24,15 @@ __all__ = [
     "VARIANTS",
     "BenchConfigError",
     "Contender",
+    "KillTarget",
     "Profile",
+    "ProxyKind",
     "Scenario",
+    "UpgradeKind",
     "levels_for",
     "select_contenders",
     "select_scenarios",
+    "variants_for",
 ]
 
 
@@ -43,6 +52,8 @@ class Scenario:
     description: str
     implemented: bool = True
     level_unit: str = ""  # what the swept level means ("req/s", "connections"), "" if none
+    variants: tuple[str, ...] = ("same-node", "cross-node")  # those it is measured in
+    in_quick: bool = True  # part of --quick's default set (the disruptive ones are not)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -79,33 +90,121 @@ SCENARIOS: dict[str, Scenario] = {
             "bytes and acknowledges the total at EOF, so the rate is what arrived, not what "
             "was buffered.",
         ),
-        Scenario("scale", "many services and pods", "not yet", implemented=False),
-        Scenario("blast-radius", "one noisy workload", "not yet", implemented=False),
-        Scenario("upgrade", "proxy restart under load", "not yet", implemented=False),
-        Scenario("grpc", "gRPC unary and streaming", "not yet", implemented=False),
+        Scenario(
+            "grpc",
+            "gRPC over HTTP/2 (h2c), multiplexed streams",
+            "h2load -c4 -m16 (4 connections, 16 concurrent streams each) sends gRPC unary calls "
+            "(POST /hybridmesh.lab.Echo/Unary, a 64-byte framed message) to the lab's grpcio "
+            "echo service for the duration: the highest rate the path sustains with multiplexed "
+            "streams, and the latency percentiles of every call from h2load's per-request log "
+            "(closed loop: queueing is hidden, as for http-throughput).",
+            level_unit="streams",
+        ),
+        Scenario(
+            "scale",
+            "N pods per node: mesh memory and CPU",
+            "N replicas of a small HTTP service on node-1 under a light steady load (loadgen, "
+            "open loop, spread over the N pods by the service): the proportional memory (PSS) "
+            "of every mesh process in the N pods' proxy cgroups plus the node's shared mesh "
+            "processes, and their CPU, in total and per pod. Sidecars cost per pod; a node "
+            "placement pays once per node.",
+            level_unit="pods",
+            variants=("same-node",),
+            in_quick=False,
+        ),
+        Scenario(
+            "blast-radius",
+            "kill one proxy under load: who fails, for how long",
+            "Two clients (same-node, cross-node) each call two services (blast-a, blast-b) "
+            "open loop; one proxy is killed with SIGKILL (the server-side sidecar of blast-a-0; "
+            "a node proxy for node placements) and restarted the way its platform does (the "
+            "lab's supervisor for hybridmesh, the bench standing in for the kubelet for Envoy). "
+            "Reported: the share of all requests in the lab that failed, the failures on the "
+            "unaffected paths (should be 0), and the time to recover: from the kill to the "
+            "first success of a request sent after it on an affected path.",
+            variants=("same-node",),
+            in_quick=False,
+        ),
+        Scenario(
+            "upgrade",
+            "upgrade the data plane under load",
+            "The same load as blast-radius while the contender's data plane is upgraded the "
+            "way its placement requires: sidecars by restarting every pod's proxy, one pod at "
+            "a time, each waited for until ready again (the lab has no surge: a 1-replica "
+            "service is down while its pod restarts, as with Kubernetes' Recreate strategy); "
+            "none has nothing to upgrade. Reported: pod restarts needed, failed requests and "
+            "their share, and how long the upgrade took.",
+            variants=("same-node",),
+            in_quick=False,
+        ),
     )
 }
 
 VARIANTS = ("same-node", "cross-node")
 """same-node: client and server on node-1; cross-node: client on node-2, server on node-1."""
 
+ProxyKind = Literal["none", "hybridmesh", "envoy", "node"]
+KillTarget = Literal["none", "sidecar", "envoy", "node-proxy"]
+UpgradeKind = Literal["none", "restart-pods", "agent-restart", "hitless"]
+
 
 @dataclass(frozen=True, slots=True)
 class Contender:
+    """One row of the contender table: adding a placement to the bench is adding a row.
+
+    ``proxy`` says which proxy runs per pod (so the bench can prove it carried the traffic
+    and account its CPU and memory), ``kill`` what blast-radius kills, ``upgrade`` how its
+    data plane is upgraded under load."""
+
     name: str
     description: str
     placement: str  # the lab placement its pods get
+    proxy: ProxyKind = "none"
+    kill: KillTarget = "none"
+    upgrade: UpgradeKind = "none"
 
 
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
         Contender("none", "no data plane: the baseline every ratio is against", "none"),
-        Contender("sidecar", "hybridmesh's sidecar proxy (placement: sidecar)", "sidecar"),
+        Contender(
+            "sidecar",
+            "hybridmesh's sidecar proxy (placement: sidecar)",
+            "sidecar",
+            proxy="hybridmesh",
+            kill="sidecar",
+            upgrade="restart-pods",
+        ),
+        Contender(
+            "sidecar+ebpf",
+            "hybridmesh's sidecar with eBPF capture and app-proxy hop (placement: sidecar+ebpf)",
+            "sidecar+ebpf",
+            proxy="hybridmesh",
+            kill="sidecar",
+            upgrade="restart-pods",
+        ),
+        Contender(
+            "kernel",
+            "eBPF only: socket-level service LB and L4 policy (placement: kernel)",
+            "kernel",
+            upgrade="agent-restart",
+        ),
+        Contender(
+            "node",
+            "one proxy per node, eBPF steering (placement: node)",
+            "node",
+            proxy="node",
+            kill="node-proxy",
+            upgrade="hitless",
+        ),
         Contender(
             "envoy-sidecar",
             "Envoy injected the Istio way (iptables capture, 15001/15006, L7 HTTP)",
             "none",
+            proxy="envoy",
+            kill="envoy",
+            upgrade="restart-pods",
         ),
     )
 }
@@ -122,6 +221,9 @@ class Profile:
     rates: tuple[int, ...]
     concurrency: tuple[int, ...]
     variants: tuple[str, ...]
+    scale_pods: tuple[int, ...] = (2, 8, 32)
+    streams: int = 16  # grpc: concurrent streams per connection
+    disruption_s: float = 10.0  # blast-radius: observed seconds after the kill
 
 
 FULL = Profile(
@@ -132,6 +234,8 @@ FULL = Profile(
     rates=(100, 500, 1000, 2000),
     concurrency=(16,),
     variants=VARIANTS,
+    scale_pods=(2, 8, 32),
+    disruption_s=10.0,
 )
 QUICK = Profile(
     "quick",
@@ -141,6 +245,8 @@ QUICK = Profile(
     rates=(200, 1000),
     concurrency=(16,),
     variants=VARIANTS,
+    scale_pods=(2, 8),
+    disruption_s=5.0,
 )
 
 
@@ -150,7 +256,18 @@ def levels_for(scenario: str, profile: Profile) -> tuple[int | None, ...]:
         return profile.rates
     if scenario == "http-throughput":
         return profile.concurrency
+    if scenario == "scale":
+        return profile.scale_pods
+    if scenario == "grpc":
+        return (profile.streams,)
     return (None,)
+
+
+def variants_for(scenario: str, profile: Profile) -> tuple[str, ...]:
+    """The profile's variants that ``scenario`` is measured in (scale and the disruption
+    scenarios have one: what they measure is not a path length)."""
+    own = SCENARIOS[scenario].variants if scenario in SCENARIOS else VARIANTS
+    return tuple(v for v in profile.variants if v in own)
 
 
 def _split(names: Sequence[str]) -> list[str]:
@@ -160,11 +277,12 @@ def _split(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def select_scenarios(names: Sequence[str]) -> list[Scenario]:
-    """The scenarios named (comma lists allowed); all implemented ones when none are named."""
+def select_scenarios(names: Sequence[str], *, quick: bool = False) -> list[Scenario]:
+    """The scenarios named (comma lists allowed); when none are named, every implemented one
+    (``quick``: those marked ``in_quick``, so the CI profile stays under two minutes)."""
     wanted = _split(names)
     if not wanted:
-        return [s for s in SCENARIOS.values() if s.implemented]
+        return [s for s in SCENARIOS.values() if s.implemented and (s.in_quick or not quick)]
     chosen = []
     for name in wanted:
         scenario = SCENARIOS.get(name)

@@ -5,7 +5,10 @@
 * max req/s (http-throughput), tcp-rr transactions/s, tcp-stream Gbit/s, with ratios;
 * proxy peak RSS (both sides, the highest median of any cell);
 * proxy CPU per request at the summary rate (both sides plus kernel eBPF);
-* the load generator's CPU at the highest rate measured, to show it was not the limit.
+* the load generator's CPU at the highest rate measured, to show it was not the limit;
+* gRPC req/s (h2load, multiplexed), the mesh memory per pod at the largest scale measured,
+  the blast radius (failed share, time to recover) and the upgrade's failed requests and pod
+  restarts — those scenarios run in one variant, so only its rows carry them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "max_rps_ratio": ("max req/s", "× none"),
     "rr_tps": ("tcp-rr", "txn/s"),
     "stream_gbps": ("tcp-stream", "Gbit/s"),
+    "grpc_rps": ("gRPC", "req/s"),
+    "pod_mesh_mib": ("mesh PSS per pod", "MiB"),
+    "blast_failed_pct": ("blast failed", "%"),
+    "recovery_s": ("recovery", "s"),
+    "upgrade_failed": ("upgrade failed", "req"),
+    "upgrade_restarts": ("upgrade restarts", "pods"),
     "proxy_rss_mib": ("proxy RSS", "MiB"),
     "proxy_cpu_us_per_req": ("proxy CPU", "µs/req"),
     "loadgen_cpu_pct": ("loadgen CPU", "% core"),
@@ -75,6 +84,11 @@ def _best(cells: Sequence[CellDoc], scenario: str, variant: str, contender: str)
     return max(found, key=lambda c: c.metrics["rps"].median, default=None)
 
 
+def _largest_scale(mine: Sequence[CellDoc]) -> CellDoc | None:
+    scale = [c for c in mine if c.scenario == "scale" and c.level]
+    return max(scale, key=lambda c: c.level or 0, default=None)
+
+
 def _row(cells: Sequence[CellDoc], contender: str, variant: str) -> SummaryRow:
     rate = summary_rate(cells)
     at = _find(cells, "http-latency", variant, contender, rate)
@@ -93,6 +107,16 @@ def _row(cells: Sequence[CellDoc], contender: str, variant: str) -> SummaryRow:
         "max_rps_ratio": best.ratio.get("rps") if best else None,
         "rr_tps": _median(_find(cells, "tcp-rr", variant, contender, None), "tps"),
         "stream_gbps": _median(_find(cells, "tcp-stream", variant, contender, None), "gbps"),
+        "grpc_rps": _median(_best(cells, "grpc", variant, contender), "rps"),
+        "pod_mesh_mib": _median(_largest_scale(mine), "mesh_pss_per_pod_mib"),
+        "blast_failed_pct": _median(
+            _find(cells, "blast-radius", variant, contender, None), "failed_pct"
+        ),
+        "recovery_s": _median(_find(cells, "blast-radius", variant, contender, None), "recovery_s"),
+        "upgrade_failed": _median(_find(cells, "upgrade", variant, contender, None), "failed"),
+        "upgrade_restarts": _median(
+            _find(cells, "upgrade", variant, contender, None), "pod_restarts"
+        ),
         "proxy_rss_mib": max(rss) if rss else None,
         "proxy_cpu_us_per_req": (None if proxy_cpu is None else proxy_cpu + (ebpf_cpu or 0.0)),
         "loadgen_cpu_pct": _median(top, "cpu_loadgen_pct"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +18,17 @@ from typing import Any
 from hybridmesh.lab.workloads._stats import Histogram
 
 __all__ = [
+    "H2loadSummary",
     "ToolOutputError",
     "WrkResult",
+    "grpc_frame",
+    "grpc_h2load_argv",
     "h2load_argv",
     "last_json",
     "loadgen_argv",
     "parse_duration_s",
     "parse_h2load_log",
+    "parse_h2load_summary",
     "parse_wrk",
     "tcpperf_argv",
     "wrk_argv",
@@ -143,3 +148,60 @@ def parse_h2load_log(lines: Sequence[str]) -> tuple[Histogram, int]:
         if not 200 <= status < 400:
             failed += 1
     return hist, failed
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message (uncompressed): flag byte, big-endian length, bytes."""
+    return b"\x00" + struct.pack("!I", len(message)) + message
+
+
+def grpc_h2load_argv(
+    url: str, clients: int, streams: int, seconds: float, *, log: str, body: str, warmup: float
+) -> list[str]:
+    """h2load as a gRPC unary client over h2c: POST ``body`` (a framed message) with gRPC's
+    headers on ``clients`` connections × ``streams`` concurrent streams for ``seconds``."""
+    warm = ["--warm-up-time", f"{round(warmup * 1000)}ms"] if warmup > 0 else []
+    return [
+        "h2load", "-c", str(clients), "-m", str(streams), "-D", f"{round(seconds * 1000)}ms",
+        *warm, "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", body,
+        "--log-file", log, url,
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class H2loadSummary:
+    seconds: float
+    rps: float
+    requests: int  # done
+    succeeded: int
+    failed: int  # failed + errored + timed out (h2load counts them apart)
+    protocol: str  # "h2c", "http/1.1", ...
+
+
+_H2_FINISHED = re.compile(r"^finished in ([0-9.]+\w+), ([0-9.]+) req/s", re.M)
+_H2_REQUESTS = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout",
+    re.M,
+)
+_H2_PROTOCOL = re.compile(r"^Application protocol: (\S+)", re.M)
+
+
+def parse_h2load_summary(text: str) -> H2loadSummary:
+    """h2load's closing summary (``finished in``, ``requests:`` and the protocol lines).
+
+    h2load's "failed" only counts requests that got no 2xx/3xx; "errored" and "timeout" are
+    counted apart and are failures here too."""
+    finished, requests = _H2_FINISHED.search(text), _H2_REQUESTS.search(text)
+    if not finished or not requests:
+        raise ToolOutputError(f"not an h2load report: {text[-500:]!r}")
+    _total, _started, done, ok, failed, errored, timeout = (int(g) for g in requests.groups())
+    protocol = _H2_PROTOCOL.search(text)
+    return H2loadSummary(
+        seconds=parse_duration_s(finished.group(1)),
+        rps=float(finished.group(2)),
+        requests=done,
+        succeeded=ok,
+        failed=failed + errored + timeout,
+        protocol=protocol.group(1) if protocol else "unknown",
+    )

@@ -137,6 +137,13 @@ def _measure(out: Path, options: BenchOptions, output: OutputFormat) -> Results:
         fail("interrupted; the lab was taken down", f"partial samples are in {out}/results.json")
 
 
+_SHOWN = (
+    "rps", "p50_ms", "p99_ms", "tps", "gbps", "mesh_pss_mib", "mesh_cpu_pct", "failed_pct",
+    "recovery_s", "pod_restarts", "agent_restarts",
+)  # fmt: skip
+"""The figures a finished run prints on its progress line (those it has)."""
+
+
 class _RichProgress:
     """A progress bar over the planned runs on a terminal; one line per run otherwise (CI)."""
 
@@ -182,9 +189,7 @@ class _RichProgress:
         self._bar.advance(self._task)
         if self._plain:
             m = sample.metrics
-            shown = ", ".join(
-                f"{k} {m[k]:.3g}" for k in ("rps", "p50_ms", "p99_ms", "tps", "gbps") if k in m
-            )
+            shown = ", ".join(f"{k} {m[k]:.3g}" for k in _SHOWN if k in m)
             err_console.print(
                 f"[{self._done}/{self._total}] {run.cell.label()} [{run.contender}]: {shown}",
                 highlight=False,
@@ -226,7 +231,8 @@ def _print_summary(results: Results) -> None:
     table = Table(
         "CONTENDER", "VARIANT",
         *(f"{SUMMARY_COLUMNS[k][0].upper()}\n{SUMMARY_COLUMNS[k][1]}" for k in keys),
-        title=f"bench summary (latency at {rate} req/s; added = contender − none)",
+        title="bench summary" + (f" (latency at {rate} req/s; added = contender − none)"
+                                 if rate else ""),
         title_justify="left",
     )  # fmt: skip
     for r in rows:

@@ -133,6 +133,42 @@ def test_so_mark_only_when_envoy_cannot_run_as_its_own_uid() -> None:
         assert (option["level"], option["name"], option["int_value"]) == (1, 36, 0x539)
 
 
+_H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_GRPC_POD = {"name": "grpc-0", "namespace": NS, "ip": "10.244.1.7",
+             "ports": [{"name": "grpc", "containerPort": 50051}]}  # fmt: skip
+_GRPC_SVC = {"name": "grpc", "namespace": NS, "clusterIP": "10.96.0.15",
+             "ports": [{"name": "grpc", "port": 50051, "targetPort": 50051, "appProtocol": "grpc"}],
+             "endpoints": [{"ip": "10.244.1.7"}]}  # fmt: skip
+STATUS_H2: dict[str, Any] = {
+    "pods": [*STATUS["pods"], _GRPC_POD],
+    "services": [*STATUS["services"], _GRPC_SVC],
+}
+
+
+def _h2_bootstrap(pod: int) -> dict[str, Any]:
+    services = services_from_status(STATUS_H2, NS)
+    return render_bootstrap(pod_from_status(STATUS_H2["pods"][pod], STATUS_H2), services)
+
+
+def test_grpc_upstreams_speak_http2_on_both_sides_and_http1_ones_do_not() -> None:
+    client, server = _h2_bootstrap(0), _h2_bootstrap(2)
+    out = _cluster(client, "outbound|50051||grpc.bench-envoy-sidecar.svc.cluster.local")
+    options = out["typed_extension_protocol_options"][_H2]
+    assert options["explicit_http_config"] == {"http2_protocol_options": {}}
+    assert _H2 in _cluster(server, "inbound|50051||")["typed_extension_protocol_options"]
+    http = _cluster(client, "outbound|80||http.bench-envoy-sidecar.svc.cluster.local")
+    assert "typed_extension_protocol_options" not in http
+    assert "typed_extension_protocol_options" not in _cluster(_h2_bootstrap(0), "inbound|8080||")
+
+
+def test_envoy_accepts_the_http2_upstream_options(tmp_path: Path) -> None:
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(_h2_bootstrap(0)))
+    argv = [str(envoy_binary()), "--mode", "validate", "-c", str(config), "--disable-hot-restart"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("pod", "mark"), [(0, None), (1, None), (0, 0x539)])
 def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path, pod: int, mark: int | None) -> None:
     """``envoy --mode validate``: the real parser, no ports bound (needs the bench extra)."""

@@ -64,12 +64,13 @@ def test_csv_has_one_row_per_cell_and_metric_with_ratio_and_delta() -> None:
     assert proxy_cpu["none"]["ratio_to_none"] == ""  # 0/0 has no ratio
 
 
-def test_report_has_summary_machine_method_results_and_the_stub_scenarios() -> None:
+def test_report_has_summary_machine_method_results_and_the_load_check() -> None:
     md = report_markdown(_doc(), {"http-latency:cdf": "plots/latency_cdf.png"})
     for heading in ("## Summary", "## Machine and versions", "## Method", "### http-latency",
-                    "## Not yet measured"):  # fmt: skip
+                    "## Load generator check"):  # fmt: skip
         assert heading in md
-    assert "- `grpc` (gRPC unary and streaming): not yet" in md
+    assert "reached its target rate in 1 of 1 open-loop cells" in md
+    assert "No cell is flagged." in md
     assert "![http-latency:cdf](plots/latency_cdf.png)" in md
     summary = md.split("## Summary")[1].split("##")[0]
     envoy_row = next(line for line in summary.splitlines() if line.startswith("| envoy-sidecar"))

@@ -24,15 +24,19 @@ def test_quick_profile_with_overrides(tmp_path: Path, sidecar_unavailable: None)
     plan = resolve(BenchOptions(out=tmp_path, quick=True, repeats=2, rates=[300]))
     assert plan.profile.name == "quick" and plan.profile.repeats == 2
     assert plan.profile.rates == (300,) and plan.profile.duration_s == 2.0
-    assert plan.scenarios == ["http-latency", "http-throughput", "tcp-rr", "tcp-stream"]
+    # --quick leaves the disruptive scenarios out unless they are named
+    assert plan.scenarios == ["http-latency", "http-throughput", "tcp-rr", "tcp-stream", "grpc"]
 
 
 def test_default_contenders_skip_what_cannot_run_and_say_so(
     tmp_path: Path, sidecar_unavailable: None
 ) -> None:
     plan = resolve(BenchOptions(out=tmp_path))
-    assert [c.name for c in plan.contenders] == ["none", "envoy-sidecar"]
+    assert "sidecar" not in [c.name for c in plan.contenders]
+    assert plan.contenders[0].name == "none"
+    assert "envoy-sidecar" in [c.name for c in plan.contenders]
     assert plan.notes == ["contender sidecar skipped: not in this build"]
+    assert "scale" in plan.scenarios and "upgrade" in plan.scenarios  # full: every one
     assert plan.profile.name == "full" and plan.profile.repeats >= 3
 
 
@@ -50,7 +54,7 @@ def test_an_explicitly_requested_contender_that_cannot_run_is_an_error(
         {"repeats": 0},
         {"warmup_s": -0.5},
         {"rates": [100, 0]},
-        {"scenarios": ["grpc"]},
+        {"scenarios": ["grcp"]},
     ],
 )
 def test_bad_options_are_refused_before_anything_runs(

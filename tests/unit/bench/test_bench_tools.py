@@ -6,11 +6,14 @@ import pytest
 
 from hybridmesh.bench.tools import (
     ToolOutputError,
+    grpc_frame,
+    grpc_h2load_argv,
     h2load_argv,
     last_json,
     loadgen_argv,
     parse_duration_s,
     parse_h2load_log,
+    parse_h2load_summary,
     parse_wrk,
     tcpperf_argv,
     wrk_argv,
@@ -106,3 +109,32 @@ def test_command_lines() -> None:
     assert lg[lg.index("--stats-host") + 1] == "127.0.0.1"
     tp = tcpperf_argv("rr", "tcp", 5001, 0.5, 2)
     assert tp[3:] == ["rr", "--host", "tcp", "--port", "5001", "--warmup", "0.5", "--duration", "2"]
+
+
+H2LOAD_GRPC = """\
+starting benchmark...
+Application protocol: h2c
+finished in 2.50s, 5361.50 req/s, 659.25KB/s
+requests: 10723 total, 10723 started, 10720 done, 10700 succeeded, 15 failed, 3 errored, 2 timeout
+status codes: 10705 2xx, 0 3xx, 0 4xx, 15 5xx
+"""
+
+
+def test_h2load_summary_counts_failed_errored_and_timed_out_as_failures() -> None:
+    s = parse_h2load_summary(H2LOAD_GRPC)
+    assert (s.seconds, s.rps, s.requests, s.succeeded) == (2.5, 5361.5, 10720, 10700)
+    assert s.failed == 20 and s.protocol == "h2c"
+
+
+def test_an_h2load_that_never_finished_is_a_clear_error() -> None:
+    with pytest.raises(ToolOutputError, match="not an h2load report"):
+        parse_h2load_summary("connect to 10.96.0.15:50051 failed\n")
+
+
+def test_grpc_frames_and_command_line() -> None:
+    assert grpc_frame(b"abc") == b"\x00\x00\x00\x00\x03abc"
+    argv = grpc_h2load_argv("http://grpc:50051/E/U", 4, 16, 2.0, log="l", body="b", warmup=0.5)
+    assert argv[:7] == ["h2load", "-c", "4", "-m", "16", "-D", "2000ms"]
+    assert "--h1" not in argv and argv[-1] == "http://grpc:50051/E/U"
+    assert argv[argv.index("-d") + 1] == "b" and "content-type: application/grpc" in argv
+    assert argv[argv.index("--warm-up-time") + 1] == "500ms"

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from hybridmesh.bench.scenarios import CONTENDERS
-from hybridmesh.bench.topology import client_pod, namespace_of, render_topology
+from hybridmesh.bench.topology import (
+    client_pod,
+    namespace_of,
+    render_topology,
+    scale_overlay,
+    server_pod,
+)
 from hybridmesh.resources import build_topology, load_documents
+from hybridmesh.resources.topology import merge
 
 
 def test_every_contender_gets_the_same_pods_in_its_own_namespace() -> None:
@@ -21,6 +28,31 @@ def test_every_contender_gets_the_same_pods_in_its_own_namespace() -> None:
     placements = {(w.metadata.namespace, w.spec.placement) for w in topo.workloads}
     assert ("bench-sidecar", "sidecar") in placements
     assert ("bench-envoy-sidecar", "none") in placements  # Envoy is injected by the bench
+    assert ("bench-sidecar-ebpf", "sidecar+ebpf") in placements  # a DNS label for the name
+
+
+def test_scenario_pods_only_when_their_scenario_runs() -> None:
+    text = render_topology([CONTENDERS["none"]], ["grpc", "upgrade"])
+    topo = build_topology(load_documents(text, "b.yaml"))
+    names = {w.metadata.name for w in topo.workloads}
+    assert {"grpc", "blast-a", "blast-b"} <= names
+    protocols = {s.metadata.name: s.spec.ports[0].app_protocol for s in topo.services}
+    assert protocols["grpc"] == "grpc" and protocols["blast-a"] == "http"
+    assert server_pod("none", "grpc").key == "bench-none/grpc-0"
+    assert server_pod("none", "tcp-rr").key == "bench-none/tcp-0"
+
+
+def test_scale_overlay_sets_the_replicas_of_every_contender() -> None:
+    contenders = [CONTENDERS["none"], CONTENDERS["sidecar"]]
+    base = load_documents(render_topology(contenders), "b.yaml")
+    merged = merge(base, load_documents(scale_overlay(contenders, 8), "scale.yaml"))
+    topo = build_topology(merged)
+    scale = {w.metadata.namespace: w.spec.replicas for w in topo.workloads
+             if w.metadata.name == "scale"}  # fmt: skip
+    assert scale == {"bench-none": 8, "bench-sidecar": 8}
+    assert {w.spec.node for w in topo.workloads if w.metadata.name == "scale"} == {"node-1"}
+    with pytest.raises(ValueError):
+        scale_overlay(contenders, 0)
 
 
 def test_servers_on_node_1_and_the_cross_node_client_elsewhere() -> None:
