@@ -36,7 +36,15 @@ from hybridmesh.agent.datapath import (
 from hybridmesh.ebpf import bpffs
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.l4compile import ENFORCED_PLACEMENTS, L4Plan, compile_state
-from hybridmesh.ebpf.l4policy import EPOCH_MAP, MAX_FLOWS, MAX_IPS, MAX_RULES, DropEvent, L4Policy
+from hybridmesh.ebpf.l4policy import (
+    EPOCH_MAP,
+    MAX_FLOWS,
+    MAX_IPS,
+    MAX_RULES,
+    RING_BYTES,
+    DropEvent,
+    L4Policy,
+)
 from hybridmesh.policy import PolicyError
 
 __all__ = ["L4PolicyDatapath", "create", "drop_event", "node_addresses"]
@@ -170,7 +178,7 @@ class L4PolicyDatapath(Datapath):
             MapStatus("policy", "hash", len(l4.rules()), MAX_RULES, pins / "policy"),
             MapStatus("flows", "lru_hash", l4.flow_count(), MAX_FLOWS, pins / "flows"),
             MapStatus("stats", "percpu_array", None, 1, pins / "stats"),
-            MapStatus("events", "ringbuf", None, 0, pins / "events"),
+            MapStatus("events", "ringbuf", None, RING_BYTES, pins / "events"),
             MapStatus(EPOCH_MAP, "array", None, 1, self.shared_dir / EPOCH_MAP),
         )
         plan = self._plan

@@ -38,12 +38,14 @@ from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _repl
 
 __all__ = [
     "EPOCH_MAP",
+    "EVENT_INTERVAL_NS",
     "MAPS",
     "MAX_FLOWS",
     "MAX_IPS",
     "MAX_RULES",
     "OBJECT",
     "PROGRAM",
+    "RING_BYTES",
     "DropEvent",
     "L4Policy",
     "L4Stats",
@@ -57,6 +59,10 @@ EPOCH_MAP = "hm_policy_epoch"
 MAX_RULES = 65536  # HM_L4_MAX_RULES
 MAX_IPS = 65536  # HM_L4_MAX_IPS
 MAX_FLOWS = 131072  # HM_L4_MAX_FLOWS
+RING_BYTES = 256 * 1024  # HM_L4_RING_BYTES
+EVENT_INTERVAL_NS = 5_000_000_000
+"""At most one drop event per flow per 5 s: a blocked connect's SYN retransmissions (1 s, 3 s,
+7 s, ...) show up once or twice, a flood cannot fill the ring."""
 _LINK_PREFIX = "link-ingress-"
 _TCP = 6
 
@@ -256,7 +262,7 @@ class L4Policy:
         pin_dir: Path,
         shared_dir: Path,
         obj_path: Path = OBJECT,
-        event_interval_ns: int = 1_000_000_000,
+        event_interval_ns: int = EVENT_INTERVAL_NS,
     ) -> L4Policy:
         """Load, reusing maps pinned in ``pin_dir`` (the epoch in ``shared_dir``), and give
         every pinned link the new program."""

@@ -31,7 +31,7 @@
 #define TCP_FLAG_ACK 0x10
 
 /* Minimum gap between two drop events of one flow. Set by the loader before load. */
-const volatile __u64 event_interval_ns = 1000000000ULL;
+const volatile __u64 event_interval_ns = 5000000000ULL;
 
 /* Never read: it puts struct hm_l4_event into the object's BTF (events travel through the ring
  * buffer, which has no value type), so the loader can check its mirror of the layout. */
