@@ -58,6 +58,9 @@ Verdict = tuple[bool, str]
 (no policy decided: allowed) or ``invalid`` (the snapshot's policies could not be compiled)."""
 
 ALLOWED: Final[Verdict] = (True, "none")
+CACHE_SIZE: Final = 4096
+"""Decisions remembered per snapshot: a pod sees few distinct (peer, method, path, host)
+tuples, and evaluating two policies costs ~40 µs against ~1 µs for a dict hit."""
 _SVC_SUFFIXES: Final = ("", ".svc", ".svc.cluster.local")
 
 
@@ -91,6 +94,7 @@ class InboundAuthz:
         self._hosts: dict[str, str] = {}  # host name or cluster IP → "ns/name"
         self._by_port: dict[int, str | None] = {}  # targetPort → the only Service, or None
         self._broken: str | None = None
+        self._cache: dict[tuple[object, ...], Decision] = {}
         self.policies: tuple[str, ...] = ()
         self.version = -1
 
@@ -121,6 +125,7 @@ class InboundAuthz:
             self._broken = None
             self.policies = self._evaluators[None].policies
         self.version = tables.version
+        self._cache = {}
 
     # -- decisions ---------------------------------------------------------------------------
     def admit_request(self, peer: SpiffeId | None, port: int, request: Request,
@@ -146,9 +151,15 @@ class InboundAuthz:
             normalized_host = None if host is None else normalize_host(host)
         except BadRequest as exc:
             raise ProxyError(Reason.BAD_REQUEST, destination, f"Host {exc}") from None
-        attrs = RequestAttributes(peer, port, request.method.decode("latin-1"), path,
-                                  normalized_host)
-        decision = evaluator.decide(attrs)
+        key = (id(evaluator), peer, port, request.method, path.path, normalized_host)
+        decision = self._cache.get(key)
+        if decision is None:
+            attrs = RequestAttributes(peer, port, request.method.decode("latin-1"), path,
+                                      normalized_host)
+            decision = evaluator.decide(attrs)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = decision
         verdict = (decision.allowed, policy_label(decision))
         self.metrics.decision("http", verdict)
         if not decision.allowed:
