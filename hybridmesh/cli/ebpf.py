@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hybridmesh.agent import client as agents
@@ -49,7 +50,7 @@ def _program_table(node: dict[str, Any]) -> Table:
                          else "left")  # fmt: skip
     for dp in node["datapaths"]:
         if dp.get("error"):
-            table.add_row(dp["name"], "-", f"[red]{dp['error']}[/]", "", "", "", "")
+            table.add_row(dp["name"], "-", f"[red]{escape(dp['error'])}[/]", "", "", "", "")
         for p in dp.get("programs") or ():
             table.add_row(dp["name"], p["name"], p["attach"], str(p["id"]), str(p["runCount"]),
                           str(p["runTimeNs"]), _ns_per_run(p))  # fmt: skip
@@ -67,15 +68,16 @@ def _map_table(node: dict[str, Any]) -> Table:
             state = f"ok (after {sync['errors']} errors)"
         for m in dp.get("maps") or ():
             table.add_row(dp["name"], m["name"], m["kind"], _fill(m), state)
-        if sync and not sync.get("ok") and sync.get("lastError"):
-            table.add_row(dp["name"], "", "", "", f"[red]{sync['lastError']}[/]")
+        if sync and not sync.get("ok"):
+            why = escape(sync.get("lastError") or "?")
+            table.add_row(dp["name"], "", "", "", f"{state}: {why}")
     return table
 
 
 def render_status(nodes: list[dict[str, Any]], out: Console) -> None:
     for node in nodes:
         if node.get("error"):
-            out.print(f"[red]node {node['node']}: {node['error']}[/]", highlight=False)
+            out.print(f"[red]node {node['node']}: {escape(node['error'])}[/]", highlight=False)
             continue
         out.print(_program_table(node))
         out.print(_map_table(node))
