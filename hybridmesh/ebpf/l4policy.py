@@ -128,6 +128,7 @@ class Stats(ctypes.Structure):
             "untracked",
             "events",
             "events_lost",
+            "dropped_ipv6",
         )
     ]
 
@@ -206,6 +207,7 @@ class L4Stats:
     untracked: int = 0
     events: int = 0
     events_lost: int = 0
+    dropped_ipv6: int = 0
 
 
 def _policy_key(key: RuleKey) -> PolicyKey:

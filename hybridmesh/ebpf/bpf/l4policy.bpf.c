@@ -15,6 +15,11 @@
  *                         than the attachment (an outbound connection has no flow here, and
  *                         the pod's default-deny must not cut its replies).
  *
+ * IPv6: identities, policies and pod addresses are IPv4 only, so an IPv6 path into a pod (the
+ * veth's link-local address, reachable from every pod on the bridge) would bypass the policy.
+ * Enforced pods therefore accept IPv6 only from ::1 (and ICMPv6); the rest is dropped and
+ * counted (dropped_ipv6), without an event (events carry IPv4 addresses).
+ *
  * A drop writes an event to the ring buffer, at most one per flow per event_interval_ns, so a
  * SYN flood or a stalled connection's retransmissions cannot flood the ring.
  */
@@ -27,6 +32,8 @@
 #define PASS 1
 #define DROP 0
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define NEXTHDR_ICMPV6 58
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_ACK 0x10
 
@@ -97,6 +104,19 @@ static __always_inline __u64 epoch_get(void)
 	__u64 *epoch = bpf_map_lookup_elem(&hm_policy_epoch, &zero);
 
 	return epoch ? *epoch : 0;
+}
+
+/* Only from the pod itself (::1), or ICMPv6 (neighbour discovery, errors). */
+static __always_inline int ipv6_allowed(struct __sk_buff *skb)
+{
+	struct ipv6hdr ip6;
+
+	if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+		return 0;
+	if (ip6.nexthdr == NEXTHDR_ICMPV6)
+		return 1;
+	return ip6.saddr.in6_u.u6_addr32[0] == 0 && ip6.saddr.in6_u.u6_addr32[1] == 0 &&
+	       ip6.saddr.in6_u.u6_addr32[2] == 0 && ip6.saddr.in6_u.u6_addr32[3] == bpf_htonl(1);
 }
 
 /* IPv4/TCP only; 0 when the packet is anything else (it passes untouched). */
@@ -222,6 +242,11 @@ int hm_l4_ingress(struct __sk_buff *skb)
 	__u64 epoch;
 	int syn;
 
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && !ipv6_allowed(skb)) {
+		if (st)
+			st->dropped_ipv6++;
+		return DROP;
+	}
 	if (!parse(skb, &pkt))
 		return PASS;
 	syn = (pkt.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;

@@ -87,6 +87,7 @@ struct hm_l4_stats {
 	__u64 untracked;           /* non-SYN packets without a flow: replies, older connections */
 	__u64 events;              /* drop events written to the ring buffer */
 	__u64 events_lost;         /* drop events the full ring buffer refused */
+	__u64 dropped_ipv6;        /* IPv6 packets from outside the pod (identities are IPv4) */
 };
 
 /* ring buffer record: one dropped packet (rate-limited per flow) */

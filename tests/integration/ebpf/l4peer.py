@@ -1,6 +1,6 @@
 """Test peer for the L4 policy tests, run inside a network namespace.
 
-serve PORT...   TCP echo (line by line) on 0.0.0.0:PORT for each port; prints "ready".
+serve PORT...   TCP echo (line by line) on [::]:PORT (dual stack) for each port; prints "ready".
 client          reads commands on stdin, answers one line each on stdout:
                   connect NAME SRC DST PORT TIMEOUT -> ok | timeout | <errno name>
                   send NAME TEXT TIMEOUT            -> the echoed line | timeout | <errno name>
@@ -22,7 +22,10 @@ import time
 def serve(ports: list[int]) -> None:
     sel = selectors.DefaultSelector()
     for port in ports:
-        sel.register(socket.create_server(("0.0.0.0", port), backlog=512), selectors.EVENT_READ)
+        server = socket.create_server(
+            ("::", port), family=socket.AF_INET6, backlog=512, dualstack_ipv6=True
+        )
+        sel.register(server, selectors.EVENT_READ)
     print("ready", flush=True)
     while True:
         for key, _ in sel.select():
@@ -47,7 +50,8 @@ def _error(exc: OSError) -> str:
 
 
 def connect(src: str, dst: str, port: int, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(timeout)
     try:

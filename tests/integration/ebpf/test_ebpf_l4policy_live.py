@@ -33,6 +33,7 @@ pytestmark = pytest.mark.privileged
 
 PEER = Path(__file__).with_name("l4peer.py")
 FRONTEND, CATALOG, RATINGS = "10.201.0.1", "10.201.0.2", "10.201.0.3"
+V6_CLIENT, V6_SERVER = "fd00:4d::1", "fd00:4d::2"
 TD = "cluster.local"
 SHORT = "0.4"  # seconds a client waits for a connect or an echo
 _serial = itertools.count()
@@ -129,6 +130,8 @@ def netns() -> Iterator[str]:
             _sh("ip", "-n", name, "link", "set", dev, "up")
         for addr in (FRONTEND, CATALOG, RATINGS):
             _sh("ip", "-n", name, "addr", "add", f"{addr}/32", "dev", "hm-l40")
+        for addr6 in (V6_CLIENT, V6_SERVER):
+            _sh("ip", "-n", name, "addr", "add", f"{addr6}/128", "dev", "hm-l40", "nodad")
         yield name
     finally:
         if Path("/run/netns", name).exists():
@@ -196,6 +199,15 @@ def test_default_deny_once_an_allow_selects_the_pod(env: Env) -> None:
     assert env.connect("b", RATINGS, 9090) == "timeout"
     assert env.connect("c", FRONTEND, 9090) == "timeout"  # allowed only on 8080
     assert env.connect("d", FRONTEND, 8080) == "ok"
+
+
+def test_ipv6_into_an_enforced_pod_is_closed_except_from_loopback(env: Env) -> None:
+    """Identities are IPv4: an IPv6 path (e.g. the veth's link-local address) would bypass
+    every policy, so it is dropped even with no policy at all; ::1 stays open."""
+    assert env.ask(f"connect a {V6_CLIENT} {V6_SERVER} 8080 {SHORT}") == "timeout"
+    assert env.ask(f"connect b ::1 ::1 8080 {SHORT}") == "ok"
+    assert env.connect("c", RATINGS) == "ok"
+    assert env.l4.stats().dropped_ipv6 >= 1
 
 
 def test_deny_beats_allow(env: Env) -> None:
