@@ -23,7 +23,7 @@ from hybridmesh.agent.client import AgentUnavailable, agent_socket, pod_programm
 from hybridmesh.control.model import PodInfo
 from hybridmesh.lab import procs
 from hybridmesh.lab.cgroups import CgroupLayout
-from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
+from hybridmesh.lab.supervisor import PodRunner, RestartPolicy
 
 __all__ = ["AGENT_PLACEMENTS", "AgentSet", "agent_cgroup", "agent_log_path", "needs_agent"]
 
@@ -141,9 +141,3 @@ class AgentSet:
                         "restarts": st.restarts, "pid": st.pid, "message": st.message,
                         "log": str(agent_log_path(node))})  # fmt: skip
         return out
-
-    def ready(self, node: str) -> bool:
-        runner = self._runners.get(node)
-        return runner is not None and runner.status.ready and (
-            runner.status.phase is PodPhase.RUNNING
-        )
