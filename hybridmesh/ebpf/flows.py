@@ -6,6 +6,10 @@ Two tp_btf tracepoint programs (``inet_sock_set_state``, ``tcp_retransmit_skb``)
 node's" is the ``local`` map of (netns inode, address): tracepoints fire for every namespace on
 the machine, and other labs may reuse our addresses.
 
+Bytes come from the tcp_sock's counters, so they are what went through TCP: between two pods
+whose sockets sockmap joined (``kernel`` placement, same node), sk_msg carries the payload past
+TCP and the counters stay at 0 — the sk_msg program would have to count them.
+
 Everything lives in maps and links pinned under ``pin_dir`` (``<bpffs>/hm-<node>-flows``), so a
 restarted agent finds the flows opened before it (their start time and retransmit count) and
 the records written while it was away. Tracepoint links cannot have their program replaced in
@@ -61,10 +65,9 @@ PROGRAMS = ("hm_flow_state", "hm_flow_retransmit")
 MAPS = ("local", "tracked", "stats", "control", "events")
 MAX_LOCAL = 4096  # HM_FLOWS_MAX_LOCAL
 _KINDS: dict[int, FlowKind] = {1: "open", 2: "close", 3: "retransmit"}  # HM_FLOW_*
-_PASSIVE, _UNSEEN, _ORPHAN = 1, 2, 4  # HM_FLOW_PASSIVE, HM_FLOW_UNSEEN, HM_FLOW_ORPHAN
-_FIN_WAIT2, _CLOSE_WAIT, _LAST_ACK, _CLOSING = 5, 8, 9, 11  # TCP states (include/net/tcp_states.h)
+_PASSIVE, _UNSEEN, _FIN_IN = 1, 2, 4  # HM_FLOW_PASSIVE, HM_FLOW_UNSEEN, HM_FLOW_FIN_IN
+_FIN_WAIT2, _LAST_ACK, _CLOSING = 5, 9, 11  # TCP states (include/net/tcp_states.h)
 _OUR_FIN_ACKED = frozenset({_FIN_WAIT2, _LAST_ACK, _CLOSING})
-_THEIR_FIN_IN = frozenset({_CLOSE_WAIT, _LAST_ACK, _CLOSING})
 
 FlowKind = Literal["open", "close", "retransmit"]
 
@@ -131,7 +134,7 @@ class Flow:
 
     ``passive``: the local socket accepted the connection (it is the server side).
     ``seen_open``: the open was recorded; when not, ``passive`` is a guess from the ports and
-    ``duration_ns`` is 0. ``orphan`` (close): the application had closed the socket already.
+    ``duration_ns`` is 0. ``fin_in`` (close): the peer's FIN had arrived.
     ``bytes_acked``/``bytes_received`` are the kernel's counters, which include the SYN and
     FINs; :attr:`payload` is the application's bytes.
     """
@@ -152,22 +155,21 @@ class Flow:
     duration_ns: int
     old_state: int
     new_state: int
-    orphan: bool = False
+    fin_in: bool = False
 
     @property
     def payload(self) -> tuple[int, int]:
         """Application bytes (sent, received) by the local socket: the counters less the
-        sequence numbers SYN and FIN take. Which FINs were exchanged follows from the state the
-        socket closed from; FIN_WAIT2 is ambiguous, and there an orphaned socket (closed by
-        its application, then turned into a timewait mini-socket as soon as its FIN was
-        acked) had not yet had the peer's FIN, while one still open had."""
+        sequence numbers SYN and FIN take. Our FIN was acknowledged when the socket closed
+        from FIN_WAIT2, LAST_ACK or CLOSING; the peer's had arrived when the kernel marked the
+        socket done (``fin_in``), which no state tells: an orphaned FIN_WAIT2 socket may or may
+        not have had it."""
         sent, received = self.bytes_acked, self.bytes_received
         if not self.passive:
             sent -= 1  # our SYN, acknowledged once established
         if self.kind == "close":
             sent -= self.old_state in _OUR_FIN_ACKED
-            their_fin = self.old_state in _THEIR_FIN_IN
-            received -= their_fin or (self.old_state == _FIN_WAIT2 and not self.orphan)
+            received -= self.fin_in
         return max(sent, 0), max(received, 0)
 
 
@@ -204,7 +206,7 @@ def decode(data: bytes) -> Flow:
         duration_ns=raw.duration_ns,
         old_state=raw.old_state,
         new_state=raw.new_state,
-        orphan=bool(raw.flags & _ORPHAN),
+        fin_in=bool(raw.flags & _FIN_IN),
     )
 
 

@@ -215,9 +215,9 @@ int BPF_PROG(hm_flow_state, const struct sock *sk, const int old, const int new)
 		if (rec) {
 			rec->kind = HM_FLOW_CLOSE;
 			rec->flags = state ? state->flags : guessed_flags(ep.local_port, ep.remote_port);
-			/* tells userspace whether a FIN_WAIT2 close had the peer's FIN (see flows.py) */
-			if (sk->__sk_common.skc_flags & (1UL << SOCK_DEAD))
-				rec->flags |= HM_FLOW_ORPHAN;
+			/* bytes_received counts the peer's FIN: userspace takes it off */
+			if (sk->__sk_common.skc_flags & (1UL << SOCK_DONE))
+				rec->flags |= HM_FLOW_FIN_IN;
 			rec->duration_ns = state ? now - state->start_ns : 0;
 		}
 		if (state)

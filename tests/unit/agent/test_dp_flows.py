@@ -13,7 +13,7 @@ from hybridmesh.ebpf.flows import Flow
 CLIENT = Flow(kind="close", monotonic_ns=1_000, local_ip="10.0.0.1", local_port=40000,
               remote_ip="10.0.0.2", remote_port=80, netns=9, passive=False, seen_open=True,
               bytes_acked=1002, bytes_received=11, srtt_us=52, total_retrans=1,
-              duration_ns=5, old_state=5, new_state=7)  # fmt: skip
+              duration_ns=5, old_state=5, new_state=7, fin_in=True)  # fmt: skip
 SERVER = replace(CLIENT, local_ip="10.0.0.2", local_port=80, remote_ip="10.0.0.1",
                  remote_port=40000, passive=True, bytes_acked=11, bytes_received=1001,
                  old_state=9)  # fmt: skip

@@ -84,18 +84,19 @@ def flow(**kw: object) -> Flow:
         # the connecting side: its SYN is in bytes_acked from the open on
         ({"kind": "open", "passive": False, "bytes_acked": 1, "bytes_received": 0}, (0, 0)),
         ({"kind": "open", "passive": True, "bytes_acked": 0, "bytes_received": 0}, (0, 0)),
-        # graceful closes: FIN_WAIT2 (peer's FIN in unless orphaned), LAST_ACK, CLOSING
-        ({"passive": False, "old_state": 5, "bytes_acked": 1002, "bytes_received": 11},
+        # graceful closes from FIN_WAIT2, LAST_ACK, CLOSING: our FIN was acked
+        ({"passive": False, "old_state": 5, "fin_in": True, "bytes_acked": 1002,
+          "bytes_received": 11}, (1000, 10)),
+        ({"passive": False, "old_state": 5, "bytes_acked": 1002, "bytes_received": 10},
          (1000, 10)),
-        ({"passive": False, "old_state": 5, "orphan": True, "bytes_acked": 1002,
-          "bytes_received": 10}, (1000, 10)),
-        ({"passive": True, "old_state": 9, "bytes_acked": 11, "bytes_received": 1001},
-         (10, 1000)),
-        ({"passive": True, "old_state": 11, "bytes_acked": 11, "bytes_received": 1001},
-         (10, 1000)),
+        ({"passive": True, "old_state": 9, "fin_in": True, "bytes_acked": 11,
+          "bytes_received": 1001}, (10, 1000)),
+        ({"passive": True, "old_state": 11, "fin_in": True, "bytes_acked": 11,
+          "bytes_received": 1001}, (10, 1000)),
         # reset while established: no FIN either way; after the peer's FIN only theirs
         ({"passive": True, "old_state": 1, "bytes_acked": 10, "bytes_received": 5}, (10, 5)),
-        ({"passive": True, "old_state": 8, "bytes_acked": 10, "bytes_received": 6}, (10, 5)),
+        ({"passive": True, "old_state": 8, "fin_in": True, "bytes_acked": 10,
+          "bytes_received": 6}, (10, 5)),
         # never negative, whatever the counters say
         ({"passive": False, "old_state": 9, "bytes_acked": 0, "bytes_received": 0}, (0, 0)),
     ],
@@ -104,6 +105,6 @@ def test_payload_takes_syn_and_fin_off(kw: dict[str, object], payload: tuple[int
     assert flow(**kw).payload == payload
 
 
-def test_orphan_flag() -> None:
-    assert decode(raw(flags=4)).orphan
-    assert not decode(raw(flags=3)).orphan
+def test_fin_in_flag() -> None:
+    assert decode(raw(flags=4)).fin_in
+    assert not decode(raw(flags=3)).fin_in
