@@ -195,6 +195,13 @@ class Datapath(abc.ABC):
     """One eBPF feature on one node. See the module docstring for the lifecycle."""
 
     name: str
+    placements: frozenset[str] | None = None
+    """The placements this datapath serves (None: every placement). A pod counts as programmed
+    once every datapath serving its placement has synced it, so a broken feature holds back
+    only the pods that need it."""
+
+    def serves(self, placement: str) -> bool:
+        return self.placements is None or placement in self.placements
 
     @abc.abstractmethod
     def sync(self, state: NodeState) -> None:

@@ -54,6 +54,7 @@ def desired_services(state: NodeState) -> dict[Service, Backends]:
 
 class SockLBDatapath(Datapath):
     name = "sock-lb"
+    placements = frozenset(PLACEMENTS)
 
     def __init__(self, node: str, pin_dir: Path | None = None) -> None:
         self.node = node

@@ -59,6 +59,7 @@ class SockMapDatapath(Datapath):
     """Sockmap for one node; the object loads on the first sync (or status)."""
 
     name = "sockmap"
+    placements = frozenset(PLACEMENTS)
 
     def __init__(self, node: str, pin_dir: Path | None = None, shared: Path | None = None) -> None:
         self.node = node

@@ -206,8 +206,12 @@ class Agent:
             return PodVerdict(pod_key, False, synced, ("snapshot",))
         if pod_key in self.pending:
             return PodVerdict(pod_key, False, synced, ("cgroup",))
-        missing = tuple(s.name for s in self.slots if not s.programmed(pod_key, version))
-        if not any(p.key == pod_key and p.local for p in self.state.pods):
+        pod = next((p for p in self.state.pods if p.key == pod_key and p.local), None)
+        placement = pod.placement if pod is not None else None
+        missing = tuple(
+            s.name for s in self.slots if not s.programmed(pod_key, version, placement)
+        )
+        if pod is None:
             missing = ("snapshot", *missing)
         return PodVerdict(pod_key, not missing, synced, missing)
 

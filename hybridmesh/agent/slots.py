@@ -106,6 +106,10 @@ class Slot:
         except Exception:
             log.exception("datapath %s: %s failed", self.name, "remove" if remove else "close")
 
-    def programmed(self, pod_key: str, version: int) -> bool:
+    def programmed(self, pod_key: str, version: int, placement: str | None = None) -> bool:
+        """Synced at ``version`` or later with the pod local; trivially so for a datapath
+        that does not serve the pod's placement."""
+        if placement is not None and not self.datapath.serves(placement):
+            return True
         r = self.record
         return r.ok and r.version is not None and r.version >= version and pod_key in r.pods
