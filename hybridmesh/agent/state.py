@@ -111,6 +111,7 @@ def build_state(
         policies = tuple(AuthorizationPolicy.model_validate(p)
                          for p in snapshot.get("policies") or ())  # fmt: skip
         mesh = snapshot.get("mesh") or {}
+        info = snapshot.get("node") or {}
     except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as exc:
         raise SnapshotError(f"unusable node snapshot: {type(exc).__name__}: {exc}") from None
     pods = [view for view, _ in built]
@@ -118,6 +119,7 @@ def build_state(
         node=node, version=version, pods=tuple(pods), services=services, policies=policies,
         trust_domain=str(mesh.get("trustDomain") or "cluster.local"),
         mtls_mode=str(mesh.get("mtlsMode") or "PERMISSIVE"),
+        pod_cidr=info.get("podCIDR"), gateway=info.get("gateway"),
     )  # fmt: skip
     pending = tuple(f"{v.namespace}/{v.name}" for v, waiting in built if waiting)
     return BuiltState(state, pending)

@@ -148,7 +148,8 @@ class ControlPlane:
         for node in self._plan.nodes:
             fresh[("node", node.name)] = {
                 "kind": "node",
-                "node": {"name": node.name, "podCIDR": node.pod_cidr, "fabricIP": node.fabric_ip},
+                "node": {"name": node.name, "podCIDR": node.pod_cidr, "fabricIP": node.fabric_ip,
+                         "gateway": node.gateway},
                 # every pod, not only this node's: identity-based policy and flow records
                 # need the labels and service accounts of remote peers too (each has "node")
                 "pods": all_pods,

@@ -53,6 +53,13 @@ def test_services_endpoints_and_policies_are_typed(control: ControlPlane) -> Non
     assert state.pod_by_ip(svc.endpoints[0].ip) is not None
 
 
+def test_the_node_s_cidr_and_bridge_gateway_come_from_the_plan(control: ControlPlane) -> None:
+    state = build_state(node_doc(control, "n2"), "n2", V2, present=lambda _p: True).state
+    (node,) = [n for n in control.plan.nodes if n.name == "n2"]
+    assert state.pod_cidr == node.pod_cidr and state.gateway == node.gateway
+    assert state.gateway is not None and state.gateway.startswith(state.pod_cidr.rsplit(".", 1)[0])
+
+
 def test_pod_paths_follow_lab_names() -> None:
     assert pod_paths(V2, "a", "b-0", Path("/x")) == PodPaths(
         V2 / "hm-lab" / "hm-pod-a.b-0", Path("/x/hm-pod-a.b-0")
