@@ -111,6 +111,7 @@ def events_of(
 
 class FlowsDatapath(Datapath):
     name = "flows"
+    placements = frozenset(PLACEMENTS)  # a pod's first connection is reported too
 
     def __init__(self, node: str, pin_dir: Path | None = None) -> None:
         self.node = node
