@@ -124,8 +124,10 @@ class HandoffServer:
                 return
             sockets = self._sockets()
             message = json.dumps({"names": list(sockets), "pid": os.getpid()}).encode()
-            raw: socket.socket = writer.get_extra_info("socket")
-            socket.send_fds(raw, [message], [s.fileno() for s in sockets.values()])
+            # asyncio hands out a TransportSocket wrapper; sendmsg wants the real socket
+            fd = os.dup(writer.get_extra_info("socket").fileno())
+            with socket.socket(fileno=fd) as raw:
+                socket.send_fds(raw, [message], [s.fileno() for s in sockets.values()])
             ok = await asyncio.wait_for(reader.readexactly(len(OK)), 30.0)
             if ok != OK:
                 return
