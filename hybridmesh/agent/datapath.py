@@ -200,6 +200,10 @@ class Datapath(abc.ABC):
     once every datapath serving its placement has synced it, so a broken feature holds back
     only the pods that need it."""
 
+    gates_pods: bool = True
+    """Whether a pod's app waits for this datapath. Enforcement and steering must be in place
+    before the app's first connect; observability (flows) must never hold an app back."""
+
     def serves(self, placement: str) -> bool:
         return self.placements is None or placement in self.placements
 

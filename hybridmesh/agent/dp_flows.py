@@ -111,7 +111,8 @@ def events_of(
 
 class FlowsDatapath(Datapath):
     name = "flows"
-    placements = frozenset(PLACEMENTS)  # a pod's first connection is reported too
+    placements = frozenset(PLACEMENTS)
+    gates_pods = False  # observability never holds an app back (its first flows may go unseen)
 
     def __init__(self, node: str, pin_dir: Path | None = None) -> None:
         self.node = node

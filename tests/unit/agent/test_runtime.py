@@ -157,6 +157,29 @@ def test_pod_is_not_programmed_while_a_datapath_fails(control: ControlPlane,
     run_with(control, tmp_path, [bad], body)
 
 
+def test_a_pod_waits_only_for_datapaths_that_serve_it_and_gate(control: ControlPlane,
+                                                                tmp_path: Path) -> None:
+    """client-0 is a `kernel` pod: a broken sidecar-only feature and a broken observability
+    feature must not hold its app back; a broken kernel feature must."""
+    other = FakeDatapath("sidecar-only", fail_times=10**6)
+    other.placements = frozenset({"sidecar+ebpf"})
+    watcher = FakeDatapath("observability", fail_times=10**6)
+    watcher.gates_pods = False
+    enforcer = FakeDatapath("enforcer", fail_times=10**6)
+    enforcer.placements = frozenset({"kernel"})
+
+    async def body(h: Harness) -> None:
+        await until(lambda: h.agent.state is not None)
+        verdict = json.loads((await h.get("/v1/pods/shop/client-0?wait=0.3"))[2])
+        assert verdict["programmed"] is False and verdict["waitingFor"] == ["enforcer"]
+        enforcer.fail_times = 0
+        h.agent.request_sync()
+        verdict = json.loads((await h.get("/v1/pods/shop/client-0?wait=8"))[2])
+        assert verdict["programmed"] is True, verdict
+
+    run_with(control, tmp_path, [other, watcher, enforcer], body)
+
+
 def test_flows_are_stamped_and_followed(control: ControlPlane, tmp_path: Path) -> None:
     dp = FakeDatapath("flows")
 
