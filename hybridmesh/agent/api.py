@@ -9,7 +9,7 @@
 - ``GET /v1/flows?follow=1&after=S&timeout=T`` — events after S, held until at least one
   arrives (or T seconds); loop with the returned ``X-Hm-Seq`` to follow the stream. The
   project's HTTP server sends whole responses, so "follow" is a long poll, like the control
-  plane's watch; :func:`hybridmesh.agent.client.follow_flows` hides the loop.
+  plane's watch; :class:`hybridmesh.cli._observe_client.Follower` runs the loop.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Talking to node agents: the CLI (synchronous) and the lab daemon (async).
 
-Every agent serves :mod:`hybridmesh.agent.api` on :func:`agent_socket` ``(node)``.
+Every agent serves :mod:`hybridmesh.agent.api` on :func:`agent_socket` ``(node)``. Reading
+flows (``last`` and the ``follow`` long-poll loop) is ``hybridmesh.cli._observe_client``'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ __all__ = [
     "AgentUnavailable",
     "agent_socket",
     "agents_dir",
-    "flows",
-    "follow_flows",
     "known_nodes",
     "pod_programmed",
     "status",
@@ -61,30 +59,6 @@ def status(node: str, timeout: float = 10.0) -> dict[str, Any]:
     _, body = _get(node, "/v1/status", timeout)
     data: dict[str, Any] = json.loads(body)
     return data
-
-
-def _lines(body: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-
-def flows(node: str, last: int = 100, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The newest ``last`` flow events of one node, oldest first."""
-    return _lines(_get(node, f"/v1/flows?last={last}", timeout)[1])
-
-
-def follow_flows(node: str, last: int = 0, poll: float = 30.0) -> Iterator[dict[str, Any]]:
-    """The newest ``last`` events, then every new one as it arrives (until the caller stops).
-
-    Raises :class:`AgentUnavailable` when the agent goes away; an agent restart is followed
-    (its numbering restarts, which the server detects).
-    """
-    headers, body = _get(node, f"/v1/flows?last={last}", 10.0)
-    yield from _lines(body)
-    seq = int(headers.get("x-hm-seq", "0"))
-    while True:
-        headers, body = _get(node, f"/v1/flows?follow=1&after={seq}&timeout={poll:g}", poll + 10)
-        yield from _lines(body)
-        seq = int(headers.get("x-hm-seq", str(seq)))
 
 
 async def pod_programmed(
