@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 PLACEMENTS = ("node",)
 PROXY_PORT = 15001  # the node proxy's outbound listener (Istio's sidecar outbound habit)
-_WHERE = {"connect4": "cgroup/connect4", "getpeername4": "cgroup/getpeername4",
+_WHERE = {"connect4": "cgroup/connect4", "connect6": "cgroup/connect6 (v4-mapped)",
+          "getpeername4": "cgroup/getpeername4", "getpeername6": "cgroup/getpeername6",
           "sockops": "cgroup/sock_ops"}  # fmt: skip
 
 

@@ -60,9 +60,12 @@ MAX_PODS = 4096  # HM_NS_MAX_PODS
 MAPS = (SRC_MAP, "steer_state", "pod_cgroups", "stats")
 PROGRAMS = {
     "connect4": "hm_ns_connect4",
+    "connect6": "hm_ns_connect6",  # AF_INET6 sockets dialling v4-mapped addresses
     "getpeername4": "hm_ns_getpeername4",
+    "getpeername6": "hm_ns_getpeername6",
     "sockops": "hm_ns_sockops",
 }
+_ATTACH_ORDER = ("sockops", "getpeername4", "getpeername6", "connect4", "connect6")
 Addr = tuple[IPv4Address, int]
 
 
@@ -241,11 +244,11 @@ class NodeSteer:
         """Steer connects from ``cgroup`` (a pod's cgroup v2 directory) and its descendants.
 
         The cgroup is registered as a pod first, so the first connect already finds it; sockops
-        goes before connect4, so every steered socket gets its entry. Idempotent.
+        goes before the connect hooks, so every steered socket gets its entry. Idempotent.
         """
         cgid = _cgroup_id(cgroup)
         self.pods_map.update(ctypes.c_uint64(cgid), ctypes.c_uint8(1))
-        for hook in ("sockops", "getpeername4", "connect4"):
+        for hook in _ATTACH_ORDER:
             pin = self.pin_dir / f"link-{hook}-{cgid}"
             if pin.exists() and _replace_program(pin, self.programs[hook]):
                 continue
@@ -265,12 +268,12 @@ class NodeSteer:
     def detach(self, cgroup: Path | int | None = None) -> None:
         """Stop steering ``cgroup`` (a path or cgroup id; every cgroup when None).
 
-        connect4 goes first, so no connect is steered without its sockops; connections already
-        steered keep working (the proxy has, or will get, their entries).
+        The connect hooks go first, so no connect is steered without its sockops; connections
+        already steered keep working (the proxy has, or will get, their entries).
         """
         cgid = _cgroup_id(cgroup) if isinstance(cgroup, Path) else cgroup
         suffix = str(cgid) if cgid is not None else "*"
-        for hook in ("connect4", "getpeername4", "sockops"):
+        for hook in reversed(_ATTACH_ORDER):
             for pin in sorted(self.pin_dir.glob(f"link-{hook}-{suffix}")):
                 _detach_pin(pin)
         for pod in [cgid] if cgid is not None else self.pod_cgroups():

@@ -15,6 +15,7 @@
  * the connection closes before the proxy read it (the proxy deletes it when it reads it).
  *
  * hm_ns_getpeername4 (cgroup/getpeername4): the application still sees the address it dialled.
+ * connect6/getpeername6 do the same for AF_INET6 sockets dialling v4-mapped addresses.
  *
  * The node proxy runs in the node's netns and cgroup, never in a pod cgroup, so its own
  * connections (to local pods, to other nodes' tunnels) are not steered.
@@ -97,19 +98,17 @@ static __always_inline __u64 caller_pod_cgroup(struct hm_nodesteer_stats *st)
 	return bpf_get_current_cgroup_id();
 }
 
-SEC("cgroup/connect4")
-int hm_ns_connect4(struct bpf_sock_addr *ctx)
+/* Rewrites one connect whose IPv4 destination is *ip:*port (network order). */
+static __always_inline int steer(struct bpf_sock *sk, __u32 *ip, __u32 *port)
 {
 	struct hm_nodesteer_stats *st;
 	struct hm_node_src *state;
-	struct bpf_sock *sk;
 
-	if (ctx->protocol != IPPROTO_TCP || stays_local(ctx->user_ip4))
+	if (stays_local(*ip))
 		return SYS_PROCEED;
-	if (ctx->user_ip4 == proxy_ip4 && (__u16)ctx->user_port == proxy_port)
+	if (*ip == proxy_ip4 && (__u16)*port == proxy_port)
 		return SYS_PROCEED; /* dialling the proxy itself: nothing to remember */
 	st = stats_slot();
-	sk = ctx->sk;
 	state = sk ? bpf_sk_storage_get(&steer_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : NULL;
 	if (!state) {
 		/* Without the record the proxy could not tell who is calling: refuse now. */
@@ -119,29 +118,90 @@ int hm_ns_connect4(struct bpf_sock_addr *ctx)
 		return SYS_REJECT;
 	}
 	state->cgroup_id = caller_pod_cgroup(st);
-	state->orig_daddr = ctx->user_ip4;
-	state->orig_dport = (__u16)ctx->user_port;
-	ctx->user_ip4 = proxy_ip4;
-	ctx->user_port = proxy_port;
+	state->orig_daddr = *ip;
+	state->orig_dport = (__u16)*port;
+	*ip = proxy_ip4;
+	*port = proxy_port;
 	if (st)
 		st->steered++;
 	return SYS_PROCEED;
 }
 
+/* The original destination, when the socket was steered and still points at the proxy. */
+static __always_inline void unsteer(struct bpf_sock *sk, __u32 *ip, __u32 *port)
+{
+	struct hm_node_src *state;
+
+	if (!sk || *ip != proxy_ip4 || (__u16)*port != proxy_port)
+		return;
+	state = bpf_sk_storage_get(&steer_state, sk, 0, 0);
+	if (state) {
+		*ip = state->orig_daddr;
+		*port = state->orig_dport;
+	}
+}
+
+SEC("cgroup/connect4")
+int hm_ns_connect4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip = ctx->user_ip4, port = ctx->user_port;
+	int verdict;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return SYS_PROCEED;
+	verdict = steer(ctx->sk, &ip, &port);
+	ctx->user_ip4 = ip;
+	ctx->user_port = port;
+	return verdict;
+}
+
 SEC("cgroup/getpeername4")
 int hm_ns_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct hm_node_src *state;
-	struct bpf_sock *sk = ctx->sk;
+	__u32 ip = ctx->user_ip4, port = ctx->user_port;
 
-	if (!sk || ctx->user_ip4 != proxy_ip4 || (__u16)ctx->user_port != proxy_port)
-		return SYS_PROCEED;
-	state = bpf_sk_storage_get(&steer_state, sk, 0, 0);
-	if (state) {
-		ctx->user_ip4 = state->orig_daddr;
-		ctx->user_port = state->orig_dport;
-	}
+	unsteer(ctx->sk, &ip, &port);
+	ctx->user_ip4 = ip;
+	ctx->user_port = port;
 	return SYS_PROCEED; /* getpeername hooks must return 1 */
+}
+
+/* An AF_INET6 socket dialling ::ffff:a.b.c.d is an IPv4 connection that runs the connect6
+ * hook, not connect4: without these two, such a socket would leave the mesh. Native IPv6
+ * destinations are not steered (the lab's pods have IPv4 addresses only). */
+static __always_inline bool v4_mapped(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+	       ctx->user_ip6[2] == bpf_htonl(0xffff);
+}
+
+SEC("cgroup/connect6")
+int hm_ns_connect6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip, port = ctx->user_port;
+	int verdict;
+
+	if (ctx->protocol != IPPROTO_TCP || !v4_mapped(ctx))
+		return SYS_PROCEED;
+	ip = ctx->user_ip6[3];
+	verdict = steer(ctx->sk, &ip, &port);
+	ctx->user_ip6[3] = ip;
+	ctx->user_port = port;
+	return verdict;
+}
+
+SEC("cgroup/getpeername6")
+int hm_ns_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip, port = ctx->user_port;
+
+	if (!v4_mapped(ctx))
+		return SYS_PROCEED;
+	ip = ctx->user_ip6[3];
+	unsteer(ctx->sk, &ip, &port);
+	ctx->user_ip6[3] = ip;
+	ctx->user_port = port;
+	return SYS_PROCEED;
 }
 
 /* The connection as the proxy will see it: the pod's end is the peer. remote_port is the
@@ -221,8 +281,8 @@ int hm_ns_sockops(struct bpf_sock_ops *skops)
 	struct hm_node_src *state;
 	struct bpf_sock *sk;
 
-	if (skops->family != 2 /* AF_INET */)
-		return 1;
+	/* AF_INET6 too: a v4-mapped connection (connect6 steered it) has its IPv4 addresses in
+	 * the same fields; only sockets with steer_state are ever looked at. */
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    !(skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE))
 		return 1;

@@ -37,6 +37,7 @@ PEER = r"""
 import json, socket, sys, threading
 def out(**kw): print(json.dumps(kw), flush=True)
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
 if mode == "serve":
     ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((host, port)); ls.listen(1024); out(ready=True)
@@ -47,7 +48,7 @@ if mode == "serve":
         c, peer = ls.accept(); out(peer=list(peer), local=list(c.getsockname()))
         threading.Thread(target=hold, args=(c,), daemon=True).start()
 elif mode == "connect":
-    s = socket.socket()
+    s = socket.socket(family)
     if len(sys.argv) > 4: s.bind((sys.argv[4], 0))
     try: s.connect((host, port))
     except OSError as e: out(error=e.errno); sys.exit(0)
@@ -56,10 +57,10 @@ elif mode == "connect":
 else:
     ok = wrong = failed = 0
     for _ in range(int(sys.argv[4])):
-        s = socket.socket()
+        s = socket.socket(family)
         try:
             s.connect((host, port))
-            if s.getpeername() == (host, port): ok += 1
+            if s.getpeername()[:2] == (host, port): ok += 1
             else: wrong += 1
         except OSError: failed += 1
         finally: s.close()
@@ -114,7 +115,7 @@ class Conn:
 
     @property
     def local(self) -> tuple[str, int]:
-        return (self.seen["local"][0], self.seen["local"][1])
+        return (self.seen["local"][0].removeprefix("::ffff:"), self.seen["local"][1])
 
     def close(self) -> None:
         self.proc.communicate("", timeout=10)
@@ -247,6 +248,19 @@ def test_connect_lands_on_the_proxy_with_the_callers_cgroup(
     conn.close()
     assert _wait_gone(steer, peer), "the entry outlived the connection"
     assert steer.counters().closed == 1
+
+
+def test_a_v4_mapped_ipv6_socket_is_steered_too(env: Env, steer: NodeSteer) -> None:
+    conn = env.a.connect(f"::ffff:{VIP}", VIP_PORT)
+    assert conn.seen["peer"][:2] == [f"::ffff:{VIP}", VIP_PORT]
+    peer, _ = env.proxy.next()
+    assert peer[0] == POD_A
+    entry = _entry(steer, peer)
+    assert entry is not None
+    assert (entry.cgroup_id, entry.destination) == (env.a.cgroup_id, (IPv4Address(VIP), VIP_PORT))
+    conn.close()
+    assert _wait_gone(steer, peer)
+    assert env.a.loop(f"::ffff:{VIP}", VIP_PORT, 5) == {"ok": 5, "wrong": 0, "failed": 0}
 
 
 def test_forged_source_ip_keeps_the_forgers_identity(env: Env, steer: NodeSteer) -> None:
