@@ -72,15 +72,22 @@ def drop_event(drop: DropEvent, names: dict[int, str], offset_ns: int, node: str
     )
 
 
-def node_addresses(pods: tuple[PodView, ...]) -> list[str]:
-    """This node's bridge addresses, where the lab's readiness probes come from.
+def node_addresses(state: NodeState) -> list[str]:
+    """This node's bridge address, where the lab's readiness probes (and the kubelet-like
+    checks of a node) come from: rules admit it to every enforced pod.
 
-    NodeState does not carry the node's addresses, so this applies the lab's addressing law
-    (``control.ipam.node_addresses``: each node's pods live in a /24 whose first address is the
-    bridge gateway) to the local pods' addresses.
+    The node snapshot's ``gateway`` is the answer. Without one (a snapshot from an older
+    control plane), the pod CIDR's first host; without either, the lab's addressing rule
+    (``control.ipam``: each node's pods live in a /24 whose first address is the gateway)
+    applied to the local pods' addresses — a guess kept only for that case.
     """
+    if state.gateway is not None:
+        return [state.gateway]
+    if state.pod_cidr is not None:
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_network(state.pod_cidr, strict=False)[1])]
     gateways = set()
-    for pod in pods:
+    for pod in state.local():
         with contextlib.suppress(ValueError):
             gateways.add(str(ipaddress.ip_network(f"{pod.ip}/24", strict=False)[1]))
     return sorted(gateways)
@@ -127,8 +134,7 @@ class L4PolicyDatapath(Datapath):
     def sync(self, state: NodeState) -> None:
         l4 = self._loaded()
         try:
-            local = state.local()
-            plan = compile_state(state, ENFORCED_PLACEMENTS, node_addresses(local))
+            plan = compile_state(state, ENFORCED_PLACEMENTS, node_addresses(state))
         except PolicyError as exc:
             log.warning("l4policy: keeping the previous tables: %s", exc)
             self._error = str(exc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hybridmesh.agent.datapath import PodView
+from pathlib import Path
+
+from hybridmesh.agent.datapath import NodeState, PodView
 from hybridmesh.agent.dp_l4policy import drop_event, node_addresses
 from hybridmesh.ebpf.l4policy import DropEvent
 
@@ -25,7 +27,22 @@ def test_an_unknown_policy_id_is_still_shown_and_no_policy_stays_none() -> None:
     assert drop_event(_drop(0), {}, 0, "n1").policy is None
 
 
-def test_node_addresses_are_the_bridge_gateways_of_the_local_pods() -> None:
-    pods = tuple(PodView("shop", f"p{i}", ip, "n1", "sa", "kernel")
+def _state(pod_cidr: str | None = None, gateway: str | None = None) -> NodeState:
+    remote = PodView("shop", "r", "10.244.3.4", "n2", "sa", "kernel")
+    pods = tuple(PodView("shop", f"p{i}", ip, "n1", "sa", "kernel", cgroup=Path(f"/cg/p{i}"))
                  for i, ip in enumerate(("10.244.1.7", "10.244.1.9", "10.244.2.3", "")))
-    assert node_addresses(pods) == ["10.244.1.1", "10.244.2.1"]
+    return NodeState("n1", 1, (*pods, remote), (), (), pod_cidr=pod_cidr, gateway=gateway)
+
+
+def test_node_addresses_are_the_snapshot_s_gateway() -> None:
+    assert node_addresses(_state("10.244.1.0/24", "10.244.1.254")) == ["10.244.1.254"]
+
+
+def test_without_a_gateway_the_pod_cidr_s_first_host_is_the_bridge() -> None:
+    assert node_addresses(_state("10.244.9.0/24")) == ["10.244.9.1"]
+    assert node_addresses(_state("not a cidr")) == ["10.244.1.1", "10.244.2.1"]
+
+
+def test_without_either_the_local_pods_24s_are_guessed() -> None:
+    # the remote pod's /24 (10.244.3.0) is not this node's
+    assert node_addresses(_state()) == ["10.244.1.1", "10.244.2.1"]
