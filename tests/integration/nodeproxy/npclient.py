@@ -158,7 +158,10 @@ async def main() -> None:
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--nice", type=int, default=0)
     args = p.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     steer = Steer(args)
     report = await {"echo": echo, "storm": storm, "latency": latency}[args.mode](steer, args)
     os.close(steer.fd)

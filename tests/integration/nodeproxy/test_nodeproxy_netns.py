@@ -151,10 +151,14 @@ def test_takeover_keeps_100_long_lived_connections(net: NodeNet) -> None:
 
 
 def test_noisy_neighbour_is_limited_and_the_quiet_p99_stays_within_2x(net: NodeNet) -> None:
+    # The storm client runs at nice 10: on 2 shared cores its own Python loop would otherwise
+    # take CPU from the quiet *client* process, which measures the scheduler, not the proxy's
+    # sharing (in a cluster the noisy pod's CPU is its own cgroup's). Unniced, 5 runs gave
+    # ratios 0.96-1.97 (docs/node.md).
     quiet_args = net.client_args("client-0", CLIENT_IP, duration=4, interval=0.01, fresh=True)
     baseline = net.client("latency", *quiet_args)
     noisy = net.python("noisy", N1, str(_helper()), "storm", "--pin", str(net.pin),
-                       *net.client_args("other-0", OTHER_IP, duration=6))
+                       *net.client_args("other-0", OTHER_IP, duration=6, nice=10))
     time.sleep(1.0)
     loaded = net.client("latency", *quiet_args)
     noisy.wait(30)
