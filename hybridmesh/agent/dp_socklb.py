@@ -35,7 +35,8 @@ __all__ = ["PLACEMENTS", "SockLBDatapath", "create", "desired_services"]
 log = logging.getLogger(__name__)
 
 PLACEMENTS = ("kernel",)
-"""Placements whose pods get socket LB (``node`` will join when the node proxy exists)."""
+"""Placements whose pods get socket LB. Never ``node``: the node proxy must see the ClusterIP a
+node pod dialled (it balances itself), so nodesteer, not sock_lb, handles those connects."""
 
 Backends = tuple[tuple[IPv4Address, int], ...]
 

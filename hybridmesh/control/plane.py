@@ -145,6 +145,10 @@ class ControlPlane:
                 "routes": routes,
                 "policies": policies,
             }
+        nodes = [
+            {"name": n.name, "fabricIP": n.fabric_ip, "podCIDR": n.pod_cidr, "gateway": n.gateway}
+            for n in self._plan.nodes
+        ]
         for node in self._plan.nodes:
             fresh[("node", node.name)] = {
                 "kind": "node",
@@ -153,6 +157,7 @@ class ControlPlane:
                 # every pod, not only this node's: identity-based policy and flow records
                 # need the labels and service accounts of remote peers too (each has "node")
                 "pods": all_pods,
+                "nodes": nodes,  # node proxies find each other's tunnel address here
                 "mesh": mesh,
                 "services": services,
                 "routes": routes,

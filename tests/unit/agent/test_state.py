@@ -60,6 +60,14 @@ def test_the_node_s_cidr_and_bridge_gateway_come_from_the_plan(control: ControlP
     assert state.gateway is not None and state.gateway.startswith(state.pod_cidr.rsplit(".", 1)[0])
 
 
+def test_node_snapshots_list_every_node_s_tunnel_address(control: ControlPlane) -> None:
+    doc = node_doc(control, "n1")
+    assert {n["name"]: n["fabricIP"] for n in doc["nodes"]} == {
+        n.name: n.fabric_ip for n in control.plan.nodes
+    }
+    assert len(doc["nodes"]) == 2
+
+
 def test_pod_paths_follow_lab_names() -> None:
     assert pod_paths(V2, "a", "b-0", Path("/x")) == PodPaths(
         V2 / "hm-lab" / "hm-pod-a.b-0", Path("/x/hm-pod-a.b-0")
