@@ -1,7 +1,9 @@
 """Accepting a captured connection: original destination, route, protocol detection, handoff.
 
 Every connection the outbound (15001) and inbound (15006) listeners accept starts as an
-:class:`Accepted` protocol. It reads ``SO_ORIGINAL_DST`` (where the app meant to go), builds the
+:class:`Accepted` protocol. It reads ``SO_ORIGINAL_DST`` (where the app meant to go: iptables'
+conntrack answers it, or eBPF capture's ``cgroup/getsockopt`` program; an inbound connection
+steered by ``sk_lookup`` has none and keeps its destination as its local address), builds the
 connection's route (outbound.py / inbound.py) from the current tables, then decides the protocol:
 
 - ports declared ``appProtocol: tcp|opaque`` skip detection and relay at once;
@@ -40,6 +42,17 @@ log = logging.getLogger(__name__)
 
 OUTBOUND = "outbound"
 INBOUND = "inbound"
+
+
+def _steered_dst(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    """Inbound without a NAT record: eBPF capture (``sk_lookup``, the ``sidecar+ebpf``
+    placement) hands the connection to the listener unchanged, so the address the client
+    dialled is the socket's own. A direct dial of the listener names the listener's port,
+    which the loop check in ``_route`` refuses."""
+    local = transport.get_extra_info("sockname")
+    if isinstance(local, tuple) and len(local) >= 2:
+        return str(local[0]), int(local[1])
+    return None
 
 
 class Accepted(asyncio.Protocol):
@@ -119,6 +132,8 @@ class Accepted(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         orig = ctx.original_dst(sock, self.direction) if sock is not None else None
+        if orig is None and self.direction == INBOUND:
+            orig = _steered_dst(transport)
         if orig is None or (orig[1] in ctx.config.excluded_inbound_ports and orig[0] in (
             tables.pod.ip, "127.0.0.1", "0.0.0.0"
         )):

@@ -1,0 +1,168 @@
+"""eBPF capture (``sidecar+ebpf``) for real: meshnet's two pods, real proxies, no iptables.
+
+Client app (client/app cgroup) → connect4 → client proxy :15001 (SO_ORIGINAL_DST answered by
+cgroup/getsockopt) → marked socket → server netns → sk_lookup → server proxy :15006 → app.
+One setup for the module; the tests that restart things come last.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from capnet import CapNet
+from meshnet import (
+    CLIENT_NS,
+    SERVER_IPS,
+    SERVER_NS,
+    SMTP_VIP,
+    WEB_PORT,
+    WEB_VIP,
+    http_get,
+    metric,
+    wait_ready,
+)
+
+from hybridmesh.lab import _sh
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CapNet]:
+    if os.geteuid() != 0:
+        pytest.fail("privileged tests need root (network namespaces, cgroups, eBPF)")
+    mesh = CapNet(tmp_path_factory.mktemp("capnet"))
+    try:
+        mesh.up()
+        mesh.start_backends()
+        mesh.start_proxies()
+        mesh.program()
+        yield mesh
+    finally:
+        mesh.down()
+
+
+def _inbound(net: CapNet) -> dict[str, int]:
+    assert net.dp is not None
+    steered: dict[str, int] = net.dp.status().detail["inbound"][SERVER_IPS[0]]
+    return steered
+
+
+def test_outbound_to_a_service_vip_goes_through_both_proxies(net: CapNet) -> None:
+    labels = {"reporter": "source", "destination_service": "web.default.svc.cluster.local"}
+    before = metric(CLIENT_NS, "request_total", **labels)
+    server_before = metric(SERVER_NS, "request_total", reporter="destination",
+                           source_workload="client")
+    assert net.get(WEB_VIP, 80, "/a")["status"] == 200
+    assert metric(CLIENT_NS, "request_total", **labels) - before == 1
+    # web-0 (the one address with inbound capture) or web-1/2 (plain apps) answered
+    assert metric(SERVER_NS, "request_total", reporter="destination",
+                  source_workload="client") - server_before in (0, 1)
+
+
+def test_outbound_to_a_pod_ip_keeps_its_original_destination(net: CapNet) -> None:
+    server_before = metric(SERVER_NS, "request_total", reporter="destination",
+                           source_workload="client")
+    client_before = metric(CLIENT_NS, "request_total", reporter="source",
+                           destination_workload="web")
+    assert net.get(SERVER_IPS[0], WEB_PORT, "/pod-ip")["status"] == 200
+    assert metric(CLIENT_NS, "request_total", reporter="source",
+                  destination_workload="web") - client_before == 1
+    assert metric(SERVER_NS, "request_total", reporter="destination",
+                  source_workload="client") - server_before == 1
+    assert _inbound(net)["steered"] >= 1  # the proxies' connection may be an older one
+    assert net.dp is not None
+    detail = net.dp.status().detail
+    assert detail["originalDstAnswered"] >= 1
+    assert detail["originalDstUnknown"] == 0
+
+
+def test_inbound_from_an_unmeshed_client_reaches_the_app_through_the_proxy(net: CapNet) -> None:
+    # the test process is in no pod cgroup: its connect is not captured, only sk_lookup acts
+    before = _inbound(net)["steered"]
+    server_before = metric(SERVER_NS, "request_total", reporter="destination")
+    status, _, body = http_get(CLIENT_NS, SERVER_IPS[0], WEB_PORT, "/direct")
+    assert status == 200 and body
+    assert _inbound(net)["steered"] - before == 1
+    assert metric(SERVER_NS, "request_total", reporter="destination") - server_before == 1
+
+
+def test_the_proxy_ports_are_not_steered(net: CapNet) -> None:
+    status, _, _ = http_get(CLIENT_NS, SERVER_IPS[0], 15020, "/ready")
+    assert status == 200  # the admin port answers itself, not through 15006
+
+
+def test_server_first_protocol(net: CapNet) -> None:
+    assert net.banner(SMTP_VIP, 25) == "220 hm-smtp ready"
+
+
+def test_the_proxy_is_never_captured_and_nothing_loops(net: CapNet) -> None:
+    assert net.dp is not None
+    for _ in range(3):
+        assert net.get(WEB_VIP, 80)["status"] == 200
+    detail = net.dp.status().detail
+    assert detail["proxyConnectsLeftAlone"] >= 3  # the client proxy's upstream dials
+    # every redirected connect was answered: none came back into 15001 unrecorded
+    assert detail["originalDstUnknown"] == 0
+    assert detail["outboundRedirected"] >= detail["originalDstAnswered"] >= 3
+
+
+def test_no_iptables_rules_in_the_pods(net: CapNet) -> None:
+    for ns in (CLIENT_NS, SERVER_NS):
+        saved = subprocess.run(_sh.in_netns(ns, ["iptables-save"]), capture_output=True,
+                               text=True, check=True).stdout
+        assert [line for line in saved.splitlines() if line.startswith("-A")] == []
+
+
+def test_loopback_is_not_captured(net: CapNet) -> None:
+    # the client pod's own admin port over loopback: connect4 leaves 127/8 alone
+    assert net.get("127.0.0.1", 15020, "/ready")["status"] == 200
+
+
+def test_status_reports_programs_and_pods(net: CapNet) -> None:
+    assert net.dp is not None
+    status = net.dp.status()
+    assert sorted(status.detail["programmed"]) == ["default/client-0", "default/web-0"]
+    attach = {p.name: p.attach for p in status.programs}
+    assert attach["hm_cap_connect4"] == "cgroup/connect4 on 2 cgroups"
+    assert attach["hm_cap_lookup"] == "sk_lookup on 2 netns"
+    listeners = next(m for m in status.maps if m.name == "listeners")
+    assert listeners.entries == 2
+
+
+def test_agent_restart_keeps_capturing(net: CapNet) -> None:
+    from hybridmesh.agent.dp_capture import CaptureDatapath
+
+    assert net.dp is not None
+    net.dp.close()  # an agent exits: pins stay, capture goes on
+    assert net.get(WEB_VIP, 80)["status"] == 200
+    net.dp = CaptureDatapath(net.dp.node)
+    net.program()  # the next agent reloads and rebinds the pinned links
+    assert net.get(WEB_VIP, 80)["status"] == 200
+    assert net.dp.status().detail["programmed"] == ["default/client-0", "default/web-0"]
+
+
+def test_a_restarted_proxy_gets_inbound_back_and_capture_fails_closed_meanwhile(
+    net: CapNet,
+) -> None:
+    assert net.dp is not None
+    net.stop("proxy-server")
+    net.dp.sync(net.state(2))
+    assert "default/web-0" in net.dp.pending  # its listener left the sockhash with it
+    with pytest.raises(OSError):  # inbound is dropped, not handed to the app unproxied
+        http_get(CLIENT_NS, SERVER_IPS[0], WEB_PORT, "/", timeout=1.0)
+    assert _inbound(net)["refused"] >= 1
+    assert net.cp is not None
+    net.python("proxy-server", SERVER_NS, "-m", "hybridmesh.proxy", "--pod", "default/web-0",
+               "--control", net.cp.path)
+    wait_ready(SERVER_NS)
+    deadline = time.monotonic() + 5
+    while net.dp.pending and time.monotonic() < deadline:
+        net.dp.sync(net.state(3))
+    assert not net.dp.pending
+    status, _, _ = http_get(CLIENT_NS, SERVER_IPS[0], WEB_PORT, "/back")
+    assert status == 200
