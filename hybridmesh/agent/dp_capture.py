@@ -8,7 +8,8 @@ Per pod (ebpf/capture.py does the kernel work):
   pod's processes through /proc and duplicated with ``pidfd_getfd`` (ebpf/_pidfd.py).
 
 A pod counts as *programmed* once all three are done. Until its proxy listens, a pod stays
-*pending* (``status().detail``), and every :meth:`sync` tries again; a proxy that restarts
+*pending* (``status().detail``) and :meth:`sync` raises :class:`ListenerPending` (the agent
+then retries soon and keeps the app waiting); every sync tries again. A proxy that restarts
 closes its listener, which leaves the sockhash by itself, so the next sync inserts the new
 one (meanwhile sk_lookup drops inbound SYNs for the pod: capture fails closed).
 """
@@ -34,13 +35,21 @@ from hybridmesh.ebpf._pidfd import take_listener
 from hybridmesh.ebpf.capture import CGROUP_HOOKS, Capture, CaptureConfig
 from hybridmesh.ebpf.errors import BpfError
 
-__all__ = ["PLACEMENT", "PROXY_LEAF", "CaptureDatapath", "create"]
+__all__ = ["PLACEMENT", "PROXY_LEAF", "CaptureDatapath", "ListenerPending", "create"]
 
 log = logging.getLogger(__name__)
 
 PLACEMENT = "sidecar+ebpf"
 DEFAULT_CONFIG = CaptureConfig()
 PROXY_LEAF = "proxy"  # lab/cgroups.py LEAVES: the pod's proxy runs in <pod cgroup>/proxy
+
+
+class ListenerPending(Exception):
+    """Some pods are attached but their proxy does not listen yet: the sync is not complete.
+
+    Raised at the end of :meth:`CaptureDatapath.sync` (after every other pod was programmed)
+    so the agent neither reports those pods programmed — their app must not start with
+    inbound unsteered — nor waits the full resync period before trying again."""
 
 
 def _pids(cgroup: Path) -> Iterator[int]:
@@ -76,6 +85,7 @@ class CaptureDatapath(Datapath):
     """Capture for one node; the object loads on the first sync that needs it."""
 
     name = "capture"
+    placements = frozenset({PLACEMENT})
 
     def __init__(self, node: str, pin_dir: Path | None = None,
                  config: CaptureConfig = DEFAULT_CONFIG) -> None:
@@ -111,6 +121,8 @@ class CaptureDatapath(Datapath):
         capture.detach(links)
         capture.forget([p.ip for p in pods], proxies)
         self.programmed, self.pending = programmed, pending
+        if pending:
+            raise ListenerPending("; ".join(f"{k}: {v}" for k, v in sorted(pending.items())))
 
     def _program(self, capture: Capture, pod: PodView) -> None:
         """Attach to one pod and give its listener to sk_lookup (each step idempotent)."""
