@@ -114,16 +114,17 @@ class FlowsDatapath(Datapath):
     placements = frozenset(PLACEMENTS)
     gates_pods = False  # observability never holds an app back (its first flows may go unseen)
 
-    def __init__(self, node: str, pin_dir: Path | None = None) -> None:
+    def __init__(self, node: str, pin_dir: Path | None = None, shared: Path | None = None) -> None:
         self.node = node
         self.pin_dir = pin_dir or bpffs.pin_dir(f"hm-{node}-flows")
+        self.shared_dir = shared or bpffs.pin_dir(f"hm-{node}-shared")  # sockmap's byte counts
         self._flows: Flows | None = None
         self._local_ips: frozenset[str] = frozenset()
         self._pods: tuple[str, ...] = ()
 
     def _loaded(self) -> Flows:
         if self._flows is None:
-            self._flows = Flows.load(self.pin_dir)
+            self._flows = Flows.load(self.pin_dir, shared_dir=self.shared_dir)
         return self._flows
 
     def sync(self, state: NodeState) -> None:

@@ -31,7 +31,7 @@ from hybridmesh.agent.datapath import (
 from hybridmesh.ebpf import bpffs
 from hybridmesh.ebpf._libbpf import prog_info
 from hybridmesh.ebpf.errors import BpfError
-from hybridmesh.ebpf.sockmap import EPOCH_MAP, MAX_LOCAL_IPS, MAX_SOCKETS, SockMap
+from hybridmesh.ebpf.sockmap import BYTES_MAP, EPOCH_MAP, MAX_LOCAL_IPS, MAX_SOCKETS, SockMap
 
 __all__ = ["PLACEMENTS", "SockMapDatapath", "create", "shared_dir"]
 
@@ -107,6 +107,9 @@ class SockMapDatapath(Datapath):
             MapStatus("sock_state", "sk_storage", None, 0, pins / "sock_state"),
             MapStatus("stats", "percpu_array", None, 1, pins / "stats"),
             MapStatus(EPOCH_MAP, "array", None, 1, self.shared_dir / EPOCH_MAP),
+            MapStatus(
+                BYTES_MAP, "lru_hash", len(sm.redirected()), MAX_SOCKETS, self.shared_dir / BYTES_MAP
+            ),
         )
         detail = {
             **sm.counters().to_json(),

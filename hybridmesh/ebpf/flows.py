@@ -6,9 +6,10 @@ Two tp_btf tracepoint programs (``inet_sock_set_state``, ``tcp_retransmit_skb``)
 node's" is the ``local`` map of (netns inode, address): tracepoints fire for every namespace on
 the machine, and other labs may reuse our addresses.
 
-Bytes come from the tcp_sock's counters, so they are what went through TCP: between two pods
-whose sockets sockmap joined (``kernel`` placement, same node), sk_msg carries the payload past
-TCP and the counters stay at 0 — the sk_msg program would have to count them.
+Bytes come from the tcp_sock's counters, plus — for two same-node sockets that sockmap joined,
+whose payload sk_msg carries past TCP — what sockmap counted per socket in the shared
+``hm_sock_bytes`` (pinned in ``shared_dir``, see :mod:`hybridmesh.ebpf._shared`); such closes
+say ``redirected``.
 
 Everything lives in maps and links pinned under ``pin_dir`` (``<bpffs>/hm-<node>-flows``), so a
 restarted agent finds the flows opened before it (their start time and retransmit count) and
@@ -35,6 +36,7 @@ from typing import Literal
 
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfLink, BpfObject, prog_info
+from hybridmesh.ebpf._shared import BYTES_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError
@@ -65,7 +67,7 @@ PROGRAMS = ("hm_flow_state", "hm_flow_retransmit")
 MAPS = ("local", "tracked", "stats", "control", "events")
 MAX_LOCAL = 4096  # HM_FLOWS_MAX_LOCAL
 _KINDS: dict[int, FlowKind] = {1: "open", 2: "close", 3: "retransmit"}  # HM_FLOW_*
-_PASSIVE, _UNSEEN, _FIN_IN = 1, 2, 4  # HM_FLOW_PASSIVE, HM_FLOW_UNSEEN, HM_FLOW_FIN_IN
+_PASSIVE, _UNSEEN, _FIN_IN, _REDIRECTED = 1, 2, 4, 8  # HM_FLOW_* flags
 _FIN_WAIT2, _LAST_ACK, _CLOSING = 5, 9, 11  # TCP states (include/net/tcp_states.h)
 _OUR_FIN_ACKED = frozenset({_FIN_WAIT2, _LAST_ACK, _CLOSING})
 
@@ -136,7 +138,8 @@ class Flow:
     ``seen_open``: the open was recorded; when not, ``passive`` is a guess from the ports and
     ``duration_ns`` is 0. ``fin_in`` (close): the peer's FIN had arrived.
     ``bytes_acked``/``bytes_received`` are the kernel's counters, which include the SYN and
-    FINs; :attr:`payload` is the application's bytes.
+    FINs, plus (``redirected``) the bytes sockmap carried socket-to-socket;
+    :attr:`payload` is the application's bytes.
     """
 
     kind: FlowKind
@@ -156,6 +159,7 @@ class Flow:
     old_state: int
     new_state: int
     fin_in: bool = False
+    redirected: bool = False
 
     @property
     def payload(self) -> tuple[int, int]:
@@ -207,6 +211,7 @@ def decode(data: bytes) -> Flow:
         old_state=raw.old_state,
         new_state=raw.new_state,
         fin_in=bool(raw.flags & _FIN_IN),
+        redirected=bool(raw.flags & _REDIRECTED),
     )
 
 
@@ -259,15 +264,20 @@ class Flows:
         ringbuf_bytes: int | None = None,
         emit_retransmits: bool = True,
         obj_path: Path = OBJECT,
+        shared_dir: Path | None = None,
     ) -> Flows:
         """Load and attach, reusing what is pinned in ``pin_dir`` (see the module docstring).
+
+        ``shared_dir`` (``hm-<node>-shared``) is where sockmap's byte counts are shared; without
+        it flows keeps a private, empty map and reports TCP's counters alone.
 
         ``ringbuf_bytes`` (a power of two, at least a page) only applies to a fresh pin dir:
         a pinned ring buffer of another size makes the load fail (remove the pins first).
         """
         bpffs.ensure_mounted()
-        bpffs.pin_dir(pin_dir.name, pin_dir.parent)  # validates the hm- prefix
-        pin_dir.mkdir(mode=0o700, exist_ok=True)
+        for d in (pin_dir, shared_dir) if shared_dir else (pin_dir,):
+            bpffs.pin_dir(d.name, d.parent)  # validates the hm- prefix
+            d.mkdir(mode=0o700, exist_ok=True)
         generation = _pinned_generation(pin_dir / "control") + 1
         obj = BpfObject.open(obj_path)
         try:
@@ -277,7 +287,10 @@ class Flows:
                 obj.map("events").set_max_entries(ringbuf_bytes)
             for name in MAPS:
                 obj.map(name).set_pin_path(pin_dir / name)
+            if shared_dir is not None:
+                pin_shared(obj, shared_dir, BYTES_MAP)
             obj.load()
+            shared_fd(obj, BYTES_MAP)
             flows = cls(obj, pin_dir, generation)
             flows._switch_generation()
         except BaseException:

@@ -32,20 +32,23 @@ from pathlib import Path
 
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfObject
+from hybridmesh.ebpf._shared import BYTES_MAP, EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
-from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
+from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
 from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
 
 __all__ = [
     "BPF_SK_MSG_VERDICT",
+    "BYTES_MAP",
     "EPOCH_MAP",
     "MAX_LOCAL_IPS",
     "MAX_SOCKETS",
     "OBJECT",
     "Counters",
     "LocalIp",
+    "SockBytes",
     "SockKey",
     "SockMap",
     "SockMapStats",
@@ -60,7 +63,6 @@ BPF_SK_MSG_VERDICT = 7  # enum bpf_attach_type
 AF_INET = 2
 MAX_SOCKETS = 65536  # HM_SM_MAX_SOCKETS
 MAX_LOCAL_IPS = 4096  # HM_SM_MAX_LOCAL_IPS
-EPOCH_MAP = "hm_policy_epoch"
 MAPS = ("sock_hash", "local_ips", "sock_state", "stats")
 PROGRAMS = {"sockops": "hm_sockops", "sk_msg": "hm_sk_msg"}
 _LINK_PREFIX = "link-sockops-"
@@ -79,6 +81,12 @@ class SockKey(ctypes.Structure):
         ("family", ctypes.c_uint16),
         ("pad", ctypes.c_uint16),
     ]
+
+
+class SockBytes(ctypes.Structure):
+    """``struct hm_sock_bytes`` (bpf/sock_bytes.h), checked by size: the map is shared."""
+
+    _fields_ = [("sent", ctypes.c_uint64), ("received", ctypes.c_uint64)]
 
 
 class LocalIp(ctypes.Structure):
@@ -193,6 +201,7 @@ class SockMap:
         self.local_ips_map = Map(obj.map("local_ips"), ctypes.c_uint32, LocalIp)
         self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, SockMapStats)
         self.epoch_map = _Epoch(obj)
+        self._bytes_fd = shared_fd(obj, BYTES_MAP)
         self.programs = {hook: obj.program(name) for hook, name in PROGRAMS.items()}
 
     @classmethod
@@ -207,7 +216,7 @@ class SockMap:
         try:
             for name in MAPS:
                 obj.map(name).set_pin_path(pin_dir / name)
-            obj.map(EPOCH_MAP).set_pin_path(shared_dir / EPOCH_MAP)
+            pin_shared(obj, shared_dir, EPOCH_MAP, BYTES_MAP)
             obj.load()
             sm = cls(obj, pin_dir)
             # sk_msg before sockops: a socket takes the sockhash's programs when it joins
@@ -281,6 +290,16 @@ class SockMap:
     def __contains__(self, t: SocketTuple) -> bool:
         return sock_key(t) in self.sock_hash
 
+    def redirected(self) -> dict[SocketTuple, tuple[int, int]]:
+        """Bytes (sent, received) each socket's messages took past TCP, for the sockets whose
+        close flows has not reported yet (it adds them to the close record, then deletes)."""
+        result = {}
+        for key in list(_keys(self._bytes_fd)):
+            value = SockBytes()
+            if _libbpf.map_lookup(self._bytes_fd, key, value):
+                result[tuple_of(key)] = (value.sent, value.received)
+        return result
+
     def epoch(self) -> int:
         return self.epoch_map.get()
 
@@ -344,22 +363,10 @@ def _keys(fd: int) -> Iterator[SockKey]:
 
 
 class _Epoch:
-    """The shared ``hm_policy_epoch`` (u32 0 -> u64), checked by size only.
-
-    Whichever of sockmap and l4policy loads second reuses the other's pinned map, and libbpf
-    then reports the map's BTF type ids as the kernel recorded them: ids into the *other*
-    object's BTF, meaningless against ours, so a BTF check would compare unrelated types.
-    """
+    """The shared ``hm_policy_epoch`` (see :mod:`hybridmesh.ebpf._shared`)."""
 
     def __init__(self, obj: BpfObject) -> None:
-        bpf_map = obj.map(EPOCH_MAP)
-        if (bpf_map.key_size, bpf_map.value_size) != (4, 8):
-            raise BtfLayoutError(
-                f"{EPOCH_MAP}: key/value are {bpf_map.key_size}/{bpf_map.value_size} bytes, "
-                "the shared agreement is u32 -> u64",
-                "declare it identically in every .bpf.c that shares it",
-            )
-        self.fd = bpf_map.fd
+        self.fd = shared_fd(obj, EPOCH_MAP)
 
     def get(self) -> int:
         value = ctypes.c_uint64()

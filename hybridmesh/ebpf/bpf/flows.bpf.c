@@ -14,6 +14,10 @@
  * thing each program does is look the local socket's (netns, address) up in `local`, which the
  * loader fills with this node's pods: other traffic costs a few loads and one hash lookup.
  *
+ * Same-node connections that sockmap joined carry their payload past TCP (sk_msg redirect), so
+ * the TCP counters miss it; sockmap counts it per socket in the shared hm_sock_bytes
+ * (sock_bytes.h), and the close record adds it (flag HM_FLOW_REDIRECTED).
+ *
  * Records go to a ring buffer; when it is full the record is counted in `stats.lost`, never
  * silently dropped. An upgrade attaches the new programs next to the old ones and then flips
  * `control[0]` to the new generation: each program runs only while its generation is the active
@@ -26,6 +30,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "flows.h"
+#include "sock_bytes.h"
 
 #define AF_INET 2 /* a macro in the kernel, so vmlinux.h cannot carry it */
 
@@ -183,6 +188,30 @@ static __always_inline void fill(struct hm_flow_record *rec, const struct tcp_so
 	fill_tcp(rec, tp);
 }
 
+/* Add what sockmap redirected for this socket (its sockhash key, built as hm_sockops builds
+ * it) to the record's counters, and forget it: the socket is closing. */
+static __always_inline void add_redirected(struct hm_flow_record *rec, const struct sock *sk,
+					   const struct endpoints *ep)
+{
+	struct hm_sock_key key = {};
+	struct hm_sock_bytes *bytes;
+
+	key.local_ip4 = ep->local_ip;
+	key.remote_ip4 = ep->remote_ip;
+	key.local_port = ep->local_port;
+	key.remote_port = ep->remote_port;
+	key.family = HM_SM_AF_INET;
+	if ((bpf_ntohl(ep->local_ip) >> 24) == 127 && (bpf_ntohl(ep->remote_ip) >> 24) == 127)
+		key.netns = sk->__sk_common.skc_net.net->net_cookie;
+	bytes = bpf_map_lookup_elem(&hm_sock_bytes, &key);
+	if (!bytes)
+		return;
+	rec->bytes_acked += bytes->sent;
+	rec->bytes_received += bytes->received;
+	rec->flags |= HM_FLOW_REDIRECTED;
+	bpf_map_delete_elem(&hm_sock_bytes, &key);
+}
+
 /* tp_btf, not a classic tracepoint: attaching needs no tracefs (often not mounted), and the
  * arguments are typed kernel pointers, read directly (CO-RE relocated) instead of copied. */
 SEC("tp_btf/inet_sock_set_state")
@@ -228,6 +257,8 @@ int BPF_PROG(hm_flow_state, const struct sock *sk, const int old, const int new)
 	rec->old_state = old;
 	rec->new_state = new;
 	fill(rec, tp, &ep, now);
+	if (new == TCP_CLOSE)
+		add_redirected(rec, sk, &ep);
 	bpf_ringbuf_submit(rec, 0);
 	return 0;
 }

@@ -25,6 +25,7 @@
 #define HM_FLOW_PASSIVE 1  /* the local socket accepted the connection (it is the server) */
 #define HM_FLOW_UNSEEN 2   /* no open was recorded (opened before we loaded, or evicted) */
 #define HM_FLOW_FIN_IN 4   /* close: the peer's FIN had arrived (SOCK_DONE, set by tcp_fin) */
+#define HM_FLOW_REDIRECTED 8 /* close: the byte counts include what sockmap carried past TCP */
 
 /* local: (netns inode, address) of each pod of this node. The netns is part of the key because
  * tracepoints see every namespace on the machine, and another lab (another agent, a sandbox)
@@ -62,7 +63,7 @@ struct hm_flow_record {
 	__u32 srtt_us;         /* smoothed RTT, microseconds (0: not measured yet) */
 	__u32 total_retrans;   /* the kernel's count for the socket */
 	__u8 kind;             /* HM_FLOW_* */
-	__u8 flags;            /* HM_FLOW_PASSIVE | HM_FLOW_UNSEEN | HM_FLOW_FIN_IN */
+	__u8 flags;            /* HM_FLOW_* flags above */
 	__u8 old_state;        /* TCP state the socket left */
 	__u8 new_state;        /* TCP state the socket entered */
 	__u32 pad;

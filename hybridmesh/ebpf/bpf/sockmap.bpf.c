@@ -23,6 +23,10 @@
  * handshake completed) it never redirects again; otherwise a later redirected message could
  * overtake an earlier one still travelling as packets.
  *
+ * Bytes carried past TCP are counted per socket in the shared hm_sock_bytes (sock_bytes.h):
+ * the sender's `sent` and the peer's `received`, both by sockhash key; flows adds them to the
+ * TCP counters when the socket closes.
+ *
  * Closed sockets need no callback: the kernel unlinks a socket from every sockmap/sockhash
  * when it closes (sock_map_close), and its socket storage dies with it.
  */
@@ -30,6 +34,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "sock_bytes.h"
 #include "sockmap.h"
 
 #define SK_PASS_RET 1 /* sockops return value: ignored, 1 by convention */
@@ -108,6 +113,7 @@ int hm_sockops(struct bpf_sock_ops *skops)
 {
 	struct hm_sockmap_stats *st;
 	struct hm_sock_state *state;
+	struct hm_sock_bytes no_bytes = {};
 	struct hm_sock_key key = {};
 	struct bpf_sock *sk;
 	bool loopback;
@@ -142,6 +148,8 @@ int hm_sockops(struct bpf_sock_ops *skops)
 	key.local_port = (__u16)skops->local_port;
 	key.remote_port = remote_port_host(skops->remote_port);
 	key.family = HM_SM_AF_INET;
+	/* before joining: hm_sk_msg may count for this socket as soon as it is in sock_hash */
+	bpf_map_update_elem(&hm_sock_bytes, &key, &no_bytes, BPF_ANY);
 	if (bpf_sock_hash_update(skops, &sock_hash, &key, BPF_ANY) != 0) {
 		if (st)
 			st->insert_failed++;
@@ -162,6 +170,26 @@ static __always_inline int pass(struct hm_sockmap_stats *st, __u32 size, bool ep
 		st->pass_bytes += size;
 	}
 	return SK_PASS;
+}
+
+/* Add a redirected message to the sender's `sent` and the peer's `received` (both entries
+ * were made by hm_sockops when the sockets joined; a missing one is an evicted or closed
+ * socket, whose count no one can report any more). */
+static __always_inline void count_redirected(const struct hm_sock_key *peer, __u32 size)
+{
+	struct hm_sock_key self = *peer;
+	struct hm_sock_bytes *bytes;
+
+	self.local_ip4 = peer->remote_ip4;
+	self.remote_ip4 = peer->local_ip4;
+	self.local_port = peer->remote_port;
+	self.remote_port = peer->local_port;
+	bytes = bpf_map_lookup_elem(&hm_sock_bytes, &self);
+	if (bytes)
+		__sync_fetch_and_add(&bytes->sent, size);
+	bytes = bpf_map_lookup_elem(&hm_sock_bytes, peer);
+	if (bytes)
+		__sync_fetch_and_add(&bytes->received, size);
 }
 
 SEC("sk_msg")
@@ -196,6 +224,7 @@ int hm_sk_msg(struct sk_msg_md *msg)
 		st->redirected_msgs++;
 		st->redirected_bytes += size;
 	}
+	count_redirected(&peer, size);
 	return SK_PASS;
 }
 
