@@ -100,16 +100,14 @@ class SockMapDatapath(Datapath):
             info = prog_info(program.fd)
             programs.append(ProgramStatus(program.name, where[hook], info.id, info.run_cnt,
                                           info.run_time_ns))  # fmt: skip
-        pins = self.pin_dir
+        pins, shared = self.pin_dir, self.shared_dir
         maps = (
             MapStatus("sock_hash", "sockhash", len(sm.sock_hash), MAX_SOCKETS, pins / "sock_hash"),
             MapStatus("local_ips", "hash", len(sm.local_ips()), MAX_LOCAL_IPS, pins / "local_ips"),
             MapStatus("sock_state", "sk_storage", None, 0, pins / "sock_state"),
             MapStatus("stats", "percpu_array", None, 1, pins / "stats"),
-            MapStatus(EPOCH_MAP, "array", None, 1, self.shared_dir / EPOCH_MAP),
-            MapStatus(
-                BYTES_MAP, "lru_hash", len(sm.redirected()), MAX_SOCKETS, self.shared_dir / BYTES_MAP
-            ),
+            MapStatus(EPOCH_MAP, "array", None, 1, shared / EPOCH_MAP),
+            MapStatus(BYTES_MAP, "lru_hash", len(sm.redirected()), MAX_SOCKETS, shared / BYTES_MAP),
         )
         detail = {
             **sm.counters().to_json(),
