@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+Socket = socket.socket  # Pod.socket() shadows the module inside the class body
 CLONE_NEWNET = 0x40000000
 PORT = 7000
 SUBNET = "10.201.0"
@@ -38,7 +39,7 @@ class Pod:
         """A TCP socket created in this pod (its netns and cgroup)."""
         return socket_in(self.netns, self.cgroup)
 
-    def listen(self, ip: str | None = None, port: int = PORT) -> socket.socket:
+    def listen(self, ip: str | None = None, port: int = PORT) -> Socket:
         server = self.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((ip or self.ip, port))
@@ -47,7 +48,7 @@ class Pod:
 
     def connect(
         self, ip: str, port: int = PORT, bind: tuple[str, int] | None = None
-    ) -> socket.socket:
+    ) -> Socket:
         client = self.socket()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if bind is not None:
