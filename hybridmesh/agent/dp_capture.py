@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 PLACEMENT = "sidecar+ebpf"
 DEFAULT_CONFIG = CaptureConfig()
 PROXY_LEAF = "proxy"  # lab/cgroups.py LEAVES: the pod's proxy runs in <pod cgroup>/proxy
+_KINDS = {"orig_by_cookie": "lru_hash", "orig_by_addr": "lru_hash", "proxy_cgroups": "hash",
+          "pods": "hash", "listeners": "sockhash"}
 
 
 class ListenerPending(Exception):
@@ -160,7 +162,7 @@ class CaptureDatapath(Datapath):
                 attach=f"{_hook_title(hook)} on {len(attached[hook])} {where}",
                 prog_id=prog_id, run_cnt=run_cnt, run_time_ns=run_ns,
             ))  # fmt: skip
-        maps = [MapStatus(name, "sockhash" if name == "listeners" else "hash", n, most,
+        maps = [MapStatus(name, _KINDS[name], n, most,
                           capture.pin_dir / name)
                 for name, n, most in capture.map_entries()]
         counters = capture.counters()
