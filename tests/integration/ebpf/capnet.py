@@ -80,10 +80,14 @@ class CapNet(MeshNet):
         assert self.root is not None
         return self.root / ("client" if netns == CLIENT_NS else "server")
 
+    def in_pod(self, netns: str, argv: Sequence[str], leaf: str = "app") -> list[str]:
+        """``argv`` run in the pod's netns and its ``leaf`` cgroup (joined before exec)."""
+        procs = self.pod_cgroup(netns) / leaf / "cgroup.procs"
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), *_sh.in_netns(netns, argv)]
+
     def spawn(self, name: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         leaf = "proxy" if name.startswith("proxy") else "app"
-        procs = self.pod_cgroup(netns) / leaf / "cgroup.procs"
-        joined = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), *_sh.in_netns(netns, argv)]
+        joined = self.in_pod(netns, argv, leaf)
         log = (self.tmp / f"{name}.log").open("ab")
         proc = subprocess.Popen(joined, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -123,9 +127,7 @@ class CapNet(MeshNet):
     # -- the client app ---------------------------------------------------------------------
     def app(self, netns: str, script: str, *args: str) -> str:
         """Run a python ``script`` as an app of the pod in ``netns`` (its cgroup: captured)."""
-        procs = self.pod_cgroup(netns) / "app" / "cgroup.procs"
-        argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs),
-                *_sh.in_netns(netns, [sys.executable, "-c", script, *args])]
+        argv = self.in_pod(netns, [sys.executable, "-c", script, *args])
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         if out.returncode != 0:
             raise AssertionError(f"app in {netns} failed: {out.stderr.strip()}")

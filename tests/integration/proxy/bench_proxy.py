@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,14 @@ class MemorySampler:
         self._thread.join()
 
 
-def loadgen(url: str, rate: int, duration: int) -> dict[str, Any]:
-    argv = _sh.in_netns(CLIENT_NS, [sys.executable, "-m", "hybridmesh.lab.workloads.loadgen",
-                                    "--target", url, "--rate", str(rate), "--duration",
-                                    str(duration), "--json"])
+def loadgen(
+    url: str, rate: int, duration: int, run_in: Callable[[list[str]], list[str]] | None = None
+) -> dict[str, Any]:
+    """Open-loop load from the client netns (``run_in`` wraps the command instead: eBPF
+    capture's bench runs it in the client pod's cgroup)."""
+    cmd = [sys.executable, "-m", "hybridmesh.lab.workloads.loadgen", "--target", url,
+           "--rate", str(rate), "--duration", str(duration), "--json"]
+    argv = run_in(cmd) if run_in is not None else _sh.in_netns(CLIENT_NS, cmd)
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
                          timeout=duration + 60).stdout
     got = json.loads(out.strip().splitlines()[-1])
