@@ -24,7 +24,6 @@ place (raw tracepoint links have no update in the kernel), so an upgrade is a ge
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import sys
 import time
@@ -34,8 +33,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
-from hybridmesh.ebpf import _libbpf, bpffs
-from hybridmesh.ebpf._libbpf import BpfLink, BpfObject, prog_info
+from hybridmesh.ebpf import _libbpf
+from hybridmesh.ebpf._libbpf import BpfObject, prog_info
+from hybridmesh.ebpf._links import TRACING_DETACH_ERRORS, detach_pin, prepare_pin_dirs, remove_pins
 from hybridmesh.ebpf._shared import BYTES_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
@@ -274,10 +274,7 @@ class Flows:
         ``ringbuf_bytes`` (a power of two, at least a page) only applies to a fresh pin dir:
         a pinned ring buffer of another size makes the load fail (remove the pins first).
         """
-        bpffs.ensure_mounted()
-        for d in (pin_dir, shared_dir) if shared_dir else (pin_dir,):
-            bpffs.pin_dir(d.name, d.parent)  # validates the hm- prefix
-            d.mkdir(mode=0o700, exist_ok=True)
+        prepare_pin_dirs(*((pin_dir, shared_dir) if shared_dir else (pin_dir,)))
         generation = _pinned_generation(pin_dir / "control") + 1
         obj = BpfObject.open(obj_path)
         try:
@@ -398,10 +395,7 @@ class Flows:
     @staticmethod
     def remove(pin_dir: Path) -> None:
         """Detach every pinned link and remove every pin in ``pin_dir`` (a cold start)."""
-        if pin_dir.exists():
-            for pin in sorted(pin_dir.glob("link-*")):
-                _detach_pin(pin)
-        bpffs.remove_pin_dir(pin_dir)
+        remove_pins(pin_dir, TRACING_DETACH_ERRORS)
 
 
 def realtime_offset_ns() -> int:
@@ -423,13 +417,4 @@ def _pinned_generation(control_pin: Path) -> int:
 
 
 def _detach_pin(pin: Path) -> None:
-    link = BpfLink.open(pin)
-    try:
-        try:
-            link.detach()
-        except BpfError as exc:
-            if exc.errno not in (errno.ENOLINK, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-        link.unpin()
-    finally:
-        link.destroy()
+    detach_pin(pin, TRACING_DETACH_ERRORS)

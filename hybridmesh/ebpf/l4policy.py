@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
 
-from hybridmesh.ebpf import _libbpf, bpffs
+from hybridmesh.ebpf import _libbpf
 from hybridmesh.ebpf._l4layout import (
     DropEvent,
     Flow,
@@ -41,12 +41,14 @@ from hybridmesh.ebpf._l4layout import (
     net32,
 )
 from hybridmesh.ebpf._libbpf import BpfObject, prog_info
+from hybridmesh.ebpf._links import CgroupLinks, prepare_pin_dirs, remove_pins
+from hybridmesh.ebpf._shared import EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
-from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
+from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.l4compile import L4Plan, RuleKey, Verdict
 from hybridmesh.ebpf.maps import Map, PerCpuMap
-from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
+from hybridmesh.ebpf.sock_lb import ProgramStats
 
 __all__ = [
     "EPOCH_MAP",
@@ -67,7 +69,6 @@ __all__ = [
 OBJECT = BPF_DIR / "l4policy.bpf.o"
 PROGRAM = "hm_l4_ingress"
 MAPS = ("ipcache", "policy", "flows", "stats", "events")
-EPOCH_MAP = "hm_policy_epoch"
 MAX_RULES = 65536  # HM_L4_MAX_RULES
 MAX_IPS = 65536  # HM_L4_MAX_IPS
 MAX_FLOWS = 131072  # HM_L4_MAX_FLOWS
@@ -75,7 +76,6 @@ RING_BYTES = 256 * 1024  # HM_L4_RING_BYTES
 EVENT_INTERVAL_NS = 5_000_000_000
 """At most one drop event per flow per 5 s: a blocked connect's SYN retransmissions (1 s, 3 s,
 7 s, ...) show up once or twice, a flood cannot fill the ring."""
-_LINK_PREFIX = "link-ingress-"
 _TCP = 6
 
 
@@ -95,19 +95,6 @@ def _verdict(value: PolicyValue) -> Verdict:
     return Verdict(value.verdict, value.flags, value.policy)
 
 
-def _epoch_fd(obj: BpfObject) -> int:
-    """The shared ``hm_policy_epoch``, checked by size only: when sockmap pinned it first,
-    libbpf reports BTF type ids into *sockmap's* object, meaningless against ours."""
-    bpf_map = obj.map(EPOCH_MAP)
-    if (bpf_map.key_size, bpf_map.value_size) != (4, 8):
-        raise BtfLayoutError(
-            f"{EPOCH_MAP}: key/value are {bpf_map.key_size}/{bpf_map.value_size} bytes, "
-            "the shared agreement is u32 -> u64",
-            "declare it identically in every .bpf.c that shares it",
-        )
-    return bpf_map.fd
-
-
 # --- the loaded program -----------------------------------------------------------------------
 
 
@@ -121,10 +108,11 @@ class L4Policy:
         self.policy_map = Map(obj.map("policy"), PolicyKey, PolicyValue)
         self.flows_map = Map(obj.map("flows"), FlowKey, Flow)
         self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, Stats)
-        self._epoch_fd = _epoch_fd(obj)
+        self._epoch_fd = shared_fd(obj, EPOCH_MAP)
         btf = obj.btf
         check_layout(RawEvent, btf, btf.find("hm_l4_event", BtfKind.STRUCT), "hm_l4_event")
         self.program = obj.program(PROGRAM)
+        self.links = CgroupLinks(pin_dir, "ingress")
         self._ring: _libbpf.RingBuffer | None = None
 
     @classmethod
@@ -137,20 +125,16 @@ class L4Policy:
     ) -> L4Policy:
         """Load, reusing maps pinned in ``pin_dir`` (the epoch in ``shared_dir``), and give
         every pinned link the new program."""
-        bpffs.ensure_mounted()
-        for d in (pin_dir, shared_dir):
-            bpffs.pin_dir(d.name, d.parent)  # validates the hm- prefix
-            d.mkdir(mode=0o700, exist_ok=True)
+        prepare_pin_dirs(pin_dir, shared_dir)
         obj = BpfObject.open(obj_path)
         try:
             obj.set_rodata("event_interval_ns", ctypes.c_uint64(event_interval_ns))
             for name in MAPS:
                 obj.map(name).set_pin_path(pin_dir / name)
-            obj.map(EPOCH_MAP).set_pin_path(shared_dir / EPOCH_MAP)
+            pin_shared(obj, shared_dir, EPOCH_MAP)
             obj.load()
             loaded = cls(obj, pin_dir)
-            for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
-                _replace_program(pin, loaded.program)
+            loaded.links.rebind(loaded.program)
         except BaseException:
             obj.close()
             raise
@@ -160,32 +144,15 @@ class L4Policy:
 
     def attach(self, cgroup: Path) -> None:
         """Enforce on ``cgroup`` (a cgroup v2 directory) and its descendants. Idempotent."""
-        pin = self.pin_dir / f"{_LINK_PREFIX}{_cgroup_id(cgroup)}"
-        if pin.exists() and _replace_program(pin, self.program):
-            return
-        link = self.program.attach_cgroup(cgroup)
-        try:
-            link.pin(pin)
-        except BpfError:
-            link.detach()
-            raise
-        finally:
-            link.destroy()
+        self.links.attach(self.program, cgroup)
 
     def attached(self) -> list[int]:
         """Cgroup ids (inode numbers) with a pinned link."""
-        return sorted(int(p.name.rsplit("-", 1)[1]) for p in self.pin_dir.glob(f"{_LINK_PREFIX}*"))
+        return self.links.attached()
 
     def detach(self, cgroup: Path | int | None = None) -> None:
         """Stop enforcing on ``cgroup`` (a directory or a cgroup id; every cgroup when None)."""
-        if cgroup is None:
-            pins = sorted(self.pin_dir.glob(f"{_LINK_PREFIX}*"))
-        else:
-            number = cgroup if isinstance(cgroup, int) else _cgroup_id(cgroup)
-            pins = [self.pin_dir / f"{_LINK_PREFIX}{number}"]
-        for pin in pins:
-            if pin.exists():
-                _detach_pin(pin)
+        self.links.detach(cgroup)
 
     # tables ------------------------------------------------------------------------------
 
@@ -290,7 +257,4 @@ class L4Policy:
     def remove(pin_dir: Path) -> None:
         """Detach every pinned link and remove every pin in ``pin_dir`` (a cold start). The
         shared epoch stays: sockmap may still use it."""
-        if pin_dir.exists():
-            for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
-                _detach_pin(pin)
-        bpffs.remove_pin_dir(pin_dir)
+        remove_pins(pin_dir)

@@ -26,8 +26,6 @@ map"); :meth:`SockLB.remove` clears the pins for a cold start.
 from __future__ import annotations
 
 import ctypes
-import errno
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +34,15 @@ from pathlib import Path
 from typing import Literal
 
 from hybridmesh.ebpf import bpffs
-from hybridmesh.ebpf._libbpf import BpfLink, BpfObject, BpfProgram, prog_info
+from hybridmesh.ebpf._libbpf import BpfObject, prog_info
+from hybridmesh.ebpf._links import (
+    CgroupLinks,
+    cgroup_id,
+    detach_pin,
+    prepare_pin_dirs,
+    remove_pins,
+    replace_program,
+)
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
@@ -209,6 +215,7 @@ class SockLB:
         self.revnat_map = Map(obj.map("revnat"), ctypes.c_uint64, RevNat)
         self.stats_map = PerCpuMap(obj.map("stats"), ctypes.c_uint32, SvcStats)
         self.programs = {hook: obj.program(name) for hook, name in PROGRAMS.items()}
+        self.links = {hook: CgroupLinks(pin_dir, hook) for hook in PROGRAMS}
 
     @classmethod
     def load(
@@ -223,9 +230,7 @@ class SockLB:
             if protocol not in _PROTO_BITS:
                 raise ValueError(f"protocol {protocol!r} is not one of {sorted(_PROTO_BITS)}")
             bits |= _PROTO_BITS[protocol]
-        bpffs.ensure_mounted()
-        bpffs.pin_dir(pin_dir.name, pin_dir.parent)  # validates the hm- prefix
-        pin_dir.mkdir(mode=0o700, exist_ok=True)
+        prepare_pin_dirs(pin_dir)
         obj = BpfObject.open(obj_path)
         try:
             obj.set_rodata("lb_protocols", ctypes.c_uint8(bits))
@@ -241,13 +246,9 @@ class SockLB:
 
     # links -------------------------------------------------------------------------------
 
-    def _link_pin(self, hook: str, cgroup: Path) -> Path:
-        return self.pin_dir / f"link-{hook}-{_cgroup_id(cgroup)}"
-
     def _rebind_links(self) -> None:
         for hook, program in self.programs.items():
-            for pin in sorted(self.pin_dir.glob(f"link-{hook}-*")):
-                _replace_program(pin, program)
+            self.links[hook].rebind(program)
 
     def attach(self, cgroup: Path) -> None:
         """Balance connects from ``cgroup`` (a cgroup v2 directory) and its descendants.
@@ -255,28 +256,16 @@ class SockLB:
         Idempotent: attaching again only refreshes the program on the existing pinned link.
         """
         for hook, program in self.programs.items():
-            pin = self._link_pin(hook, cgroup)
-            # a severed pin may share the number of a since-removed cgroup: attach afresh then
-            if pin.exists() and _replace_program(pin, program):
-                continue
-            link = program.attach_cgroup(cgroup)
-            try:
-                link.pin(pin)
-            except BpfError:
-                link.detach()
-                raise
-            finally:
-                link.destroy()  # the pin holds the attachment now
+            self.links[hook].attach(program, cgroup)
 
     def attached(self) -> list[int]:
         """Cgroup ids (inode numbers) with a pinned connect4 link."""
-        return sorted(int(p.name.rsplit("-", 1)[1]) for p in self.pin_dir.glob("link-connect4-*"))
+        return self.links["connect4"].attached()
 
     def detach(self, cgroup: Path | None = None) -> None:
         """Detach from ``cgroup`` (every cgroup when None) and unpin those links."""
-        pattern = f"link-*-{_cgroup_id(cgroup)}" if cgroup else "link-*"
-        for pin in sorted(self.pin_dir.glob(pattern)):
-            _detach_pin(pin)
+        for links in self.links.values():
+            links.detach(cgroup)
 
     # services ----------------------------------------------------------------------------
 
@@ -358,46 +347,9 @@ class SockLB:
     @staticmethod
     def remove(pin_dir: Path = DEFAULT_PIN_DIR) -> None:
         """Detach every pinned link and remove every pin in ``pin_dir`` (a cold start)."""
-        if pin_dir.exists():
-            for pin in sorted(pin_dir.glob("link-*")):
-                _detach_pin(pin)
-        bpffs.remove_pin_dir(pin_dir)
+        remove_pins(pin_dir)
 
 
-def _cgroup_id(cgroup: Path) -> int:
-    """The cgroup v2 id, which is the directory's inode number."""
-    try:
-        return os.stat(cgroup).st_ino
-    except OSError as exc:
-        raise BpfError(
-            f"cannot stat cgroup {cgroup}: {exc.strerror}", errno=exc.errno or 0
-        ) from exc
-
-
-def _replace_program(pin: Path, program: BpfProgram) -> bool:
-    """Point a pinned link at ``program``. False, and the pin dropped, when the link was
-    severed: its cgroup was removed (a pod that went away while the agent was down)."""
-    link = BpfLink.open(pin)
-    try:
-        link.update_program(program)
-        return True
-    except BpfError as exc:
-        if exc.errno != errno.ENOLINK:
-            raise
-        link.unpin()
-        return False
-    finally:
-        link.destroy()
-
-
-def _detach_pin(pin: Path) -> None:
-    link = BpfLink.open(pin)
-    try:
-        try:
-            link.detach()
-        except BpfError as exc:
-            if exc.errno != errno.ENOLINK:  # severed already: only the pin is left
-                raise
-        link.unpin()
-    finally:
-        link.destroy()
+# Kept importable under their old private names for loaders written before ``_links``
+# (capture.py, nodesteer.py): new code imports them from hybridmesh.ebpf._links.
+_cgroup_id, _replace_program, _detach_pin = cgroup_id, replace_program, detach_pin

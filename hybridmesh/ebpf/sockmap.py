@@ -30,14 +30,15 @@ from dataclasses import dataclass, fields
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from hybridmesh.ebpf import _libbpf, bpffs
+from hybridmesh.ebpf import _libbpf
 from hybridmesh.ebpf._libbpf import BpfObject
+from hybridmesh.ebpf._links import CgroupLinks, prepare_pin_dirs, remove_pins
 from hybridmesh.ebpf._shared import BYTES_MAP, EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
-from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
+from hybridmesh.ebpf.sock_lb import ProgramStats
 
 __all__ = [
     "BPF_SK_MSG_VERDICT",
@@ -65,7 +66,6 @@ MAX_SOCKETS = 65536  # HM_SM_MAX_SOCKETS
 MAX_LOCAL_IPS = 4096  # HM_SM_MAX_LOCAL_IPS
 MAPS = ("sock_hash", "local_ips", "sock_state", "stats")
 PROGRAMS = {"sockops": "hm_sockops", "sk_msg": "hm_sk_msg"}
-_LINK_PREFIX = "link-sockops-"
 
 
 # --- mirrors of bpf/sockmap.h (checked against the object's BTF by Map) -----------------------
@@ -203,15 +203,13 @@ class SockMap:
         self.epoch_map = _Epoch(obj)
         self._bytes_fd = shared_fd(obj, BYTES_MAP)
         self.programs = {hook: obj.program(name) for hook, name in PROGRAMS.items()}
+        self.links = CgroupLinks(pin_dir, "sockops")
 
     @classmethod
     def load(cls, pin_dir: Path, shared_dir: Path, obj_path: Path = OBJECT) -> SockMap:
         """Load, reusing maps pinned in ``pin_dir`` (and the epoch in ``shared_dir``), attach
         sk_msg to the sockhash and re-bind every pinned sockops link."""
-        bpffs.ensure_mounted()
-        for d in (pin_dir, shared_dir):
-            bpffs.pin_dir(d.name, d.parent)  # validates the hm- prefix
-            d.mkdir(mode=0o700, exist_ok=True)
+        prepare_pin_dirs(pin_dir, shared_dir)
         obj = BpfObject.open(obj_path)
         try:
             for name in MAPS:
@@ -221,7 +219,7 @@ class SockMap:
             sm = cls(obj, pin_dir)
             # sk_msg before sockops: a socket takes the sockhash's programs when it joins
             _libbpf.prog_attach(sm.programs["sk_msg"].fd, sm.sock_hash_fd, BPF_SK_MSG_VERDICT)
-            sm._rebind_links()
+            sm.links.rebind(sm.programs["sockops"])
         except BaseException:
             obj.close()
             raise
@@ -233,35 +231,18 @@ class SockMap:
 
     # links -------------------------------------------------------------------------------
 
-    def _rebind_links(self) -> None:
-        for pin in sorted(self.pin_dir.glob(f"{_LINK_PREFIX}*")):
-            _replace_program(pin, self.programs["sockops"])
-
     def attach(self, cgroup: Path) -> None:
         """Accelerate sockets of ``cgroup`` (and descendants). Idempotent."""
-        pin = self.pin_dir / f"{_LINK_PREFIX}{_cgroup_id(cgroup)}"
-        if pin.exists() and _replace_program(pin, self.programs["sockops"]):
-            return
-        link = self.programs["sockops"].attach_cgroup(cgroup)
-        try:
-            link.pin(pin)
-        except BpfError:
-            link.detach()
-            raise
-        finally:
-            link.destroy()
+        self.links.attach(self.programs["sockops"], cgroup)
 
     def attached(self) -> list[int]:
         """Cgroup ids (inode numbers) with a pinned sockops link."""
-        return sorted(int(p.name.rsplit("-", 1)[1]) for p in self.pin_dir.glob("link-sockops-*"))
+        return self.links.attached()
 
     def detach(self, cgroup: Path | int | None = None) -> None:
         """Stop admitting sockets of ``cgroup`` (a path or cgroup id; every cgroup when None).
         Sockets already in the sockhash stay accelerated until they close."""
-        cgid = _cgroup_id(cgroup) if isinstance(cgroup, Path) else cgroup
-        pattern = f"{_LINK_PREFIX}{cgid}" if cgid is not None else f"{_LINK_PREFIX}*"
-        for pin in sorted(self.pin_dir.glob(pattern)):
-            _detach_pin(pin)
+        self.links.detach(cgroup)
 
     # local addresses ---------------------------------------------------------------------
 
@@ -345,11 +326,7 @@ class SockMap:
         socket out of a sockhash frees its queue of redirected bytes not yet read, so the
         application would silently lose them.
         """
-        if not pin_dir.exists():
-            return
-        for pin in sorted(pin_dir.glob(f"{_LINK_PREFIX}*")):
-            _detach_pin(pin)
-        bpffs.remove_pin_dir(pin_dir)
+        remove_pins(pin_dir)
 
 
 def _keys(fd: int) -> Iterator[SockKey]:
