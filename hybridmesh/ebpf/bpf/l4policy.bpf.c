@@ -28,6 +28,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "l4policy.h"
+#include "policy_epoch.h" /* shared with sockmap.bpf.c */
 
 #define PASS 1
 #define DROP 0
@@ -78,13 +79,6 @@ struct {
 	__uint(max_entries, HM_L4_RING_BYTES);
 } events SEC(".maps");
 
-/* Shared with sockmap.bpf.c (declared identically there; pinned under hm-<node>-shared). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} hm_policy_epoch SEC(".maps");
 
 struct packet {
 	struct hm_l4_flow_key flow;
@@ -98,13 +92,6 @@ static __always_inline struct hm_l4_stats *stats_get(void)
 	return bpf_map_lookup_elem(&stats, &zero);
 }
 
-static __always_inline __u64 epoch_get(void)
-{
-	__u32 zero = 0;
-	__u64 *epoch = bpf_map_lookup_elem(&hm_policy_epoch, &zero);
-
-	return epoch ? *epoch : 0;
-}
 
 /* Only from the pod itself (::1), or ICMPv6 (neighbour discovery, errors). */
 static __always_inline int ipv6_allowed(struct __sk_buff *skb)
@@ -250,7 +237,7 @@ int hm_l4_ingress(struct __sk_buff *skb)
 	if (!parse(skb, &pkt))
 		return PASS;
 	syn = (pkt.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-	epoch = epoch_get();
+	epoch = current_epoch();
 	flow = bpf_map_lookup_elem(&flows, &pkt.flow);
 	if (flow && flow->epoch == epoch) {
 		if (flow->v.verdict != HM_L4_DROP) {

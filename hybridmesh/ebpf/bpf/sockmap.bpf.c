@@ -34,7 +34,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "sock_bytes.h"
+#include "policy_epoch.h" /* shared with l4policy.bpf.c */
+#include "sock_bytes.h"    /* shared with flows.bpf.c */
 #include "sockmap.h"
 
 #define SK_PASS_RET 1 /* sockops return value: ignored, 1 by convention */
@@ -67,28 +68,12 @@ struct {
 	__type(value, struct hm_sockmap_stats);
 } stats SEC(".maps");
 
-/* Shared with l4policy.bpf.c (declared identically there; pinned at
- * <bpffs>/hm-<node>-shared/hm_policy_epoch): bumped after every policy or identity change. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} hm_policy_epoch SEC(".maps");
 
 static __always_inline struct hm_sockmap_stats *stats_slot(void)
 {
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&stats, &zero);
-}
-
-static __always_inline __u64 current_epoch(void)
-{
-	__u32 zero = 0;
-	__u64 *epoch = bpf_map_lookup_elem(&hm_policy_epoch, &zero);
-
-	return epoch ? *epoch : 0;
 }
 
 static __always_inline bool is_loopback(__be32 ip)
