@@ -10,6 +10,7 @@ import typer
 
 from hybridmesh.cli import agent, authz, bench, check, demo, ebpf, lab, observe, stat, validate
 from hybridmesh.cli import identity as identity_cli
+from hybridmesh.cli import node as node_cli
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,7 @@ ebpf.register(app)
 agent.register(app)
 identity_cli.register(app)
 observe.register(app)
+node_cli.register(app)
 
 
 def main() -> None:

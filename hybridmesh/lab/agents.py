@@ -25,11 +25,12 @@ from hybridmesh.lab import procs
 from hybridmesh.lab.cgroups import CgroupLayout
 from hybridmesh.lab.supervisor import PodRunner, RestartPolicy
 
-__all__ = ["AGENT_PLACEMENTS", "AgentSet", "agent_cgroup", "agent_log_path", "needs_agent"]
+__all__ = ["AGENT_PLACEMENTS", "AgentSet", "agent_cgroup", "agent_log_path", "needs_agent",
+           "service_environment", "service_procs_files"]
 
 log = logging.getLogger("hybridmesh.lab.agents")
 
-AGENT_PLACEMENTS = frozenset({"kernel", "sidecar+ebpf"})
+AGENT_PLACEMENTS = frozenset({"kernel", "sidecar+ebpf", "node"})
 """Placements whose pods must be programmed by their node's agent before their app starts."""
 
 
@@ -45,16 +46,19 @@ def agent_log_path(node: str) -> Path:
     return hm_env.STATE_DIR / "logs" / f"agent-{node}.log"
 
 
-def _procs_files(layout: CgroupLayout, node: str) -> list[Path]:
+def service_procs_files(layout: CgroupLayout, cgroup: str) -> list[Path]:
+    """``cgroup.procs`` of ``hm-lab/<cgroup>`` in every hierarchy (created): where a lab
+    service process (agent, node proxy) lives so the sweep finds it."""
     files = []
     for root in layout.hierarchies:
-        path = root / hm_env.LAB_CGROUP / agent_cgroup(node)
+        path = root / hm_env.LAB_CGROUP / cgroup
         path.mkdir(parents=True, exist_ok=True)
         files.append(path / "cgroup.procs")
     return files
 
 
-def _environment() -> dict[str, str]:
+def service_environment() -> dict[str, str]:
+    """The daemon's environment a lab service needs (state dir, bpffs, cgroup root)."""
     keep = ("PATH", "LANG", "HOME", "HM_STATE_DIR", "HM_BPFFS", "HM_CGROUP_ROOT",
             "HM_AGENT_DATAPATHS", "PYTHONPATH")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k in keep}
@@ -96,9 +100,9 @@ class AgentSet:
     def _launch(self, node: str) -> Any:
         agent_log_path(node).parent.mkdir(parents=True, exist_ok=True)
         return procs.spawn_in_cgroup(
-            _procs_files(self._layout, node),
+            service_procs_files(self._layout, agent_cgroup(node)),
             [sys.executable, "-m", "hybridmesh.agent", "--node", node],
-            _environment(),
+            service_environment(),
             agent_log_path(node),
         )
 

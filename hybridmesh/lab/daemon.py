@@ -24,12 +24,14 @@ from hybridmesh._http.message import HttpError, Request, Response
 from hybridmesh._http.router import Router
 from hybridmesh._http.server import HttpServer
 from hybridmesh.control.api import register_routes
-from hybridmesh.control.identity import IdentityAuthority, load_ca, register_identity_routes
+from hybridmesh.control.identity import load_ca, register_identity_routes
 from hybridmesh.control.ipam import AddressError
 from hybridmesh.control.plane import ControlPlane
 from hybridmesh.identity.ca import CaError
+from hybridmesh.lab._nodecontrol import LabAuthority, node_control_router, node_control_socket
 from hybridmesh.lab.cgroups import detect_layout
 from hybridmesh.lab.lab import Lab, PlacementError, pod_environment
+from hybridmesh.lab.nodeproxies import UpgradeError
 from hybridmesh.lab.sidecar import PROXY_UID, proxy_uid
 from hybridmesh.lab.tokens import PodTokens
 from hybridmesh.resources import Resource, ResourceError, build_topology, load_documents, merge
@@ -61,13 +63,14 @@ def resources_from(sources: list[dict[str, str]]) -> list[Resource]:
     return merged
 
 
-def make_authority(control: ControlPlane) -> IdentityAuthority:
+def make_authority(control: ControlPlane) -> LabAuthority:
     """The mesh CA for the topology's trust domain, its key in this process's memory only;
-    an intermediate under the user's root when ``HM_CA_CERT``/``HM_CA_KEY`` name one."""
+    an intermediate under the user's root when ``HM_CA_CERT``/``HM_CA_KEY`` name one. It also
+    signs node proxies' requests for their own node's pods (node tokens)."""
     cert, key = os.environ.get(hm_env.CA_CERT_ENV), os.environ.get(hm_env.CA_KEY_ENV)
     ca = load_ca(control.topology.mesh.spec.trust_domain,
                  root_cert=Path(cert) if cert else None, root_key=Path(key) if key else None)
-    return IdentityAuthority(ca, control)
+    return LabAuthority(ca, control)
 
 
 class Daemon:
@@ -77,7 +80,8 @@ class Daemon:
         self.control = ControlPlane(build_topology(self.resources))
         self.identity = make_authority(self.control)
         tokens = PodTokens(self.identity.issue_token, proxy_uid)
-        self.lab = Lab(self.control, detect_layout(), tokens=tokens)
+        self.lab = Lab(self.control, detect_layout(), tokens=tokens,
+                       node_token=self.identity.issue_node_token)
         self.shutdown = asyncio.Event()
         self._apply_lock = asyncio.Lock()
 
@@ -89,6 +93,8 @@ class Daemon:
         router.add("GET", "/v1/lab/pods/{namespace}/{name}", self._pod)
         router.add("POST", "/v1/lab/apply", self._apply)
         router.add("POST", "/v1/lab/agents/{node}/restart", self._restart_agent)
+        router.add("GET", "/v1/lab/nodes", self._node_proxies)
+        router.add("POST", "/v1/lab/nodes/{node}/upgrade", self._upgrade_node)
         router.add("POST", "/v1/lab/shutdown", self._shutdown)
         return router
 
@@ -146,6 +152,20 @@ class Daemon:
             raise HttpError(404, f"no agent for node {p['node']} (nodes: {nodes})") from None
         return Response.json(result)
 
+    async def _node_proxies(self, _req: Request, _p: dict[str, str]) -> Response:
+        return Response.json({"nodeProxies": self.lab.node_proxies.status()})
+
+    async def _upgrade_node(self, _req: Request, p: dict[str, str]) -> Response:
+        try:
+            result = await self.lab.upgrade_node_proxy(p["node"])
+        except KeyError:
+            running = ", ".join(self.lab.node_proxies.nodes()) or "none"
+            raise HttpError(404, f"no node proxy on node {p['node']} (node proxies: {running}; "
+                                 "a node runs one once it hosts a placement: node pod)") from None
+        except UpgradeError as exc:
+            raise HttpError(409, str(exc)) from None
+        return Response.json(result)
+
     async def _shutdown(self, _req: Request, _p: dict[str, str]) -> Response:
         self.shutdown.set()
         return Response.json({"stopping": True}, 202)
@@ -162,6 +182,9 @@ class Daemon:
         control = HttpServer(control_router)
         await control.start_unix(hm_env.control_socket(), mode=0o600)
         os.chown(hm_env.control_socket(), PROXY_UID, 0)  # the proxy uid reads, nobody else
+        node_control = HttpServer(node_control_router(self.control, self.identity))
+        node_control_socket().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await node_control.start_unix(node_control_socket(), mode=0o600)  # node proxies: root
         up = loop.create_task(self._up())
         await self.shutdown.wait()
         log.info("shutting down: stopping pods")
@@ -169,6 +192,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await up
         await self.lab.stop()
+        await node_control.close(timeout=2)
         await control.close(timeout=2)
         await server.close(timeout=2)
 

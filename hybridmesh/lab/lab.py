@@ -26,6 +26,7 @@ from hybridmesh.lab import capture, dns, names, netns, network, procs, servicelb
 from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.agents import AgentSet, needs_agent
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
+from hybridmesh.lab.nodeproxies import NODE_PLACEMENT, NodeProxySet
 from hybridmesh.lab.supervisor import PodPhase, PodRunner, RestartPolicy
 from hybridmesh.lab.tokens import PodTokens
 from hybridmesh.resources import Resource, Topology, build_topology
@@ -36,7 +37,7 @@ Gate = Callable[[], Awaitable[object]]
 
 __all__ = ["SUPPORTED_PLACEMENTS", "Lab", "PlacementError", "check_placements", "pod_log_path"]
 
-SUPPORTED_PLACEMENTS = frozenset({"none", "sidecar", "sidecar+ebpf", "kernel"})
+SUPPORTED_PLACEMENTS = frozenset({"none", "sidecar", "sidecar+ebpf", "node", "kernel"})
 """Placements this build can realize; the others are refused with a clear message at apply."""
 
 SYNC_PERIOD = 0.2
@@ -59,7 +60,8 @@ class PlacementError(Exception):
 
 class Lab:
     def __init__(self, control: ControlPlane, layout: CgroupLayout, *,
-                 tokens: PodTokens | None = None) -> None:
+                 tokens: PodTokens | None = None,
+                 node_token: Callable[[str], str] | None = None) -> None:
         self.control = control
         self._layout = layout
         self._tokens = tokens  # sidecar proxies' bootstrap tokens (mTLS); None: no identity
@@ -74,6 +76,8 @@ class Lab:
         self._hosts_dirty = True
         self._limit = asyncio.Semaphore(REALIZE_CONCURRENCY)
         self.agents = AgentSet(layout, lambda r: self._tasks.spawn(r.run(), name=r.key))
+        self.node_proxies = NodeProxySet(
+            layout, lambda r: self._tasks.spawn(r.run(), name=f"nodeproxy {r.node}"), node_token)
         self.phase = "Creating"
         self.message = ""
         self.started_at = time.time()
@@ -91,6 +95,7 @@ class Lab:
         self._tasks.spawn(self._sync_loop(), name="service-sync")
         if self._tokens is not None:
             self._tasks.spawn(self._tokens.refresh_forever(self._sidecar_pods), name="tokens")
+        self._tasks.spawn(self.node_proxies.refresh_tokens(), name="node-tokens")
         await self._add_pods(plan.pods)
         await self.wait_settled()
         await self.sync_now()
@@ -102,6 +107,7 @@ class Lab:
         change = self.control.apply(resources)
         await self._remove_pods(change.pods_removed)
         for node in change.nodes_removed:
+            await self.node_proxies.stop(node.name)
             await self.agents.stop(node.name)
             await asyncio.to_thread(network.delete_node, node.name)
         await self._add_nodes(change.nodes_added, self.control.plan.nodes)
@@ -120,6 +126,7 @@ class Lab:
         self.phase = "Terminating"
         await asyncio.gather(*(r.stop(grace) for r in self._runners.values()))
         await asyncio.gather(*(r.stop(grace) for r in self._proxies.values()))
+        await self.node_proxies.stop()
         await self.agents.stop()  # last: pods' kernel state stays until the sweep removes pins
         await self._tasks.cancel_all()
 
@@ -158,7 +165,9 @@ class Lab:
     def _gate(self, pod: PodInfo, proxy: PodRunner | None) -> Gate | None:
         """What the app waits for: its sidecar's first readiness, then (eBPF placements) its
         node agent having programmed the pod — so the app's first connect is already
-        balanced/captured and its first packet already under policy."""
+        balanced/captured/steered and its first packet already under policy — and (``node``
+        placement) its node proxy holding the pod's SVID, so the first steered connection
+        already leaves with the pod's identity."""
         if not needs_agent(pod.placement):
             return proxy.settled.wait if proxy else None
 
@@ -167,6 +176,9 @@ class Lab:
                 await proxy.settled.wait()
             await self.agents.wait_programmed(pod, lambda: self._node_version(pod.node),
                                               lambda msg: self._pod_message(pod.key, msg))
+            if pod.placement == NODE_PLACEMENT:
+                await self.node_proxies.wait_serving(
+                    pod, lambda msg: self._pod_message(pod.key, msg))
 
         return gate
 
@@ -182,6 +194,10 @@ class Lab:
     async def restart_agent(self, node: str) -> dict[str, Any]:
         """Replace a node's agent process; returns its old and new pid once the new one is up."""
         return await self.agents.restart(node)
+
+    async def upgrade_node_proxy(self, node: str) -> dict[str, Any]:
+        """Hand a node proxy's listeners to a fresh process; the old one drains by itself."""
+        return await self.node_proxies.upgrade(node)
 
     def _sidecar_pods(self) -> list[PodInfo]:
         return [p for p in self.control.plan.pods if p.placement in SIDECAR_PLACEMENTS]
@@ -392,6 +408,7 @@ class Lab:
             "pods": [self.pod_status(p) for p in plan.pods],
             "services": [s.to_json() for s in self.control.services()],
             "agents": self.agents.status(),
+            "nodeProxies": self.node_proxies.status(),
         }
 
 
