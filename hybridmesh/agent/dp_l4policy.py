@@ -34,6 +34,7 @@ from hybridmesh.agent.datapath import (
     ProgramStatus,
 )
 from hybridmesh.ebpf import bpffs
+from hybridmesh.ebpf._libbpf import BpfProgram, prog_info
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.l4compile import ENFORCED_PLACEMENTS, L4Plan, compile_state
 from hybridmesh.ebpf.l4policy import (
@@ -102,6 +103,11 @@ def _cgroup_id(pod: PodView) -> int | None:
         if pod.cgroup is not None:
             return os.stat(pod.cgroup).st_ino
     return None
+
+
+def _program_status(program: BpfProgram, where: str) -> ProgramStatus:
+    info = prog_info(program.fd)
+    return ProgramStatus(program.name, where, info.id, info.run_cnt, info.run_time_ns)
 
 
 class L4PolicyDatapath(Datapath):
@@ -173,10 +179,10 @@ class L4PolicyDatapath(Datapath):
 
     def status(self) -> DatapathStatus:
         l4 = self._loaded()
-        run = l4.program_stats()
-        program = ProgramStatus(
-            l4.program.name, f"cgroup_skb/ingress on {len(l4.attached())} cgroups",
-            l4.program_id(), run.run_cnt, run.run_time_ns,
+        on = f"on {len(l4.attached())} cgroups"
+        programs = (
+            _program_status(l4.program, f"cgroup_skb/ingress {on}"),
+            _program_status(l4.egress_program, f"cgroup_skb/egress {on}"),
         )
         pins = self.pin_dir
         maps = (
@@ -185,6 +191,7 @@ class L4PolicyDatapath(Datapath):
             MapStatus("flows", "lru_hash", l4.flow_count(), MAX_FLOWS, pins / "flows"),
             MapStatus("stats", "percpu_array", None, 1, pins / "stats"),
             MapStatus("events", "ringbuf", None, RING_BYTES, pins / "events"),
+            MapStatus("outbound", "sk_storage", None, 0, pins / "outbound"),
             MapStatus(EPOCH_MAP, "array", None, 1, self.shared_dir / EPOCH_MAP),
         )
         plan = self._plan
@@ -197,7 +204,7 @@ class L4PolicyDatapath(Datapath):
             "failed": dict(self._failed),
             "error": self._error,
         }
-        return DatapathStatus(self.name, (program,), maps, detail)
+        return DatapathStatus(self.name, programs, maps, detail)
 
     def close(self) -> None:
         if self._l4 is not None:

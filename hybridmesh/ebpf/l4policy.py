@@ -6,6 +6,9 @@ identity), the policy map ((src, dst, port, proto) → verdict) and, in Python o
 id → ``ns/name`` for the drop events. After every change to the first two it bumps the shared
 ``hm_policy_epoch``: the program then recomputes each established connection's cached verdict
 on its next packet, and sockmap sends accelerated connections back through the TCP stack.
+A cgroup_skb/egress program marks the pod's own connects (socket storage, ``outbound``), so an
+inbound segment with no cached verdict (evicted from the LRU, or accepted before the attach)
+is judged by the policy, while replies to the pod's own connects pass.
 
 What a dropped connection looks like to the client: the SYN is dropped in the server's
 ingress hook, so there is no SYN-ACK and no RST — connect() retransmits and times out (or the
@@ -51,6 +54,7 @@ from hybridmesh.ebpf.maps import Map, PerCpuMap
 from hybridmesh.ebpf.sock_lb import ProgramStats
 
 __all__ = [
+    "EGRESS_PROGRAM",
     "EPOCH_MAP",
     "EVENT_INTERVAL_NS",
     "MAPS",
@@ -68,7 +72,8 @@ __all__ = [
 
 OBJECT = BPF_DIR / "l4policy.bpf.o"
 PROGRAM = "hm_l4_ingress"
-MAPS = ("ipcache", "policy", "flows", "stats", "events")
+EGRESS_PROGRAM = "hm_l4_egress"  # marks the pod's own connects (bpf/l4policy.bpf.c)
+MAPS = ("ipcache", "policy", "flows", "stats", "events", "outbound")
 MAX_RULES = 65536  # HM_L4_MAX_RULES
 MAX_IPS = 65536  # HM_L4_MAX_IPS
 MAX_FLOWS = 131072  # HM_L4_MAX_FLOWS
@@ -112,7 +117,9 @@ class L4Policy:
         btf = obj.btf
         check_layout(RawEvent, btf, btf.find("hm_l4_event", BtfKind.STRUCT), "hm_l4_event")
         self.program = obj.program(PROGRAM)
+        self.egress_program = obj.program(EGRESS_PROGRAM)
         self.links = CgroupLinks(pin_dir, "ingress")
+        self.egress_links = CgroupLinks(pin_dir, "egress")
         self._ring: _libbpf.RingBuffer | None = None
 
     @classmethod
@@ -134,6 +141,7 @@ class L4Policy:
             pin_shared(obj, shared_dir, EPOCH_MAP)
             obj.load()
             loaded = cls(obj, pin_dir)
+            loaded.egress_links.rebind(loaded.egress_program)
             loaded.links.rebind(loaded.program)
         except BaseException:
             obj.close()
@@ -143,7 +151,9 @@ class L4Policy:
     # links -------------------------------------------------------------------------------
 
     def attach(self, cgroup: Path) -> None:
-        """Enforce on ``cgroup`` (a cgroup v2 directory) and its descendants. Idempotent."""
+        """Enforce on ``cgroup`` (a cgroup v2 directory) and its descendants. Idempotent.
+        Egress first: once ingress judges, the pod's own connects must already be marked."""
+        self.egress_links.attach(self.egress_program, cgroup)
         self.links.attach(self.program, cgroup)
 
     def attached(self) -> list[int]:
@@ -153,6 +163,7 @@ class L4Policy:
     def detach(self, cgroup: Path | int | None = None) -> None:
         """Stop enforcing on ``cgroup`` (a directory or a cgroup id; every cgroup when None)."""
         self.links.detach(cgroup)
+        self.egress_links.detach(cgroup)
 
     # tables ------------------------------------------------------------------------------
 

@@ -11,9 +11,16 @@
  *   any other packet      the flow's cached verdict while the epoch is unchanged (one array and
  *                         one hash lookup); recomputed when userspace bumped hm_policy_epoch, so
  *                         a policy change also applies to established connections.
- *   no cached flow        passed: replies to this pod's own connections, connections older
- *                         than the attachment (an outbound connection has no flow here, and
- *                         the pod's default-deny must not cut its replies).
+ *   no cached flow        a reply to this pod's own connect() passes (its socket carries the
+ *                         `outbound` mark that hm_l4_egress set when its SYN left); anything
+ *                         else — an inbound connection whose verdict the LRU evicted, or one
+ *                         accepted before the attachment — is judged by the policy like a SYN,
+ *                         so a policy change reaches it too (no fail-open).
+ *
+ * hm_l4_egress (cgroup_skb/egress, same cgroups) only marks a socket whose SYN leaves: socket
+ * storage, so the mark lives exactly as long as the socket (no table to evict or clean up).
+ * An outbound connection opened before the attachment carries no mark and is judged as if
+ * inbound; kernel-placement pods start only after their datapaths attached, so they have none.
  *
  * IPv6: identities, policies and pod addresses are IPv4 only, so an IPv6 path into a pod (the
  * veth's link-local address, reachable from every pod on the bridge) would bypass the policy.
@@ -79,6 +86,14 @@ struct {
 	__uint(max_entries, HM_L4_RING_BYTES);
 } events SEC(".maps");
 
+
+/* per socket: 1 once this pod's own connect() sent the SYN (see hm_l4_egress) */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} outbound SEC(".maps");
 
 struct packet {
 	struct hm_l4_flow_key flow;
@@ -220,6 +235,20 @@ static __always_inline int evaluate(const struct packet *pkt, struct hm_l4_flow 
 	return DROP;
 }
 
+/* The packet belongs to a socket this pod connected (marked by hm_l4_egress). No socket, or
+ * no full one (time-wait), is nothing a verdict could protect: treated as a reply. */
+static __always_inline bool replies_to_our_connect(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return true;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return true;
+	return bpf_sk_storage_get(&outbound, sk, 0, 0) != NULL;
+}
+
 SEC("cgroup_skb/ingress")
 int hm_l4_ingress(struct __sk_buff *skb)
 {
@@ -250,12 +279,30 @@ int hm_l4_ingress(struct __sk_buff *skb)
 		emit(&pkt, flow, syn ? HM_L4_NEW : HM_L4_ESTABLISHED, st);
 		return DROP;
 	}
-	if (!flow && !syn) {
+	if (!flow && !syn && replies_to_our_connect(skb)) {
 		if (st)
 			st->untracked++;
 		return PASS;
 	}
 	return evaluate(&pkt, flow, epoch, syn, st);
+}
+
+/* A pod socket whose SYN leaves was opened by connect(): mark it, so ingress lets its replies
+ * through without a verdict. SYN-ACKs (accepted connections) carry ACK and are not marked. */
+SEC("cgroup_skb/egress")
+int hm_l4_egress(struct __sk_buff *skb)
+{
+	struct packet pkt = {};
+	struct bpf_sock *sk;
+
+	if (!parse(skb, &pkt) || (pkt.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+		return PASS;
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		bpf_sk_storage_get(&outbound, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	return PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";

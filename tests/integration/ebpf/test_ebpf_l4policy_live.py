@@ -243,6 +243,43 @@ def test_a_policy_change_cuts_an_established_connection(env: Env) -> None:
     assert env.ask("send a three 3") in ("two", "two\nthree")
 
 
+def test_a_connection_accepted_before_the_attach_is_judged_after_a_change(env: Env) -> None:
+    """No cached verdict (it predates the attachment, as an LRU-evicted one would): its next
+    segment is judged by the policy like a SYN, not waved through as a reply."""
+    env.l4.detach()
+    assert env.connect("a", RATINGS) == "ok"
+    assert env.connect("b", FRONTEND) == "ok"
+    env.l4.attach(env.cgroup)
+    env.enforce(ALLOW_FRONTEND)
+    assert env.ask(f"send b allowed {SHORT}") == "allowed"
+    assert env.ask(f"send a denied {SHORT}") == "timeout"
+    assert [(d.src_ip, d.reason) for d in env.events()] == [(RATINGS, "established")]
+
+
+def test_replies_to_the_pod_s_own_connects_pass_under_default_deny(
+    env: Env, netns: str, cgroup: Path
+) -> None:
+    """The enforced pod dials out (a server outside its cgroup): hm_l4_egress marked the
+    socket when its SYN left, so the SYN-ACK and every reply pass without any rule."""
+    argv = ["ip", "netns", "exec", netns, sys.executable, str(PEER)]
+    outside = subprocess.Popen([*argv, "serve", "7070"], stdout=subprocess.PIPE, text=True)
+    inside = subprocess.Popen(_in_cgroup(cgroup, [*argv, "client"]), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert outside.stdout is not None and outside.stdout.readline().strip() == "ready"
+        pod = Env(netns, cgroup, env.l4, inside)
+        env.enforce(ALLOW_FRONTEND)  # default-deny into the catalog
+        assert pod.ask(f"connect out {CATALOG} {FRONTEND} 7070 {SHORT}") == "ok"
+        assert pod.ask(f"send out reply {SHORT}") == "reply"
+        env.enforce(ALLOW_FRONTEND, DENY_FRONTEND)  # a change: still a reply, still passes
+        assert pod.ask(f"send out again {SHORT}") == "again"
+        assert env.events() == []
+    finally:
+        for proc in (outside, inside):
+            proc.kill()
+            proc.wait()
+
+
 def test_reload_keeps_enforcing_without_a_gap(env: Env, pins: tuple[Path, Path]) -> None:
     env.enforce(ALLOW_FRONTEND)
     assert env.connect("a", FRONTEND) == "ok"
@@ -276,19 +313,22 @@ def test_per_packet_cost(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert env.connect("a", FRONTEND) == "ok"
     stats_fd = _libbpf.enable_run_stats()
     try:
-        start = env.l4.program_stats()
+        start, egress0 = env.l4.program_stats(), _libbpf.prog_info(env.l4.egress_program.fd)
         assert env.ask("rr a 3000") == "done"
         mid = env.l4.program_stats()
         connected, _ = map(int, env.ask(f"storm {FRONTEND} {CATALOG} 8080 1 0.5").split())
-        end = env.l4.program_stats()
+        end, egress1 = env.l4.program_stats(), _libbpf.prog_info(env.l4.egress_program.fd)
     finally:
         os.close(stats_fd)
     rr_runs, conn_runs = mid.run_cnt - start.run_cnt, end.run_cnt - mid.run_cnt
     rr_ns = (mid.run_time_ns - start.run_time_ns) / rr_runs
     conn_ns = (end.run_time_ns - mid.run_time_ns) / conn_runs
+    egress_runs = egress1.run_cnt - egress0.run_cnt
+    egress_ns = (egress1.run_time_ns - egress0.run_time_ns) / max(egress_runs, 1)
     with capsys.disabled():
         print(f"\nl4policy: request/response {rr_runs} packets, {rr_ns:.0f} ns/packet; "
-              f"{connected} short connections, {conn_runs} packets, {conn_ns:.0f} ns/packet")
+              f"{connected} short connections, {conn_runs} packets, {conn_ns:.0f} ns/packet; "
+              f"egress {egress_runs} packets, {egress_ns:.0f} ns/packet")
     assert rr_runs >= 3000 and connected > 0 and conn_runs >= 2 * connected
     assert rr_ns < 20_000 and conn_ns < 20_000
 
