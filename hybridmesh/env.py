@@ -16,6 +16,7 @@ __all__ = [
     "CGROUP_ROOT",
     "LAB_CGROUP",
     "PREFIX",
+    "ROOT_NAMESPACE",
     "STATE_DIR",
     "api_socket",
     "control_socket",
@@ -24,6 +25,10 @@ __all__ = [
 
 PREFIX = "hm-"
 """Prefix of every kernel object and file the lab creates (netns, links, cgroups, pins)."""
+
+ROOT_NAMESPACE = "hybridmesh-system"
+"""The mesh's root namespace (Istio's ``istio-system`` habit): an AuthorizationPolicy there with
+a selector, or with no target, applies in every namespace."""
 
 CGROUP_ROOT = Path(os.environ.get("HM_CGROUP_ROOT", "/sys/fs/cgroup"))
 """Where cgroup hierarchies are mounted; the layout beneath it is detected, not assumed."""

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Final
 
+from hybridmesh import env
+
 if TYPE_CHECKING:
     from hybridmesh.policy._view import PolicyView
     from hybridmesh.resources import AuthorizationPolicy
 
 __all__ = ["ROOT_NAMESPACE", "Binding", "Target", "binding"]
 
-ROOT_NAMESPACE: Final = "hybridmesh-system"
+ROOT_NAMESPACE: Final = env.ROOT_NAMESPACE
 
 
 @dataclass(frozen=True, slots=True)

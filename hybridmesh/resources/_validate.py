@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from hybridmesh.env import ROOT_NAMESPACE
 from hybridmesh.resources._mesh import MeshConfig
 from hybridmesh.resources._messages import format_path
 from hybridmesh.resources._meta import Resource
@@ -58,7 +59,19 @@ def show_selector(selector: dict[str, str]) -> str:
 
 
 def _no_match(index: Index, namespace: str, selector: dict[str, str]) -> str | None:
-    """Why ``selector`` selects nothing in ``namespace`` (None if it selects something)."""
+    """Why ``selector`` selects nothing in ``namespace`` (None if it selects something).
+
+    In the root namespace a policy's selector applies mesh-wide, so it is matched against
+    every namespace's Workloads.
+    """
+    if namespace == ROOT_NAMESPACE:
+        workloads = [w for ws in index.workloads.values() for w in ws]
+        if any(selects(selector, w.labels) for w in workloads):
+            return None
+        pairs = sorted({f"{k}={v}" for w in workloads for k, v in w.labels.items()})
+        return (f"{show_selector(selector)} matches no Workload in any namespace (a policy in "
+                f'the root namespace "{ROOT_NAMESPACE}" applies mesh-wide); labels in the mesh '
+                f"are: {one_of(pairs) if pairs else '(none)'}")
     workloads = index.workloads.get(namespace, [])
     if any(selects(selector, w.labels) for w in workloads):
         return None

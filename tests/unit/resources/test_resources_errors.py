@@ -382,6 +382,16 @@ CASES: list[tuple[str, str, str]] = [
         """),
      't.yaml:13: AuthorizationPolicy shop/p: spec.selector.matchLabels {app: api} matches no '
      'Workload in namespace "shop"; labels there are: app=web'),
+    ("root-namespace-policy-selector-matches-nothing-anywhere", WEB + doc("""\
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: hybridmesh-system}
+        spec:
+          selector:
+            matchLabels: {app: api}
+        """),
+     't.yaml:13: AuthorizationPolicy hybridmesh-system/p: spec.selector.matchLabels {app: api} '
+     'matches no Workload in any namespace (a policy in the root namespace "hybridmesh-system" '
+     'applies mesh-wide); labels in the mesh are: app=web'),
     ("policy-selector-and-target-refs", doc("""\
         kind: AuthorizationPolicy
         metadata: {name: p}
@@ -501,6 +511,21 @@ def test_bad_input_gets_exact_message(text: str, expected: str) -> None:
         load_text(text, "t.yaml")
     assert str(caught.value) == expected
     assert len(caught.value.problems) == 1
+
+
+def test_a_root_namespace_policy_selects_workloads_in_every_namespace() -> None:
+    """Istio's root-namespace habit: the selector is matched mesh-wide, not in the root
+    namespace only (which has no workloads)."""
+    text = WEB + doc("""\
+        kind: AuthorizationPolicy
+        metadata: {name: mesh-wide, namespace: hybridmesh-system}
+        spec:
+          action: DENY
+          selector: {matchLabels: {app: web}}
+          rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+        """)
+    (policy,) = load_text(text, "t.yaml").authorization_policies
+    assert policy.metadata.namespace == "hybridmesh-system"
 
 
 def test_every_problem_is_reported_sorted_by_line() -> None:
