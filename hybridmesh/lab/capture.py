@@ -1,4 +1,6 @@
-"""Traffic capture for a sidecar pod: iptables REDIRECT rules in the pod's own netns.
+"""Traffic capture for a ``sidecar`` pod: iptables REDIRECT rules in the pod's own netns.
+
+(``sidecar+ebpf`` pods are captured by eBPF instead — ebpf/capture.py — and get none of this.)
 
 Istio's shape, in the ``nat`` table of the pod netns::
 

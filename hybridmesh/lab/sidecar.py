@@ -5,6 +5,12 @@ and a startup probe), which removes the classic race where the app's first conne
 before the proxy listens. Capture (iptables in the pod netns) is installed when the pod's
 network is created, before either process runs.
 
+``sidecar+ebpf`` pods get no iptables at all: the node agent's capture datapath
+(agent/dp_capture.py, ebpf/capture.py) attaches to the pod's cgroup and netns and takes the
+proxy's 15006 listener from the proxy process itself (``pidfd_getfd``), so nothing here hands
+it anything; the app waits for the agent's "programmed" as well (lab.py ``_gate``). The proxy
+must run in the pod's ``proxy`` cgroup leaf: that cgroup, uid 1337 and the mark each exclude it.
+
 The proxy runs as uid 1337 (Istio's habit) when that uid can read the interpreter and the
 package; otherwise as root. Either way its sockets carry SO_MARK 0x539, which capture
 excludes, so the proxy never captures its own traffic.
