@@ -1,7 +1,12 @@
 """Benchmark: one proxy worker on loopback under wrk, CPU per request and memory (no root).
 
     python -m hybridmesh.proxy._bench_loop [--direction outbound|inbound] [--duration 5]
-        [--conns 32] [--profile FILE.prof]
+        [--conns 32] [--profile FILE.prof] [--floor]
+
+``--floor`` replaces the worker with the least a Python proxy can do per request: the opaque
+TCP relay (no parsing, no routing, no metrics — a connection per client, bytes passed through),
+on the same event loop, backend and load. Its CPU per request is the floor under any L7 design
+built on asyncio/uvloop callbacks; the worker's figure minus it is what HTTP handling costs.
 
 The worker runs in this process (its ``original_dst`` hook stands in for iptables), the
 backend is one ``httpsvc`` process (1 KiB answers) on 127.0.0.2 and the load is ``wrk -t1``.
@@ -28,8 +33,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hybridmesh._aio import TaskSet
 from hybridmesh._http import install_uvloop
 from hybridmesh.proxy.config import ProxyConfig
+from hybridmesh.proxy.relay import Relay
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
 from hybridmesh.proxy.worker import Worker
 
@@ -107,6 +114,40 @@ def _cpu_s() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
+class _FloorRelay:
+    """The ``--floor`` stand-in for a worker: accept, dial the backend, relay bytes."""
+
+    def __init__(self, backend: tuple[str, int]) -> None:
+        self.backend = backend
+        self.server: asyncio.Server | None = None
+        self.tasks = TaskSet()
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._accepted, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def _accepted(self) -> asyncio.Protocol:
+        relay = Relay()
+        this = self
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                relay.start_downstream(transport, b"")  # type: ignore[arg-type]
+                this.tasks.spawn(this._dial(relay), name="floor-dial")
+
+        return Accept()
+
+    async def _dial(self, relay: Relay) -> None:
+        await asyncio.get_running_loop().create_connection(lambda: relay.up, *self.backend)
+        relay.upstream_connected()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        await self.tasks.cancel_all()
+
+
 async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = _free_port(_BACKEND)
     backend = subprocess.Popen([sys.executable, "-m", "hybridmesh.lab.workloads.httpsvc",
@@ -123,12 +164,16 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                          mark=None)
     dialled = (_BACKEND, port) if inbound else _VIP
     worker = Worker(config, original_dst=lambda _sock, _direction: dialled)
+    floor = _FloorRelay((_BACKEND, port)) if args.floor else None
     open_loop: dict[str, dict[str, float]] = {}
     try:
         await _wait_port(_BACKEND, port)
-        await worker.start()
-        await worker.wait_ready(5)
-        listen = worker.inbound_port if inbound else worker.outbound_port
+        if floor is not None:
+            listen = await floor.start()
+        else:
+            await worker.start()
+            await worker.wait_ready(5)
+            listen = worker.inbound_port if inbound else worker.outbound_port
         url = f"http://127.0.0.1:{listen}/"
         idle = memory_kib()
         await asyncio.to_thread(wrk, url, 1, args.conns)  # warm pools and caches
@@ -149,14 +194,17 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                          "proxied": await asyncio.to_thread(loadgen, url, args.rate,
                                                             args.rate_duration)}
     finally:
-        await worker.close()
+        if floor is not None:
+            await floor.close()
+        else:
+            await worker.close()
         await cp.close()
         backend.terminate()
         backend.wait(5)
     n = max(int(result["requests"]), 1)
     extra = {"open_loop": open_loop} if args.rate else {}
     return {**extra,
-        "direction": args.direction, "wrk": result,
+        "direction": "floor (opaque relay)" if args.floor else args.direction, "wrk": result,
         "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
         "system_us_per_request": round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
         "memory_kib": {"idle": idle, "loaded": loaded},
@@ -173,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0,
                    help="then open-loop loadgen at this req/s, direct and proxied")
     p.add_argument("--rate-duration", type=float, default=10.0)
+    p.add_argument("--floor", action="store_true",
+                   help="measure a bare opaque relay instead of the worker (the Python floor)")
     args = p.parse_args(argv)
     install_uvloop()
     with tempfile.TemporaryDirectory(prefix="hm-bench-") as tmp:
