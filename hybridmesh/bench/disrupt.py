@@ -6,8 +6,9 @@ recorded. Then:
 
 * blast-radius kills one proxy with SIGKILL — the server-side sidecar of ``blast-a-0``
   (hybridmesh's, which the lab's supervisor restarts with its crash back-off; or Envoy's,
-  which the bench restarts after the same back-off, standing in for the kubelet) — and
-  watches ``Profile.disruption_s`` more seconds;
+  which the bench restarts after the same back-off, standing in for the kubelet); for
+  ``kernel``, which has no proxy, node-1's agent — and watches ``Profile.disruption_s`` more
+  seconds;
 * upgrade restarts every proxy of the contender's namespace, one pod at a time, each waited
   for until ready again (how a sidecar upgrade reaches running pods), or, for ``kernel``,
   every node's agent (``hybridmesh agent restart NODE``: eBPF programs and maps stay pinned,
@@ -35,11 +36,18 @@ from typing import Any
 from hybridmesh.bench.bed import BedError, TestBed, stop_process
 from hybridmesh.bench.blast import Record, blast_metrics, in_window, upgrade_metrics
 from hybridmesh.bench.envoy_sidecar import envoy_binary
+from hybridmesh.bench.flowprobe import healthy
 from hybridmesh.bench.measure import RunError
 from hybridmesh.bench.model import SampleDoc
 from hybridmesh.bench.scenarios import CONTENDERS, Contender
 from hybridmesh.bench.schedule import Run
-from hybridmesh.bench.topology import BLAST_SERVICES, PodRole, client_pod, namespace_of
+from hybridmesh.bench.topology import (
+    BLAST_SERVICES,
+    SERVER_NODE,
+    PodRole,
+    client_pod,
+    namespace_of,
+)
 from hybridmesh.lab.cgroups import PodCgroup
 from hybridmesh.lab.client import LabClient
 from hybridmesh.lab.supervisor import BACKOFF_START
@@ -51,6 +59,7 @@ PROBE_TIMEOUT = 1.0
 BEFORE_S = 1.0  # steady traffic observed before the disruption
 AFTER_UPGRADE_S = 1.0
 READY_TIMEOUT = 30.0
+HEALTHY_TIMEOUT = 20.0
 _CLIENTS = ("same-node", "cross-node")
 
 
@@ -59,6 +68,14 @@ class _Probe:
     name: str  # "same" / "cross"
     process: subprocess.Popen[bytes]
     out: Path
+    log: Path
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 class Disruption:
@@ -74,7 +91,8 @@ class Disruption:
         started = time.time()
         probes = self._start_probes(run)
         try:
-            time.sleep(run.warmup_s + 0.3)  # interpreter start, then the warm-up
+            self._wait_healthy(probes)  # nothing is disturbed before every path works
+            time.sleep(run.warmup_s)
             opened = time.monotonic()
             time.sleep(BEFORE_S)
             metrics = self._disturb(contender, opened, probes)
@@ -118,9 +136,25 @@ class Disruption:
                 sys.executable, "-m", "hybridmesh.bench.flowprobe", *targets,
                 "--rate", f"{PROBE_RATE:g}", "--timeout", f"{PROBE_TIMEOUT:g}", "--out", str(out),
             ]  # fmt: skip
-            proc, _log = self.bed.spawn(role, argv, f"flowprobe-{run.contender}-{short}")
-            probes.append(_Probe(short, proc, out))
+            proc, log = self.bed.spawn(role, argv, f"flowprobe-{run.contender}-{short}")
+            probes.append(_Probe(short, proc, out, log))
         return probes
+
+    def _wait_healthy(self, probes: Sequence[_Probe]) -> None:
+        deadline = time.monotonic() + HEALTHY_TIMEOUT
+        while time.monotonic() < deadline:
+            if all(healthy(_read(p.log)) for p in probes):
+                return
+            for probe in probes:
+                if probe.process.poll() is not None:
+                    raise RunError(f"flowprobe in the {probe.name} client exited: "
+                                   f"{_read(probe.log)[-300:]}")  # fmt: skip
+            time.sleep(0.1)
+        raise RunError(
+            f"the blast paths did not all work within {HEALTHY_TIMEOUT:.0f}s of starting the "
+            "load, before anything was disturbed",
+            f"see the flowprobe logs in {self.bed.workdir / 'logs'}",
+        )
 
     def _paths(self, probes: Sequence[_Probe], start: float, end: float) -> dict[str, list[Record]]:
         for probe in probes:
@@ -160,7 +194,21 @@ class Disruption:
             time.sleep(BACKOFF_START)  # the kubelet's first crash back-off, as the lab's
             envoy.start(envoy_binary(), self.bed.env_for(victim))
             return at, affected
+        if contender.kill == "agent":  # every path's server is on node-1: all are exposed
+            pid = self._agent_pid(SERVER_NODE)
+            at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)  # the lab's supervisor restarts it
+            return at, [
+                f"{c.split('-', maxsplit=1)[0]}>{s}" for c in _CLIENTS for s in BLAST_SERVICES
+            ]
         raise RunError(f"blast-radius cannot kill a {contender.kill!r} yet")
+
+    def _agent_pid(self, node: str) -> int:
+        status = LabClient().call("GET", "/v1/lab/status").body or {}
+        for agent in status.get("agents", []):
+            if agent.get("node") == node and agent.get("pid"):
+                return int(agent["pid"])
+        raise RunError(f"no running agent on {node} to kill")
 
     def _signal_proxy(self, role: PodRole, sig: signal.Signals) -> bool:
         pids: set[int] = set()

@@ -10,6 +10,10 @@ monotonic clock, shared with the bench that kills a proxy — because blast-radi
 ask *when* things failed and recovered, not only how many. It runs until SIGTERM, then writes
 ``{"targets": {NAME: [[due, done, ok], ...]}}`` to FILE. A request over ``--concurrency`` in
 flight on its target is recorded as failed at once (the path is saturated, not slow).
+
+Every ``--report-every`` seconds it prints one JSON line of cumulative counts,
+``{"at": T, "ok": {NAME: n}, "failed": {NAME: n}}``, so the bench can wait until every path
+works before it disturbs anything (:func:`healthy`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 from hybridmesh._aio import TaskSet
 from hybridmesh._http import HttpClient, HttpClientError
 
-__all__ = ["Record", "main", "parse_targets"]
+__all__ = ["Record", "healthy", "main", "parse_targets"]
 
 Record = tuple[float, float, bool]
 """(due, done, ok) on time.monotonic()"""
@@ -42,6 +46,24 @@ def parse_targets(specs: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"--target wants NAME=http://HOST[:PORT]/PATH, got {spec!r}")
         out[name] = url
     return out
+
+
+def healthy(log: str) -> bool:
+    """True when the last two progress lines of a flowprobe log show every target with new
+    successes and no new failures between them."""
+    reports = []
+    for line in log.splitlines():
+        if line.startswith('{"at"'):
+            with contextlib.suppress(ValueError):
+                reports.append(json.loads(line))
+    if len(reports) < 2:
+        return False
+    before, now = reports[-2], reports[-1]
+    return bool(now["ok"]) and all(
+        now["ok"][t] > before["ok"].get(t, 0)
+        and now["failed"].get(t, 0) == before["failed"].get(t, 0)
+        for t in now["ok"]
+    )
 
 
 class _Path:
@@ -95,8 +117,20 @@ async def _probe(targets: dict[str, str], args: argparse.Namespace) -> dict[str,
         loop.add_signal_handler(sig, stop.set)
     paths = {n: _Path(u, args.rate, args.timeout, args.concurrency) for n, u in targets.items()}
     print(json.dumps({"started": time.monotonic(), "targets": list(targets)}), flush=True)
+    tasks = TaskSet()
+    tasks.spawn(_report(paths, args.report_every, stop), name="flowprobe-report")
     await asyncio.gather(*(p.run(stop) for p in paths.values()))
+    await tasks.cancel_all()
     return {name: sorted(p.records) for name, p in paths.items()}
+
+
+async def _report(paths: dict[str, _Path], every: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        ok = {n: sum(1 for r in p.records if r[2]) for n, p in paths.items()}
+        failed = {n: len(p.records) - ok[n] for n, p in paths.items()}
+        print(json.dumps({"at": time.monotonic(), "ok": ok, "failed": failed}), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1.0, help="per-request timeout, seconds")
     p.add_argument("--concurrency", type=int, default=256, help="max in flight per target")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--report-every", type=float, default=0.25, help="progress line, seconds")
     args = p.parse_args(argv)
     try:
         targets = parse_targets(args.target)

@@ -44,8 +44,15 @@ def _median(cell: CellDoc, metric: str) -> float | None:
     return None if stat is None else stat.median
 
 
+def _target(cell: CellDoc) -> float | None:
+    """The rate asked for: a run's own ``target_rps``, or the level of an open-loop sweep."""
+    if "target_rps" in cell.metrics:
+        return cell.metrics["target_rps"].median
+    return float(cell.level) if cell.scenario in _TARGETED and cell.level else None
+
+
 def _check(cell: CellDoc) -> LoadCheck:
-    target = float(cell.level) if cell.scenario in _TARGETED and cell.level else None
+    target = _target(cell)
     achieved = _median(cell, "rps") if "rps" in cell.metrics else _median(cell, "tps")
     cpu = _median(cell, "cpu_loadgen_pct")
     problems = []

@@ -55,6 +55,7 @@ METRICS: dict[str, MetricInfo] = {
     "rss_proxy_mib": MetricInfo("proxy peak RSS (both sides)", "MiB"),
     "rss_loadgen_mib": MetricInfo("load generator peak RSS", "MiB"),
     "rss_app_mib": MetricInfo("server app peak RSS", "MiB"),
+    "target_rps": MetricInfo("target rate", "req/s"),
     # scale
     "mesh_pss_mib": MetricInfo("mesh memory (PSS)", "MiB"),
     "mesh_pss_per_pod_mib": MetricInfo("mesh memory per pod (PSS)", "MiB"),
@@ -102,7 +103,8 @@ SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
     "grpc": ("rps", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", *RESOURCE_METRICS),
     "scale": (
         "mesh_pss_mib", "mesh_pss_per_pod_mib", "shared_pss_mib", "app_pss_mib",
-        "mesh_cpu_pct", "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors",
+        "mesh_cpu_pct", "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "target_rps", "errors",
+        "cpu_loadgen_pct",
     ),
     "blast-radius": (
         "failed_pct", "failed", "failed_affected", "failed_unaffected", "recovery_s",

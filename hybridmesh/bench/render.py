@@ -44,7 +44,7 @@ _TABLE_METRICS: dict[str, tuple[str, ...]] = {
     "grpc": ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "cpu_proxy_us_per_op",
              "rss_proxy_mib", "cpu_loadgen_pct"),
     "scale": ("mesh_pss_mib", "mesh_pss_per_pod_mib", "app_pss_mib", "mesh_cpu_pct",
-              "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors"),
+              "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors", "cpu_loadgen_pct"),
     "blast-radius": ("failed_pct", "failed_affected", "failed_unaffected", "recovery_s",
                      "recovered", "requests"),
     "upgrade": ("pod_restarts", "agent_restarts", "failed", "failed_pct", "upgrade_s",
@@ -228,7 +228,8 @@ def _load_check_section(results: Results) -> list[str]:
         "## Load generator check",
         "",
         f"- The baseline (`none`) reached its target rate in {reached} of {len(base)} "
-        f"open-loop cells (≥ {MIN_TARGET_SHARE:.0%} of the rate asked).",
+        f"open-loop cells (≥ {MIN_TARGET_SHARE:.0%} of the rate asked; every contender's "
+        "cells are checked the same way).",
         f"- The load generator used at most {fmt_number(top)}% of a core in any cell "
         f"(flagged above {MAX_LOADGEN_PCT:g}%: closed-loop maxima would then be the client's).",
     ]

@@ -27,8 +27,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hybridmesh.bench.accounting import bpf_run_time_ns
-from hybridmesh.bench.bed import TestBed, stop_process
+from hybridmesh.bench.bed import BedError, TestBed, stop_process
 from hybridmesh.bench.blast import in_window
+from hybridmesh.bench.flowprobe import healthy
 from hybridmesh.bench.measure import RunError
 from hybridmesh.bench.model import SampleDoc
 from hybridmesh.bench.scenarios import CONTENDERS, Contender
@@ -98,6 +99,7 @@ class ScaleRunner:
 
     def __init__(self, bed: TestBed) -> None:
         self.bed = bed
+        self._refused: dict[int, str] = {}  # pods -> why the lab could not apply them
 
     def measure(self, run: Run) -> SampleDoc:
         pods = int(run.cell.level or 1)
@@ -115,12 +117,17 @@ class ScaleRunner:
             f"--target={SCALE_SERVICE}=http://{SCALE_SERVICE}/", "--rate", f"{SCALE_RATE:g}",
             "--out", str(out),
         ]  # fmt: skip
-        proc, _ = self.bed.spawn(client_pod(run.contender, "same-node"), argv, "flowprobe-scale")
+        client = client_pod(run.contender, "same-node")
+        load = PodCgroup(client.namespace, client.name, self.bed.layout)
+        proc, log = self.bed.spawn(client, argv, "flowprobe-scale")
         try:
-            time.sleep(run.warmup_s + 0.3)
+            _wait_healthy(log)
+            time.sleep(run.warmup_s)
             t0, cpu0, bpf0 = time.monotonic(), _proxy_cpu(cgroups), bpf_run_time_ns()
+            gen0 = load.usage().cpu_usec_by_leaf.get("app", 0)
             time.sleep(run.duration_s)
             t1, cpu1, bpf1 = time.monotonic(), _proxy_cpu(cgroups), bpf_run_time_ns()
+            gen1 = load.usage().cpu_usec_by_leaf.get("app", 0)
             proxy_pss = _pss_bytes(_pids(cgroups, "proxy"))
             app_pss = _pss_bytes(_pids(cgroups, "app"))
         finally:
@@ -131,7 +138,9 @@ class ScaleRunner:
             app_pss=app_pss, proxy_cpu_us=cpu1 - cpu0, ebpf_ns=bpf1 - bpf0, seconds=t1 - t0,
         )  # fmt: skip
         metrics["rps"] = round(len(records) / max(t1 - t0, 1e-9), 2)
+        metrics["target_rps"] = SCALE_RATE
         metrics["errors"] = float(sum(1 for r in records if not r[2]))
+        metrics["cpu_loadgen_pct"] = round(100 * (gen1 - gen0) / 1e6 / max(t1 - t0, 1e-9), 2)
         return SampleDoc(
             scenario=run.cell.scenario, variant=run.cell.variant, level=run.cell.level,
             contender=run.contender, repeat=run.repeat, order=run.order, started_at=started,
@@ -142,7 +151,13 @@ class ScaleRunner:
         """Apply ``pods`` replicas unless the lab already has them (also after a rebuild)."""
         if all(len(self._cgroups(c)) == pods for c in self.bed.contenders):
             return
-        self.bed.apply(scale_overlay(self.bed.contenders, pods))
+        if pods in self._refused:  # once is enough: every contender's run would retry it
+            raise RunError(f"scale: {pods} pods could not be applied: {self._refused[pods]}")
+        try:
+            self.bed.apply(scale_overlay(self.bed.contenders, pods))
+        except BedError as exc:
+            self._refused[pods] = exc.message
+            raise
 
     def _cgroups(self, contender: Contender) -> list[PodCgroup]:
         ns = namespace_of(contender.name)
@@ -163,6 +178,16 @@ class ScaleRunner:
             for a in status.get("agents", [])
             if a.get("node") == SERVER_NODE and a.get("pid")
         ]
+
+
+def _wait_healthy(log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if healthy(log.read_text(errors="replace")):
+                return
+        time.sleep(0.1)
+    raise RunError(f"the {SCALE_SERVICE} service did not answer steadily within {timeout:.0f}s")
 
 
 def _pids(cgroups: Sequence[PodCgroup], leaf: str) -> list[int]:

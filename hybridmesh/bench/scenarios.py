@@ -101,18 +101,6 @@ SCENARIOS: dict[str, Scenario] = {
             level_unit="streams",
         ),
         Scenario(
-            "scale",
-            "N pods per node: mesh memory and CPU",
-            "N replicas of a small HTTP service on node-1 under a light steady load (loadgen, "
-            "open loop, spread over the N pods by the service): the proportional memory (PSS) "
-            "of every mesh process in the N pods' proxy cgroups plus the node's shared mesh "
-            "processes, and their CPU, in total and per pod. Sidecars cost per pod; a node "
-            "placement pays once per node.",
-            level_unit="pods",
-            variants=("same-node",),
-            in_quick=False,
-        ),
-        Scenario(
             "blast-radius",
             "kill one proxy under load: who fails, for how long",
             "Two clients (same-node, cross-node) each call two services (blast-a, blast-b) "
@@ -137,6 +125,20 @@ SCENARIOS: dict[str, Scenario] = {
             variants=("same-node",),
             in_quick=False,
         ),
+        Scenario(
+            "scale",
+            "N pods per node: mesh memory and CPU",
+            "N replicas of a small HTTP service on node-1 under a light steady load "
+            "(flowprobe, 100 req/s open loop, spread over the N pods by the service): the "
+            "proportional memory (PSS) of every mesh process in the N pods' proxy cgroups plus "
+            "the node's shared mesh processes (node-1's agent, whole, for the placements that "
+            "need one), and their CPU plus the run time of every hm_* eBPF program on the "
+            "machine, in total and per pod. Sidecars cost per pod; a node-level component is "
+            "paid once per node.",
+            level_unit="pods",
+            variants=("same-node",),
+            in_quick=False,
+        ),
     )
 }
 
@@ -144,7 +146,7 @@ VARIANTS = ("same-node", "cross-node")
 """same-node: client and server on node-1; cross-node: client on node-2, server on node-1."""
 
 ProxyKind = Literal["none", "hybridmesh", "envoy", "node"]
-KillTarget = Literal["none", "sidecar", "envoy", "node-proxy"]
+KillTarget = Literal["none", "sidecar", "envoy", "agent", "node-proxy"]
 UpgradeKind = Literal["none", "restart-pods", "agent-restart", "hitless"]
 
 
@@ -153,8 +155,9 @@ class Contender:
     """One row of the contender table: adding a placement to the bench is adding a row.
 
     ``proxy`` says which proxy runs per pod (so the bench can prove it carried the traffic
-    and account its CPU and memory), ``kill`` what blast-radius kills, ``upgrade`` how its
-    data plane is upgraded under load."""
+    and account its CPU and memory), ``kill`` what blast-radius kills (for ``kernel``, which
+    has no proxy, the server node's agent: the datapath should not notice), ``upgrade`` how
+    its data plane is upgraded under load."""
 
     name: str
     description: str
@@ -188,6 +191,7 @@ CONTENDERS: dict[str, Contender] = {
             "kernel",
             "eBPF only: socket-level service LB and L4 policy (placement: kernel)",
             "kernel",
+            kill="agent",
             upgrade="agent-restart",
         ),
         Contender(

@@ -31,3 +31,10 @@ def test_a_saturated_load_generator_is_flagged_even_without_a_target() -> None:
 def test_cells_without_a_load_generator_reading_are_not_checked() -> None:
     cells = aggregate([sample("none", {"failed_pct": 0.0}, scenario="blast-radius", level=None)])
     assert load_checks(cells) == []
+
+
+def test_a_run_that_names_its_own_target_is_checked_against_it() -> None:
+    light = {"rps": 80.0, "target_rps": 100.0, "cpu_loadgen_pct": 3.0}
+    cells = aggregate([sample("none", light, scenario="scale", level=8)])
+    (check,) = load_checks(cells)
+    assert check.target_rps == 100 and "80% of the target rate" in check.problems[0]
