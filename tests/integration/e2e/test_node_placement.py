@@ -74,8 +74,14 @@ def get(pod: str, *targets: str) -> list[dict[str, Any]]:
 
 
 def node_metrics(node: str) -> str:
-    return str(_sh.run(_sh.in_netns(names.node_netns(node), [
-        "curl", "-s", "--max-time", "3", "http://127.0.0.1:15020/metrics"])))
+    return str(
+        _sh.run(
+            _sh.in_netns(
+                names.node_netns(node),
+                ["curl", "-s", "--max-time", "3", "http://127.0.0.1:15020/metrics"],
+            )
+        )
+    )
 
 
 def counter(text: str, name: str, **labels: str) -> float:
@@ -108,6 +114,7 @@ def test_every_edge_answers_through_the_node_proxies(node_lab: dict[str, Any]) -
     assert all(p["proxy"] is None for p in pods.values())  # no sidecar anywhere
     proxies = {n["node"]: n for n in node_lab["nodeProxies"]}
     assert set(proxies) == {"node-1", "node-2"} and all(n["ready"] for n in proxies.values())
+
     # loadgen (node-2) -> frontend -> {catalog, reviews -> ratings}: both frontends, both nodes
     def at(*workloads: str) -> list[str]:  # every pod of these workloads, by address
         return [f"{p['ip']}:8080" for p in pods.values() if p["workload"] in workloads]
@@ -168,14 +175,17 @@ def test_forged_source_ip_gets_neither_identity_nor_policy(node_lab: dict[str, A
     assert pods["shop/loadgen-0"]["node"] == pods["shop/frontend-1"]["node"]
     forged = pods["shop/frontend-1"]["ip"]
     node = pods["shop/loadgen-0"]["node"]
-    before = counter(node_metrics(node), "tcp_open_total", reporter="source",
-                     source_principal=f"{TD}/frontend")
+    before = counter(
+        node_metrics(node), "tcp_open_total", reporter="source", source_principal=f"{TD}/frontend"
+    )
     for target in (f"{pods['shop/catalog-0']['ip']}:8080", f"{pods['shop/catalog-1']['ip']}:8080"):
-        out = json.loads(hm("lab", "exec", "shop/loadgen-0", "--", "python3", "-c", FORGE,
-                            forged, target).stdout)
+        out = json.loads(
+            hm("lab", "exec", "shop/loadgen-0", "--", "python3", "-c", FORGE, forged, target).stdout
+        )
         assert "200 OK" not in out.get("answer", ""), out
-    after = counter(node_metrics(node), "tcp_open_total", reporter="source",
-                    source_principal=f"{TD}/frontend")
+    after = counter(
+        node_metrics(node), "tcp_open_total", reporter="source", source_principal=f"{TD}/frontend"
+    )
     quiet = get("shop/frontend-1", f"{pods['shop/catalog-0']['ip']}:8080")  # the real one works
     assert quiet[0]["status"] == 200
     assert after == before, "a forged connection left as frontend"
@@ -186,8 +196,17 @@ def test_stat_and_observe_show_the_traffic(node_lab: dict[str, Any]) -> None:
     assert answer["status"] == 200
     deadline, flows = time.monotonic() + 10, list[dict[str, Any]]()
     while not flows and time.monotonic() < deadline:
-        out = hm("observe", "--last", "50", "--from-pod", "shop/loadgen-0", "--port",
-                 str(answer["port"]), "-o", "json").stdout
+        out = hm(
+            "observe",
+            "--last",
+            "50",
+            "--from-pod",
+            "shop/loadgen-0",
+            "--port",
+            str(answer["port"]),
+            "-o",
+            "json",
+        ).stdout
         flows = [json.loads(line) for line in out.splitlines()]
         time.sleep(0.2)
     assert flows, "observe showed nothing for loadgen-0's connection"
@@ -195,7 +214,7 @@ def test_stat_and_observe_show_the_traffic(node_lab: dict[str, Any]) -> None:
     # per-workload metrics with identities on the node proxies (what stat would read)
     text = node_metrics(pods_of(node_lab)["shop/loadgen-0"]["node"])
     assert counter(text, "tcp_open_total", reporter="source", source_principal=f"{TD}/loadgen")
-    assert re.search(r'nodeproxy_svids [1-9]', text)
+    assert re.search(r"nodeproxy_svids [1-9]", text)
 
 
 LONG_LIVED = """
@@ -233,12 +252,16 @@ def test_upgrade_under_100_long_lived_connections_interrupts_nothing(
     node_lab: dict[str, Any],
 ) -> None:
     vip = next(s["clusterIP"] for s in node_lab["services"] if s["name"] == "catalog")
-    client = subprocess.Popen([*HM, "lab", "exec", "shop/frontend-0", "--", "python3", "-c",
-                               LONG_LIVED, vip, "10"], stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [*HM, "lab", "exec", "shop/frontend-0", "--", "python3", "-c", LONG_LIVED, vip, "10"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(3)
-        upgrades = [json.loads(hm("node", "upgrade", n, "-o", "json").stdout)
-                    for n in ("node-1", "node-2")]  # source side, then destination side
+        upgrades = [
+            json.loads(hm("node", "upgrade", n, "-o", "json").stdout) for n in ("node-1", "node-2")
+        ]  # source side, then destination side
         out, _ = client.communicate(timeout=60)
     finally:
         if client.poll() is None:
@@ -297,8 +320,9 @@ print(opened, refused)
 
 
 def _probe(vip: str, seconds: float) -> dict[str, Any]:
-    out = hm("lab", "exec", "shop/frontend-1", "--", "python3", "-c", PROBE, vip,
-             str(seconds)).stdout
+    out = hm(
+        "lab", "exec", "shop/frontend-1", "--", "python3", "-c", PROBE, vip, str(seconds)
+    ).stdout
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -308,8 +332,9 @@ def test_noisy_neighbour_leaves_the_quiet_p99_within_2x(node_lab: dict[str, Any]
     proxy) measures fresh connection + request latency to catalog."""
     vip = next(s["clusterIP"] for s in node_lab["services"] if s["name"] == "catalog")
     node = pods_of(node_lab)["shop/reviews-1"]["node"]
-    refused_before = counter(node_metrics(node), "nodeproxy_refused_total",
-                             source_workload="reviews")
+    refused_before = counter(
+        node_metrics(node), "nodeproxy_refused_total", source_workload="reviews"
+    )
     baseline = _probe(vip, 4)
     storm = subprocess.Popen([*HM, "lab", "exec", "shop/reviews-1", "--", "python3", "-c", STORM,
                               vip, "7"], stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -321,13 +346,17 @@ def test_noisy_neighbour_leaves_the_quiet_p99_within_2x(node_lab: dict[str, Any]
         if storm.poll() is None:
             storm.kill()
     opened, failed = (int(x) for x in storm_out.split())
-    limited = counter(node_metrics(node), "nodeproxy_refused_total",
-                      source_workload="reviews") - refused_before
+    limited = (
+        counter(node_metrics(node), "nodeproxy_refused_total", source_workload="reviews")
+        - refused_before
+    )
     ratio = noisy["p99"] / baseline["p99"]
-    print(f"noisy neighbour: storm connects {opened} ok {failed} failed, node proxy refused "
-          f"{limited:.0f} (per-workload limits); quiet p99 "
-          f"{baseline['p99']:.2f} -> {noisy['p99']:.2f} ms (x{ratio:.2f}), p50 "
-          f"{baseline['p50']:.2f} -> {noisy['p50']:.2f} ms")
+    print(
+        f"noisy neighbour: storm connects {opened} ok {failed} failed, node proxy refused "
+        f"{limited:.0f} (per-workload limits); quiet p99 "
+        f"{baseline['p99']:.2f} -> {noisy['p99']:.2f} ms (x{ratio:.2f}), p50 "
+        f"{baseline['p50']:.2f} -> {noisy['p50']:.2f} ms"
+    )
     assert baseline["failed"] == 0 and noisy["failed"] == 0, (baseline, noisy)
     assert opened + failed > 1000, "the storm was not a storm"
     assert limited > 0, "the per-workload limits never refused the storm"
