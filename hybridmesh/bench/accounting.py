@@ -11,6 +11,10 @@ load tool, the server app), reset at the start of the measured window by writing
 ``/proc/<pid>/clear_refs``, so it is the peak of that window rather than of the process's
 life. eBPF CPU is the growth of ``run_time_ns`` of the
 lab's programs (names ``hm_*``) while ``kernel.bpf_stats_enabled`` is on.
+
+A ``node`` placement has no proxy in the pods: its node proxies live in the lab's
+``hm-lab/hm-nodeproxy-<node>`` cgroups, and for that contender (``node_proxies=True``) their
+CPU and peak RSS are the proxy figures (both nodes' proxies: the client's and the server's).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybridmesh import env as hm_env
 from hybridmesh.lab import _sh
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup
 
@@ -32,6 +37,7 @@ __all__ = [
     "Usage",
     "bpf_run_time_ns",
     "bpf_stats_enabled",
+    "node_proxy_pids",
     "parse_bpftool_progs",
     "usage_metrics",
 ]
@@ -57,6 +63,7 @@ class Peaks:
     server_bytes: int
     loadgen_bytes: int = 0
     app_bytes: int = 0
+    node_proxy_bytes: int = 0
 
 
 def usage_metrics(before: Usage, after: Usage, ops: float, peaks: Peaks) -> dict[str, float]:
@@ -65,18 +72,21 @@ def usage_metrics(before: Usage, after: Usage, ops: float, peaks: Peaks) -> dict
     per_op = 1.0 / ops if ops > 0 else 0.0
     spent = {c: max(after.cpu_usec[c] - before.cpu_usec[c], 0) for c in after.cpu_usec}
     ebpf_us = max(after.bpf_ns - before.bpf_ns, 0) / 1000
-    proxy = spent.get("proxy_client", 0) + spent.get("proxy_server", 0)
+    node_proxy = spent.get("node_proxy", 0)
+    proxy = spent.get("proxy_client", 0) + spent.get("proxy_server", 0) + node_proxy
     return {
         "cpu_loadgen_pct": round(100 * spent.get("loadgen", 0) / 1e6 / seconds, 2),
         "cpu_loadgen_us_per_op": spent.get("loadgen", 0) * per_op,
         "cpu_app_us_per_op": spent.get("app", 0) * per_op,
         "cpu_proxy_client_us_per_op": spent.get("proxy_client", 0) * per_op,
         "cpu_proxy_server_us_per_op": spent.get("proxy_server", 0) * per_op,
+        "cpu_node_proxy_us_per_op": node_proxy * per_op,
         "cpu_proxy_us_per_op": proxy * per_op,
         "cpu_ebpf_us_per_op": ebpf_us * per_op,
         "rss_proxy_client_mib": peaks.client_bytes / _MIB,
         "rss_proxy_server_mib": peaks.server_bytes / _MIB,
-        "rss_proxy_mib": (peaks.client_bytes + peaks.server_bytes) / _MIB,
+        "rss_node_proxy_mib": peaks.node_proxy_bytes / _MIB,
+        "rss_proxy_mib": (peaks.client_bytes + peaks.server_bytes + peaks.node_proxy_bytes) / _MIB,
         "rss_loadgen_mib": peaks.loadgen_bytes / _MIB,
         "rss_app_mib": peaks.app_bytes / _MIB,
     }
@@ -133,13 +143,41 @@ def _reset_hwm(pid: int) -> None:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def _node_proxy_dirs(layout: CgroupLayout, controller: str) -> list[Path]:
+    root = layout.controller_dir(controller, Path(hm_env.LAB_CGROUP))
+    return sorted(root.glob(f"{hm_env.PREFIX}nodeproxy-*"))
+
+
+def _cgroup_cpu_usec(layout: CgroupLayout, path: Path) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        if layout.is_v2("cpuacct"):
+            for line in (path / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1])
+            return 0
+        return int((path / "cpuacct.usage").read_text()) // 1000
+    return 0
+
+
+def node_proxy_pids(layout: CgroupLayout) -> list[int]:
+    """Every process of the lab's node proxies (current and draining), all nodes."""
+    pids: set[int] = set()
+    for root in layout.hierarchies:
+        for procs in (root / hm_env.LAB_CGROUP).glob(f"{hm_env.PREFIX}nodeproxy-*/cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in procs.read_text().split())
+    return sorted(pids)
+
+
 @dataclass
 class Accountant:
-    """Reads the counters of one client pod and one server pod."""
+    """Reads the counters of one client pod and one server pod (and of the node proxies,
+    for a contender whose proxies are per node)."""
 
     layout: CgroupLayout
     client: tuple[str, str]  # (namespace, pod)
     server: tuple[str, str]
+    node_proxies: bool = False
     _cgroups: dict[str, PodCgroup] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,8 +194,15 @@ class Accountant:
             "app": server["app"],
             "proxy_client": client["proxy"],
             "proxy_server": server["proxy"],
+            "node_proxy": self._node_proxy_cpu(),
         }
         return Usage(time.monotonic(), cpu, bpf_run_time_ns())
+
+    def _node_proxy_cpu(self) -> int:
+        if not self.node_proxies:
+            return 0
+        dirs = _node_proxy_dirs(self.layout, "cpuacct")
+        return sum(_cgroup_cpu_usec(self.layout, d) for d in dirs)
 
     def pids(self, side: str, leaf: str = "proxy") -> list[int]:
         """Processes in ``side``'s pod ("client"/"server") and cgroup ``leaf``."""
@@ -172,6 +217,8 @@ class Accountant:
             for leaf in ("app", "proxy"):
                 for pid in self.pids(side, leaf):
                     _reset_hwm(pid)
+        for pid in node_proxy_pids(self.layout) if self.node_proxies else ():
+            _reset_hwm(pid)
 
     def peaks(self) -> Peaks:
         def total(side: str, leaf: str) -> int:
@@ -182,4 +229,7 @@ class Accountant:
             server_bytes=total("server", "proxy"),
             loadgen_bytes=total("client", "app"),
             app_bytes=total("server", "app"),
+            node_proxy_bytes=sum(_vm_hwm_bytes(p) for p in node_proxy_pids(self.layout))
+            if self.node_proxies
+            else 0,
         )

@@ -7,12 +7,15 @@ recorded. Then:
 * blast-radius kills one proxy with SIGKILL — the server-side sidecar of ``blast-a-0``
   (hybridmesh's, which the lab's supervisor restarts with its crash back-off; or Envoy's,
   which the bench restarts after the same back-off, standing in for the kubelet); for
-  ``kernel``, which has no proxy, node-1's agent — and watches ``Profile.disruption_s`` more
+  ``kernel``, which has no proxy, node-1's agent; for ``node``, node-1's node proxy, which
+  every path crosses — and watches ``Profile.disruption_s`` more
   seconds;
 * upgrade restarts every proxy of the contender's namespace, one pod at a time, each waited
   for until ready again (how a sidecar upgrade reaches running pods), or, for ``kernel``,
   every node's agent (``hybridmesh agent restart NODE``: eBPF programs and maps stay pinned,
-  so no pod restarts); then it watches 1 s more.
+  so no pod restarts), or, for ``node``, every node proxy (``hybridmesh node upgrade NODE``:
+  the successor takes the listening sockets over, the old one drains); then it watches 1 s
+  more.
 
 How a contender is disturbed is read from its table row (``Contender.kill`` and
 ``.upgrade``); a kind this module does not know yet fails the run with a clear message
@@ -120,7 +123,7 @@ class Disruption:
             closed = time.monotonic()
             paths = self._paths(probes, opened, closed)
             metrics = upgrade_metrics(paths, restarts=restarts, seconds=seconds)
-            metrics["agent_restarts"] = float(agents)
+            metrics["node_restarts"] = float(agents)
         return {**metrics, "_wall_s": closed - opened}
 
     # -- load ----------------------------------------------------------------------------
@@ -194,8 +197,8 @@ class Disruption:
             time.sleep(BACKOFF_START)  # the kubelet's first crash back-off, as the lab's
             envoy.start(envoy_binary(), self.bed.env_for(victim))
             return at, affected
-        if contender.kill == "agent":  # every path's server is on node-1: all are exposed
-            pid = self._agent_pid(SERVER_NODE)
+        if contender.kill in ("agent", "node-proxy"):  # node-1 serves every path: all exposed
+            pid = self._node_pid(contender.kill, SERVER_NODE)
             at = time.monotonic()
             os.kill(pid, signal.SIGKILL)  # the lab's supervisor restarts it
             return at, [
@@ -203,12 +206,16 @@ class Disruption:
             ]
         raise RunError(f"blast-radius cannot kill a {contender.kill!r} yet")
 
-    def _agent_pid(self, node: str) -> int:
-        status = LabClient().call("GET", "/v1/lab/status").body or {}
-        for agent in status.get("agents", []):
-            if agent.get("node") == node and agent.get("pid"):
-                return int(agent["pid"])
-        raise RunError(f"no running agent on {node} to kill")
+    def _node_pid(self, kind: str, node: str) -> int:
+        """The pid of ``node``'s agent or node proxy, from the lab's own status."""
+        if kind == "agent":
+            rows = (LabClient().call("GET", "/v1/lab/status").body or {}).get("agents", [])
+        else:
+            rows = (LabClient().call("GET", "/v1/lab/nodes").body or {}).get("nodeProxies", [])
+        for row in rows:
+            if row.get("node") == node and row.get("pid"):
+                return int(row["pid"])
+        raise RunError(f"no running {kind} on {node} to kill")
 
     def _signal_proxy(self, role: PodRole, sig: signal.Signals) -> bool:
         pids: set[int] = set()
@@ -235,6 +242,11 @@ class Disruption:
             for node in nodes:
                 self._restart_agent(node)
             return 0, len(nodes)
+        if contender.upgrade == "hitless":
+            rows = (LabClient().call("GET", "/v1/lab/nodes").body or {}).get("nodeProxies", [])
+            for row in rows:
+                self._upgrade_node_proxy(str(row["node"]))
+            return 0, len(rows)
         raise RunError(f"upgrade of a {contender.upgrade!r} data plane is not there yet")
 
     def _restart_agent(self, node: str) -> None:
@@ -243,6 +255,14 @@ class Disruption:
         body = result.body if isinstance(result.body, dict) else {}
         if result.status != 200 or not body.get("ready"):
             raise RunError(f"the agent of {node} did not restart cleanly: {result.status} "
+                           f"{str(result.body)[:200]}")  # fmt: skip
+
+    def _upgrade_node_proxy(self, node: str) -> None:
+        """``hybridmesh node upgrade NODE``'s call: the successor takes the listening sockets
+        over, the old process drains its connections."""
+        result = LabClient(timeout=60).call("POST", f"/v1/lab/nodes/{node}/upgrade")
+        if result.status != 200:
+            raise RunError(f"the node proxy of {node} was not upgraded: {result.status} "
                            f"{str(result.body)[:200]}")  # fmt: skip
 
     def _pods(self, contender: Contender) -> list[PodRole]:

@@ -115,8 +115,12 @@ class Executor:
             return self._special(run)
         client = client_pod(run.contender, run.cell.variant)
         server = server_pod(run.contender, scenario)
+        contender = CONTENDERS.get(run.contender)
         acct = Accountant(
-            self.bed.layout, (client.namespace, client.name), (server.namespace, server.name)
+            self.bed.layout,
+            (client.namespace, client.name),
+            (server.namespace, server.name),
+            node_proxies=contender is not None and contender.proxy == "node",
         )
         started = time.time()
         try:
@@ -343,8 +347,16 @@ class Executor:
     # -- verification --------------------------------------------------------------------
     def _verify(self, run: Run, metrics: dict[str, float], checks: dict[str, float]) -> None:
         contender = CONTENDERS.get(run.contender)
+        if contender is not None and contender.proxy == "node":
+            if metrics.get("cpu_node_proxy_us_per_op", 0.0) <= 0.0:
+                raise RunError(
+                    f"{run.contender}: the node proxies used no CPU in {run.cell.label()}; "
+                    "the traffic bypassed them",
+                    "is the pods' steering to the node proxy in place? (hybridmesh node status)",
+                )
+            return
         if contender is None or contender.proxy not in ("hybridmesh", "envoy"):
-            return  # no per-pod proxy: nothing that could have been bypassed
+            return  # no proxy: nothing that could have been bypassed
         for name, share in checks.items():
             if share < MIN_PROXY_SHARE:
                 side = name.split("_")[1]

@@ -27,7 +27,7 @@ class MetricInfo:
     higher_is_better: bool = False
 
 
-CPU_COMPONENTS = ("loadgen", "app", "proxy_client", "proxy_server", "ebpf")
+CPU_COMPONENTS = ("loadgen", "app", "proxy_client", "proxy_server", "node_proxy", "ebpf")
 """Stacked in the CPU plot, in this order; ``loadgen`` is shown to prove it is not the limit."""
 
 METRICS: dict[str, MetricInfo] = {
@@ -48,10 +48,12 @@ METRICS: dict[str, MetricInfo] = {
     "cpu_app_us_per_op": MetricInfo("server app CPU", "µs/op"),
     "cpu_proxy_client_us_per_op": MetricInfo("client-side proxy CPU", "µs/op"),
     "cpu_proxy_server_us_per_op": MetricInfo("server-side proxy CPU", "µs/op"),
+    "cpu_node_proxy_us_per_op": MetricInfo("node proxies' CPU", "µs/op"),
     "cpu_proxy_us_per_op": MetricInfo("proxy CPU (both sides)", "µs/op"),
     "cpu_ebpf_us_per_op": MetricInfo("kernel eBPF CPU", "µs/op"),
     "rss_proxy_client_mib": MetricInfo("client-side proxy peak RSS", "MiB"),
     "rss_proxy_server_mib": MetricInfo("server-side proxy peak RSS", "MiB"),
+    "rss_node_proxy_mib": MetricInfo("node proxies' peak RSS", "MiB"),
     "rss_proxy_mib": MetricInfo("proxy peak RSS (both sides)", "MiB"),
     "rss_loadgen_mib": MetricInfo("load generator peak RSS", "MiB"),
     "rss_app_mib": MetricInfo("server app peak RSS", "MiB"),
@@ -74,7 +76,7 @@ METRICS: dict[str, MetricInfo] = {
     "recovered": MetricInfo("recovered in the window", "1 = yes", higher_is_better=True),
     "pod_restarts": MetricInfo("pod restarts needed", "count"),
     "upgrade_s": MetricInfo("upgrade duration", "s"),
-    "agent_restarts": MetricInfo("node agents restarted", "count"),
+    "node_restarts": MetricInfo("node components replaced (agents, node proxies)", "count"),
 }
 
 RESOURCE_METRICS = (
@@ -83,10 +85,12 @@ RESOURCE_METRICS = (
     "cpu_app_us_per_op",
     "cpu_proxy_client_us_per_op",
     "cpu_proxy_server_us_per_op",
+    "cpu_node_proxy_us_per_op",
     "cpu_proxy_us_per_op",
     "cpu_ebpf_us_per_op",
     "rss_proxy_client_mib",
     "rss_proxy_server_mib",
+    "rss_node_proxy_mib",
     "rss_proxy_mib",
     "rss_loadgen_mib",
     "rss_app_mib",
@@ -110,7 +114,7 @@ SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
         "failed_pct", "failed", "failed_affected", "failed_unaffected", "recovery_s",
         "recovered", "requests",
     ),
-    "upgrade": ("failed_pct", "failed", "pod_restarts", "agent_restarts", "upgrade_s", "requests"),
+    "upgrade": ("failed_pct", "failed", "pod_restarts", "node_restarts", "upgrade_s", "requests"),
 }  # fmt: skip
 """Every metric a sample of the scenario must have (the integration test checks all filled)."""
 

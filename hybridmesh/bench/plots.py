@@ -34,6 +34,7 @@ _COMPONENT_COLORS = {
     "app": "#2ca02c",
     "proxy_client": "#1f77b4",
     "proxy_server": "#9467bd",
+    "node_proxy": "#8c564b",
     "ebpf": "#d62728",
 }
 _COMPONENT_LABELS = {
@@ -41,6 +42,7 @@ _COMPONENT_LABELS = {
     "app": "server app",
     "proxy_client": "client proxy",
     "proxy_server": "server proxy",
+    "node_proxy": "node proxies",
     "ebpf": "kernel eBPF",
 }
 _CDF_QUANTILES = [q / 10 for q in range(0, 1000, 5)] + [99.5, 99.9, 99.95, 99.99, 100.0]
@@ -203,6 +205,7 @@ def resources(results: Results, out: Path) -> Path | None:
         ("rss_app_mib", "app"),
         ("rss_proxy_client_mib", "proxy_client"),
         ("rss_proxy_server_mib", "proxy_server"),
+        ("rss_node_proxy_mib", "node_proxy"),
     ]
     _stacked(mem_ax, cells, memory)
     mem_ax.set(title=f"peak RSS at {rate} req/s (stacked)", ylabel="MiB")

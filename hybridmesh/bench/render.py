@@ -47,7 +47,7 @@ _TABLE_METRICS: dict[str, tuple[str, ...]] = {
               "mesh_cpu_per_pod_pct", "ebpf_cpu_pct", "rps", "errors", "cpu_loadgen_pct"),
     "blast-radius": ("failed_pct", "failed_affected", "failed_unaffected", "recovery_s",
                      "recovered", "requests"),
-    "upgrade": ("pod_restarts", "agent_restarts", "failed", "failed_pct", "upgrade_s",
+    "upgrade": ("pod_restarts", "node_restarts", "failed", "failed_pct", "upgrade_s",
                 "requests"),
 }  # fmt: skip
 _FLAG = " ⚠"

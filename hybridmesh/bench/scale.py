@@ -169,15 +169,24 @@ class ScaleRunner:
 
     def _shared_pids(self, contender: Contender) -> list[int]:
         """The node's mesh processes shared by every pod: node-1's agent when the placement
-        needs one (the lab knows which), whole — it serves every agent placement's pods."""
-        if not needs_agent(contender.placement):
-            return []
-        status = LabClient().call("GET", "/v1/lab/status").body or {}
-        return [
-            int(a["pid"])
-            for a in status.get("agents", [])
-            if a.get("node") == SERVER_NODE and a.get("pid")
-        ]
+        needs one (the lab knows which), whole — it serves every agent placement's pods — and
+        node-1's node proxy for the node placement."""
+        pids: list[int] = []
+        if needs_agent(contender.placement):
+            status = LabClient().call("GET", "/v1/lab/status").body or {}
+            pids += [
+                int(a["pid"])
+                for a in status.get("agents", [])
+                if a.get("node") == SERVER_NODE and a.get("pid")
+            ]
+        if contender.proxy == "node":
+            nodes = LabClient().call("GET", "/v1/lab/nodes").body or {}
+            pids += [
+                int(r["pid"])
+                for r in nodes.get("nodeProxies", [])
+                if r.get("node") == SERVER_NODE and r.get("pid")
+            ]
+        return pids
 
 
 def _wait_healthy(log: Path, timeout: float = 20.0) -> None:

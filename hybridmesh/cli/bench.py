@@ -139,7 +139,7 @@ def _measure(out: Path, options: BenchOptions, output: OutputFormat) -> Results:
 
 _SHOWN = (
     "rps", "p50_ms", "p99_ms", "tps", "gbps", "mesh_pss_mib", "mesh_cpu_pct", "failed_pct",
-    "recovery_s", "pod_restarts", "agent_restarts",
+    "recovery_s", "pod_restarts", "node_restarts",
 )  # fmt: skip
 """The figures a finished run prints on its progress line (those it has)."""
 

@@ -60,7 +60,7 @@ def test_every_cell_is_measured_with_every_metric(bench_run: tuple[Path, Results
         assert set(cells) == {(lvl, c) for lvl in levels for c in CONTENDERS}, scenario
         for key, cell in cells.items():
             assert cell.variant == "same-node"
-            missing = set(SCENARIO_METRICS[scenario]) - set(cell.metrics) - {"agent_restarts"}
+            missing = set(SCENARIO_METRICS[scenario]) - set(cell.metrics) - {"node_restarts"}
             assert not missing, f"{scenario} {key} lacks {missing}"
 
 
@@ -87,7 +87,7 @@ def test_upgrade_restarts_every_sidecar_pod_and_nothing_for_none(
     assert _m(cells[None, "sidecar"], "pod_restarts") == BASE_PODS
     assert _m(cells[None, "sidecar"], "upgrade_s") > 0
     kernel = cells[None, "kernel"]
-    assert _m(kernel, "pod_restarts") == 0 and _m(kernel, "agent_restarts") == 2  # two nodes
+    assert _m(kernel, "pod_restarts") == 0 and _m(kernel, "node_restarts") == 2  # two nodes
 
 
 def test_sidecar_memory_grows_with_pods_and_kernel_pays_its_agent_once(

@@ -57,3 +57,13 @@ def test_bpftool_run_time_of_the_labs_programs_only() -> None:
 def test_per_op_scales_inversely_with_ops(ops: float) -> None:
     m = usage_metrics(_usage(0, 0, 0, 0, 0, 0), _usage(1, 0, 0, 1_000_000, 0, 0), ops, Peaks(0, 0))
     assert m["cpu_proxy_client_us_per_op"] == pytest.approx(1_000_000 / ops)
+
+
+def test_node_proxies_count_as_the_proxy_of_a_node_placement() -> None:
+    before = Usage(0.0, {"loadgen": 0, "app": 0, "proxy_client": 0, "proxy_server": 0,
+                         "node_proxy": 0}, 0)  # fmt: skip
+    after = Usage(1.0, {"loadgen": 0, "app": 0, "proxy_client": 0, "proxy_server": 0,
+                        "node_proxy": 150_000}, 0)  # fmt: skip
+    m = usage_metrics(before, after, 1000, Peaks(0, 0, node_proxy_bytes=50 << 20))
+    assert m["cpu_node_proxy_us_per_op"] == 150.0 and m["cpu_proxy_us_per_op"] == 150.0
+    assert m["rss_node_proxy_mib"] == 50 and m["rss_proxy_mib"] == 50
