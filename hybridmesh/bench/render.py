@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 
+from hybridmesh.bench.headlines import headlines
 from hybridmesh.bench.loadcheck import MAX_LOADGEN_PCT, MIN_TARGET_SHARE, load_checks
 from hybridmesh.bench.metrics import METRICS, SCENARIO_METRICS
 from hybridmesh.bench.model import CellDoc, Results, Stat
@@ -124,6 +125,11 @@ def _summary_table(results: Results) -> str:
         ]
         body.append([row.contender, row.variant, *cells])
     return markdown_table(headers, body)
+
+
+def _headline_lines(results: Results) -> list[str]:
+    lines = headlines(results.cells, results.config.variants)
+    return [*(f"- {line}" for line in lines), ""] if lines else []
 
 
 def _cell_rows(
@@ -336,6 +342,7 @@ def report_markdown(results: Results, images: Mapping[str, str]) -> str:
         "",
         _summary_table(results),
         "",
+        *_headline_lines(results),
         *(f"![{k}]({p})\n" for k, p in images.items() if k.startswith("overview:")),
     ]
     parts += _machine_section(results) + _method_section(results)

@@ -1,0 +1,43 @@
+"""The headline comparisons: said when both sides were measured, silent otherwise."""
+
+from __future__ import annotations
+
+from bench_fixtures import latency_metrics, sample
+
+from hybridmesh.bench.headlines import headlines
+from hybridmesh.bench.stats import aggregate
+
+
+def test_sidecar_vs_envoy_and_ebpf_vs_sidecar_at_the_summary_rate() -> None:
+    cells = aggregate([
+        sample("none", latency_metrics(0.2, 1.0), order=0),
+        sample("sidecar", latency_metrics(0.8, 3.0, proxy_cpu=200.0), order=1),
+        sample("sidecar+ebpf", latency_metrics(0.6, 2.5, proxy_cpu=150.0), order=2),
+        sample("envoy-sidecar", latency_metrics(0.6, 5.0, proxy_cpu=100.0), order=3),
+    ], ["none", "sidecar", "sidecar+ebpf", "envoy-sidecar"])  # fmt: skip
+    lines = headlines(cells, ["same-node"])
+    assert lines[0] == (
+        "sidecar vs Envoy, same-node at 1000 req/s: added p99 2 ms vs 4 ms; "
+        "added p50 0.6 ms vs 0.4 ms"
+    )
+    assert lines[1].startswith("sidecar+ebpf vs sidecar, same-node at 1000 req/s: p50 ×0.75")
+    assert "proxy CPU ×0.75 per request" in lines[1]
+    assert len(lines) == 2  # no kernel, no scale: nothing said about them
+
+
+def test_memory_scaling_lists_each_contender_over_the_levels() -> None:
+    samples = [
+        sample(c, {"mesh_pss_mib": mib}, scenario="scale", level=n, order=i)
+        for i, (c, n, mib) in enumerate([
+            ("none", 2, 0.0), ("sidecar", 2, 48.0), ("node", 2, 55.0),
+            ("none", 8, 0.0), ("sidecar", 8, 192.0), ("node", 8, 56.0),
+        ])
+    ]  # fmt: skip
+    (line,) = headlines(aggregate(samples), ["same-node"])
+    assert (
+        line == "mesh memory (PSS) at 2 → 8 pods per node: sidecar 48 → 192 MiB; node 55 → 56 MiB"
+    )
+
+
+def test_nothing_measured_says_nothing() -> None:
+    assert headlines([], ["same-node", "cross-node"]) == []
