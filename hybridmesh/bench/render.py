@@ -241,7 +241,8 @@ def _load_check_section(results: Results) -> list[str]:
     ]
     if not bad:
         return [*lines, "- No cell is flagged.", ""]
-    lines += [f"- {len(bad)} cells are flagged (⚠ in the tables):", ""]
+    lines += [f"- {len(bad)} {'cell is' if len(bad) == 1 else 'cells are'} flagged "
+              "(⚠ in the tables):", ""]  # fmt: skip
     rows = [
         [c.scenario, c.variant, "" if c.level is None else str(c.level), c.contender,
          fmt_number(c.target_rps), fmt_number(c.achieved_rps), fmt_number(c.loadgen_cpu_pct),
