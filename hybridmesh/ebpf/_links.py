@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from hybridmesh.ebpf import bpffs
-from hybridmesh.ebpf._libbpf import BpfLink, BpfProgram
+from hybridmesh.ebpf._libbpf import BpfLink, BpfProgram, prog_info
 from hybridmesh.ebpf.errors import BpfError
 
 __all__ = [
     "TRACING_DETACH_ERRORS",
     "CgroupLinks",
+    "ProgramStats",
     "cgroup_id",
     "detach_pin",
     "prepare_pin_dirs",
+    "program_ids",
+    "program_stats",
     "remove_pins",
     "replace_program",
 ]
@@ -134,3 +138,25 @@ class CgroupLinks:
         for pin in pins:
             if pin.exists():
                 detach_pin(pin)
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    """Kernel run-time accounting of one program (counts only while stats are enabled)."""
+
+    run_cnt: int
+    run_time_ns: int
+
+    @property
+    def ns_per_run(self) -> float:
+        return self.run_time_ns / self.run_cnt if self.run_cnt else 0.0
+
+
+def program_stats(programs: Mapping[str, BpfProgram]) -> dict[str, ProgramStats]:
+    """run_cnt / run_time_ns of each loaded program (see ``_libbpf.enable_run_stats``)."""
+    infos = {name: prog_info(p.fd) for name, p in programs.items()}
+    return {name: ProgramStats(i.run_cnt, i.run_time_ns) for name, i in infos.items()}
+
+
+def program_ids(programs: Mapping[str, BpfProgram]) -> dict[str, int]:
+    return {name: int(prog_info(p.fd).id) for name, p in programs.items()}

@@ -34,8 +34,16 @@ from pathlib import Path
 from typing import Literal
 
 from hybridmesh.ebpf import _libbpf
-from hybridmesh.ebpf._libbpf import BpfObject, prog_info
-from hybridmesh.ebpf._links import TRACING_DETACH_ERRORS, detach_pin, prepare_pin_dirs, remove_pins
+from hybridmesh.ebpf._libbpf import BpfObject
+from hybridmesh.ebpf._links import (
+    TRACING_DETACH_ERRORS,
+    ProgramStats,
+    detach_pin,
+    prepare_pin_dirs,
+    program_ids,
+    program_stats,
+    remove_pins,
+)
 from hybridmesh.ebpf._shared import BYTES_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
@@ -230,12 +238,6 @@ class FlowCounters:
     """Retransmits of followed sockets."""
 
 
-@dataclass(frozen=True)
-class ProgramStats:
-    run_cnt: int
-    run_time_ns: int
-
-
 # --- the loaded programs ----------------------------------------------------------------------
 
 
@@ -369,12 +371,10 @@ class Flows:
         )
 
     def program_stats(self) -> dict[str, ProgramStats]:
-        """run_cnt / run_time_ns per program (see ``_libbpf.enable_run_stats``)."""
-        infos = {name: prog_info(p.fd) for name, p in self.programs.items()}
-        return {name: ProgramStats(i.run_cnt, i.run_time_ns) for name, i in infos.items()}
+        return program_stats(self.programs)
 
     def program_ids(self) -> dict[str, int]:
-        return {name: prog_info(p.fd).id for name, p in self.programs.items()}
+        return program_ids(self.programs)
 
     # lifetime ------------------------------------------------------------------------------
 

@@ -32,11 +32,12 @@ from pathlib import Path
 
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfObject
+from hybridmesh.ebpf._links import ProgramStats, program_ids, program_stats
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
-from hybridmesh.ebpf.sock_lb import ProgramStats, _cgroup_id, _detach_pin, _replace_program
+from hybridmesh.ebpf.sock_lb import _cgroup_id, _detach_pin, _replace_program
 
 __all__ = [
     "MAX_PODS",
@@ -295,12 +296,10 @@ class NodeSteer:
         return Counters(**{n: sum(getattr(s, n) for s in per_cpu) for n in _COUNTERS})
 
     def program_stats(self) -> dict[str, ProgramStats]:
-        """run_cnt / run_time_ns per hook (see ``_libbpf.enable_run_stats``)."""
-        infos = {hook: _libbpf.prog_info(p.fd) for hook, p in self.programs.items()}
-        return {hook: ProgramStats(i.run_cnt, i.run_time_ns) for hook, i in infos.items()}
+        return program_stats(self.programs)
 
     def program_ids(self) -> dict[str, int]:
-        return {hook: int(_libbpf.prog_info(p.fd).id) for hook, p in self.programs.items()}
+        return program_ids(self.programs)
 
     # lifetime ----------------------------------------------------------------------------
 

@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Literal
 
 from hybridmesh.ebpf import bpffs
-from hybridmesh.ebpf._libbpf import BpfObject, prog_info
+from hybridmesh.ebpf._libbpf import BpfObject
 from hybridmesh.ebpf._links import (
     CgroupLinks,
+    ProgramStats,
     cgroup_id,
     detach_pin,
     prepare_pin_dirs,
+    program_stats,
     remove_pins,
     replace_program,
 )
@@ -135,18 +137,6 @@ class ServiceStats:
     """Connects sent to a backend."""
     no_backend: int
     """Connects refused because the service had no backend."""
-
-
-@dataclass(frozen=True)
-class ProgramStats:
-    """Kernel run-time accounting of one program (counts only while stats are enabled)."""
-
-    run_cnt: int
-    run_time_ns: int
-
-    @property
-    def ns_per_run(self) -> float:
-        return self.run_time_ns / self.run_cnt if self.run_cnt else 0.0
 
 
 def _net32(ip: IPv4Address) -> int:
@@ -328,9 +318,7 @@ class SockLB:
         return result
 
     def program_stats(self) -> dict[str, ProgramStats]:
-        """run_cnt / run_time_ns per hook (see ``_libbpf.enable_run_stats``)."""
-        infos = {hook: prog_info(p.fd) for hook, p in self.programs.items()}
-        return {hook: ProgramStats(i.run_cnt, i.run_time_ns) for hook, i in infos.items()}
+        return program_stats(self.programs)
 
     # lifetime ----------------------------------------------------------------------------
 

@@ -32,13 +32,19 @@ from pathlib import Path
 
 from hybridmesh.ebpf import _libbpf
 from hybridmesh.ebpf._libbpf import BpfObject
-from hybridmesh.ebpf._links import CgroupLinks, prepare_pin_dirs, remove_pins
+from hybridmesh.ebpf._links import (
+    CgroupLinks,
+    ProgramStats,
+    prepare_pin_dirs,
+    program_ids,
+    program_stats,
+    remove_pins,
+)
 from hybridmesh.ebpf._shared import BYTES_MAP, EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
-from hybridmesh.ebpf.sock_lb import ProgramStats
 
 __all__ = [
     "BPF_SK_MSG_VERDICT",
@@ -297,12 +303,10 @@ class SockMap:
         return Counters(**{n: sum(getattr(s, n) for s in per_cpu) for n in names})
 
     def program_stats(self) -> dict[str, ProgramStats]:
-        """run_cnt / run_time_ns per program (see ``_libbpf.enable_run_stats``)."""
-        infos = {hook: _libbpf.prog_info(p.fd) for hook, p in self.programs.items()}
-        return {hook: ProgramStats(i.run_cnt, i.run_time_ns) for hook, i in infos.items()}
+        return program_stats(self.programs)
 
     def program_ids(self) -> dict[str, int]:
-        return {hook: int(_libbpf.prog_info(p.fd).id) for hook, p in self.programs.items()}
+        return program_ids(self.programs)
 
     # lifetime ----------------------------------------------------------------------------
 
