@@ -200,10 +200,21 @@ class Lab:
         return await self.node_proxies.upgrade(node)
 
     def _sidecar_pods(self) -> list[PodInfo]:
-        return [p for p in self.control.plan.pods if p.placement in SIDECAR_PLACEMENTS]
+        """The sidecar pods that hold a bootstrap token (those whose tokens are refreshed)."""
+        return [p for p in self.control.plan.pods
+                if p.placement in SIDECAR_PLACEMENTS and self._has_identity(p)]
+
+    def _has_identity(self, pod: PodInfo) -> bool:
+        """False when tokens are off or the pod's Workload carries the annotation
+        ``hybridmesh.io/identity: disabled``: no token, so its proxy has no SVID, no mTLS."""
+        if self._tokens is None:
+            return False
+        return not any(w.identity_disabled for w in self.control.topology.workloads
+                       if (w.namespace, w.name) == (pod.namespace, pod.workload))
 
     def _proxy_runner(self, pod: PodInfo, cg: PodCgroup) -> PodRunner:
-        token = self._tokens.path(pod) if self._tokens is not None else None
+        tokens = self._tokens if self._has_identity(pod) else None
+        token = tokens.path(pod) if tokens is not None else None
         proxy = PodRunner(
             pod.key,
             launch=lambda: procs.spawn_in_pod(
@@ -248,7 +259,8 @@ class Lab:
         dns.write_hosts(netns, self._hosts_for(pod))
         if pod.placement in IPTABLES_CAPTURE:
             capture.apply_capture(netns)
-        if pod.placement in SIDECAR_PLACEMENTS and self._tokens is not None:
+        if pod.placement in SIDECAR_PLACEMENTS and self._tokens is not None and \
+                self._has_identity(pod):
             self._tokens.write(pod)  # before the proxy starts: it asks for its SVID
         if pod.placement in KUBE_PROXY_PLACEMENTS:
             payload = servicelb.render_rules(self.control.services())

@@ -8,20 +8,29 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
 
-from hybridmesh.resources._meta import Resource
+from hybridmesh.resources._meta import ObjectMeta, Resource
 from hybridmesh.resources._names import did_you_mean, one_of, quote, repeated
 from hybridmesh.resources._types import DnsLabel, Model, Placement, Port, PortName
 from hybridmesh.resources.quantities import parse_cpu_millis, parse_memory_bytes
 
 __all__ = [
+    "IDENTITY_ANNOTATION",
+    "IDENTITY_VALUES",
     "PLACEHOLDERS",
     "ContainerPort",
     "EnvVar",
     "ResourceList",
     "ResourceRequirements",
     "Workload",
+    "WorkloadMeta",
     "WorkloadSpec",
 ]
+
+IDENTITY_ANNOTATION = "hybridmesh.io/identity"
+"""Per-workload opt-out of workload identity (Istio habit: per-workload annotations).
+``disabled``: the lab gives the pods' sidecars no bootstrap token, so they get no SVID and
+talk plaintext; PERMISSIVE receivers accept them, STRICT ones refuse them."""
+IDENTITY_VALUES = ("enabled", "disabled")
 
 PLACEHOLDERS = ("port", "pod", "namespace", "node", "pod_ip")
 """Names a command may use as ``{name}``; the lab fills them in per pod."""
@@ -148,8 +157,33 @@ class WorkloadSpec(Model):
         return {e.name: e.value for e in self.env}
 
 
+def _check_identity(annotations: dict[str, str]) -> dict[str, str]:
+    value = annotations.get(IDENTITY_ANNOTATION)
+    if value is not None and value not in IDENTITY_VALUES:
+        raise ValueError(
+            f"annotation {IDENTITY_ANNOTATION} is {quote(value)}; it must be "
+            '"enabled" or "disabled" (disabled: the pods\' sidecars get no identity, no mTLS)'
+        )
+    return annotations
+
+
+class WorkloadMeta(ObjectMeta):
+    """``metadata`` of a Workload: the annotations the lab acts on are checked too."""
+
+    annotations: Annotated[dict[str, str], AfterValidator(_check_identity)] = Field(
+        default_factory=dict
+    )
+
+
 class Workload(Resource):
     """A command run in ``replicas`` pods named ``<name>-<i>``."""
 
     kind: Literal["Workload"] = "Workload"
+    metadata: WorkloadMeta
     spec: WorkloadSpec
+
+    @property
+    def identity_disabled(self) -> bool:
+        """True when the ``hybridmesh.io/identity: disabled`` annotation opts its pods out
+        of workload identity (and so of mTLS)."""
+        return self.metadata.annotations.get(IDENTITY_ANNOTATION) == "disabled"
