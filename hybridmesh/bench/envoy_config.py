@@ -13,8 +13,10 @@ address the app dialled, which iptables REDIRECT replaced):
 
 Service clusters are STATIC with the ready endpoints from the lab status (an EDS snapshot
 frozen at injection time: the bench topology does not change while it runs), balanced by
-least-request, Istio's default. Circuit-breaker limits are lifted like Istio's. No mTLS,
-no stats filters, no access log: this is Envoy at its leanest, a best case for the peer.
+least-request, Istio's default. Circuit-breaker limits are lifted like Istio's. No stats
+filters, no access log: this is Envoy at its leanest, a best case for the peer. With ``tls``
+(the ``envoy-sidecar-mtls`` contender) the sidecars talk mTLS to each other, Istio's way
+(envoy_tls.py); without it, plaintext.
 
 When Envoy cannot run as uid 1337, ``mark`` sets SO_MARK on its upstream sockets so the
 capture's ``--mark 0x539`` exclusion keeps its own connections from being captured.
@@ -25,6 +27,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from hybridmesh.bench.envoy_tls import (
+    TLS_INSPECTOR,
+    EnvoyTls,
+    spiffe_id,
+    tls_chains,
+    upstream_transport,
+)
 
 __all__ = [
     "ADMIN_PORT",
@@ -65,10 +75,16 @@ class EnvoyService:
     l7: bool
     endpoints: tuple[str, ...]  # pod IPs
     h2: bool = False  # appProtocol http2/grpc: the upstream speaks HTTP/2 only
+    accounts: tuple[str, ...] = ()  # service accounts of the endpoints (mTLS secure naming)
 
     @property
     def cluster(self) -> str:
         return f"outbound|{self.port}||{self.name}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def sni(self) -> str:
+        """Istio's SNI for the service port (what an Istio server would route on)."""
+        return f"outbound_.{self.port}_._.{self.name}.{self.namespace}.svc.cluster.local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,7 @@ class EnvoyPod:
     ip: str
     inbound: tuple[tuple[int, bool], ...]  # (container port, L7?)
     h2_ports: tuple[int, ...] = ()  # container ports whose app speaks HTTP/2 only
+    service_account: str = "default"
 
 
 def services_from_status(status: Mapping[str, Any], namespace: str) -> list[EnvoyService]:
@@ -87,6 +104,8 @@ def services_from_status(status: Mapping[str, Any], namespace: str) -> list[Envo
         if svc["namespace"] != namespace or not svc.get("clusterIP"):
             continue
         ips = tuple(sorted({ep["ip"] for ep in svc.get("endpoints", [])}))
+        accounts = tuple(sorted({ep.get("serviceAccount") or "default"
+                                 for ep in svc.get("endpoints", [])}))  # fmt: skip
         for port in svc["ports"]:
             out.append(
                 EnvoyService(
@@ -98,6 +117,7 @@ def services_from_status(status: Mapping[str, Any], namespace: str) -> list[Envo
                     l7=(port.get("appProtocol") or "tcp") in _L7_PROTOCOLS,
                     endpoints=ips,
                     h2=port.get("appProtocol") in _H2_PROTOCOLS,
+                    accounts=accounts,
                 )
             )
     return sorted(out, key=lambda s: (s.name, s.port))
@@ -122,6 +142,7 @@ def pod_from_status(pod: Mapping[str, Any], status: Mapping[str, Any]) -> EnvoyP
         ip=pod["ip"],
         inbound=tuple((p, p in l7_ports) for p in ports),
         h2_ports=tuple(sorted(h2_ports & set(ports))),
+        service_account=pod.get("serviceAccount") or "default",
     )
 
 
@@ -129,23 +150,22 @@ def _address(ip: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 
-def _hcm(stat_prefix: str, cluster: str) -> dict[str, Any]:
+def _hcm(stat_prefix: str, cluster: str, *, xfcc: bool = False) -> dict[str, Any]:
     route = {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
-    return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": _HCM,
-            "stat_prefix": stat_prefix,
-            "codec_type": "AUTO",
-            "route_config": {
-                "name": cluster,
-                "virtual_hosts": [{"name": cluster, "domains": ["*"], "routes": [route]}],
-            },
-            "http_filters": [
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}
-            ],
+    config: dict[str, Any] = {
+        "@type": _HCM,
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": cluster,
+            "virtual_hosts": [{"name": cluster, "domains": ["*"], "routes": [route]}],
         },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
     }
+    if xfcc:  # as Istio's inbound: the app sees the verified peer, never a client-sent one
+        config["forward_client_cert_details"] = "SANITIZE_SET"
+        config["set_current_client_cert_details"] = {"uri": True}
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 
 
 def _tcp(stat_prefix: str, cluster: str) -> dict[str, Any]:
@@ -155,8 +175,10 @@ def _tcp(stat_prefix: str, cluster: str) -> dict[str, Any]:
     }
 
 
-def _filters(direction: str, l7: bool, cluster: str) -> list[dict[str, Any]]:
-    return [_hcm(f"{direction}_http", cluster) if l7 else _tcp(f"{direction}_tcp", cluster)]
+def _filters(direction: str, l7: bool, cluster: str, *, xfcc: bool = False) -> list[dict[str, Any]]:
+    if l7:
+        return [_hcm(f"{direction}_http", cluster, xfcc=xfcc)]
+    return [_tcp(f"{direction}_tcp", cluster)]
 
 
 def _cluster(
@@ -230,15 +252,16 @@ def _outbound(services: Sequence[EnvoyService]) -> dict[str, Any]:
     }
 
 
-def _inbound(pod: EnvoyPod) -> dict[str, Any]:
-    chains = [
-        {
+def _inbound(pod: EnvoyPod, tls: EnvoyTls | None) -> dict[str, Any]:
+    chains: list[dict[str, Any]] = []
+    for port, l7 in pod.inbound:
+        chain = {
             "name": f"inbound|{port}||",
             "filter_chain_match": {"destination_port": port},
-            "filters": _filters("inbound", l7, f"inbound|{port}||"),
+            "filters": _filters("inbound", l7, f"inbound|{port}||", xfcc=tls is not None),
         }
-        for port, l7 in pod.inbound
-    ]
+        chains += [chain] if tls is None else tls_chains(tls, chain)
+    inspect = [TLS_INSPECTOR] if tls is not None else []
     return {
         "name": "virtualInbound",
         "address": _address("0.0.0.0", INBOUND_PORT),
@@ -246,7 +269,8 @@ def _inbound(pod: EnvoyPod) -> dict[str, Any]:
             {
                 "name": "envoy.filters.listener.original_dst",
                 "typed_config": {"@type": _ORIGINAL_DST},
-            }
+            },
+            *inspect,
         ],
         "filter_chains": chains,
         "default_filter_chain": {
@@ -256,15 +280,26 @@ def _inbound(pod: EnvoyPod) -> dict[str, Any]:
     }
 
 
+def _service_cluster(svc: EnvoyService, mark: int | None, tls: EnvoyTls | None) -> dict[str, Any]:
+    endpoints = [(ip, svc.target_port) for ip in svc.endpoints]
+    cluster = _cluster(svc.cluster, "STATIC", mark, endpoints, h2=svc.h2)
+    if tls is not None:
+        ids = [spiffe_id(tls.trust_domain, svc.namespace, sa) for sa in svc.accounts]
+        alpn = ("h2",) if svc.h2 else ("http/1.1",) if svc.l7 else ()
+        cluster["transport_socket"] = upstream_transport(tls, ids, alpn, svc.sni)
+    return cluster
+
+
 def render_bootstrap(
-    pod: EnvoyPod, services: Sequence[EnvoyService], *, mark: int | None = None
+    pod: EnvoyPod,
+    services: Sequence[EnvoyService],
+    *,
+    mark: int | None = None,
+    tls: EnvoyTls | None = None,
 ) -> dict[str, Any]:
-    """The whole bootstrap (write it as JSON; Envoy reads ``.json`` files natively)."""
-    clusters = [
-        _cluster(s.cluster, "STATIC", mark, [(ip, s.target_port) for ip in s.endpoints], h2=s.h2)
-        for s in services
-        if s.endpoints
-    ]
+    """The whole bootstrap (write it as JSON; Envoy reads ``.json`` files natively);
+    ``tls``: mTLS between the sidecars (this pod's SVID and the trust bundle)."""
+    clusters = [_service_cluster(s, mark, tls) for s in services if s.endpoints]
     clusters += [
         _cluster(f"inbound|{port}||", "STATIC", mark, [(pod.ip, port)], h2=port in pod.h2_ports)
         for port, _ in pod.inbound
@@ -280,7 +315,7 @@ def render_bootstrap(
         },
         "admin": {"address": _address("127.0.0.1", ADMIN_PORT)},
         "static_resources": {
-            "listeners": [_outbound(services), _inbound(pod)],
+            "listeners": [_outbound(services), _inbound(pod, tls)],
             "clusters": clusters,
         },
     }
