@@ -2,7 +2,9 @@
 
 Secure naming starts here. A proxy proves *which pod it serves* with the bootstrap token the
 lab handed it (``identity/bootstrap.py``: HMAC over trust domain, namespace, service account,
-pod); the authority then checks that the pod still exists in the current plan *with that
+pod) — or, for a node proxy, with its node token naming one of its node's ``placement: node``
+pods (``agent/nodeproxy/credentials.py``: the CA signs only for pods the plan puts on that
+node); the authority then checks that the pod still exists in the current plan *with that
 service account* and signs exactly ``spiffe://<td>/ns/<ns>/sa/<sa>``. The CSR only proves
 possession of the key: the identity comes from the verified token and the plan, never from
 what the CSR asks for (the CA refuses a CSR naming anything else).
@@ -31,9 +33,15 @@ from cryptography import x509
 
 from hybridmesh._http.message import Request, Response
 from hybridmesh._http.router import Router
+from hybridmesh.agent.nodeproxy.credentials import (
+    NodeRequestRefused,
+    NodeTokens,
+    authorize_node_request,
+    is_node_request,
+)
 from hybridmesh.control.model import PodInfo
 from hybridmesh.control.plane import ControlPlane
-from hybridmesh.identity.bootstrap import InvalidBootstrapToken
+from hybridmesh.identity.bootstrap import BootstrapClaims, InvalidBootstrapToken
 from hybridmesh.identity.ca import DEFAULT_CA_TTL, CaError, CsrRejected, MeshCA
 
 __all__ = [
@@ -96,6 +104,7 @@ class IdentityAuthority:
         self._ca = ca
         self._control = control
         self._clock = clock
+        self._node_tokens = NodeTokens(ca.trust_domain)
         self.issued = 0
         self.refused = 0
 
@@ -112,6 +121,11 @@ class IdentityAuthority:
         return self._ca.issue_bootstrap_token(pod.namespace, pod.service_account, pod.name,
                                               ttl=ttl, now=self._clock())
 
+    def issue_node_token(self, node: str) -> str:
+        """A node proxy's credential (hand it to that node's proxy only): with it the proxy
+        may obtain the SVIDs of the ``placement: node`` pods the plan puts on that node."""
+        return self._node_tokens.issue(node, now=self._clock())
+
     def sign(self, token: str, csr_pem: bytes) -> SignedSvid:
         """Verify the token against the CA and the plan, then sign; `IdentityError` if not."""
         try:
@@ -126,10 +140,7 @@ class IdentityAuthority:
     def _sign(self, token: str, csr_pem: bytes) -> SignedSvid:
         self._check_trust_domain()
         now = self._clock()
-        try:
-            claims = self._ca.verify_bootstrap_token(token, now=now)
-        except InvalidBootstrapToken as exc:
-            raise IdentityError(401, "invalid-token", str(exc)) from None
+        claims = self._claims(token, now)
         key = f"{claims.namespace}/{claims.pod}"
         pod = self._control.plan.pod(key)
         if pod is None:
@@ -150,6 +161,21 @@ class IdentityAuthority:
         leaf = x509.load_pem_x509_certificate(chain)
         return SignedSvid(str(identity), chain, self._ca.bundle_pem, leaf.not_valid_before_utc,
                           leaf.not_valid_after_utc, leaf.serial_number)
+
+    def _claims(self, token: str, now: datetime) -> BootstrapClaims:
+        """Who the request is for: a pod's own bootstrap token, or a node proxy's node token
+        naming a pod — accepted only for a ``placement: node`` pod on that very node
+        (``agent/nodeproxy/credentials.py``; docs/node.md §1). The checks that follow (pod
+        gone, service account changed) apply to both."""
+        try:
+            if is_node_request(token):
+                return authorize_node_request(self._node_tokens, token, self._control.plan,
+                                              now=now)
+            return self._ca.verify_bootstrap_token(token, now=now)
+        except InvalidBootstrapToken as exc:
+            raise IdentityError(401, "invalid-token", str(exc)) from None
+        except NodeRequestRefused as exc:
+            raise IdentityError(exc.status, exc.code, exc.message) from None
 
     def _check_trust_domain(self) -> None:
         wanted = self._control.topology.mesh.spec.trust_domain

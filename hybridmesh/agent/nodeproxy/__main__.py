@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from hybridmesh.agent.nodeproxy.handoff import HandoffError, Takeover, take_over
 from hybridmesh.agent.nodeproxy.limits import Limits
 from hybridmesh.agent.nodeproxy.server import NodeProxy
 from hybridmesh.agent.nodeproxy.source import BpfSourceResolver, CgroupIndex, map_pin
+from hybridmesh.agent.nodeproxy.upstream import plain_socket
 from hybridmesh.agent.nodeproxy.view import LocalPod
 from hybridmesh.ebpf.errors import BpfError
-from hybridmesh.lab.names import LAB_CGROUP, pod_cgroup
+from hybridmesh.lab.names import LAB_CGROUP, pod_cgroup, pod_netns
+from hybridmesh.lab.netns import socket_in
 
 __all__ = ["default_handoff", "default_token_file", "main", "parse"]
 
@@ -73,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connection-burst", type=int, default=_DEFAULTS.burst)
     p.add_argument("--max-streams", type=int, default=_DEFAULTS.max_streams)
     p.add_argument("--drain-timeout", type=float, default=3600.0)
+    p.add_argument("--node-netns-source", action="store_true",
+                   help="dial kernel/none/outside destinations from the node netns, not the "
+                        "source pod's (tests without pod netns; the destination then sees the "
+                        "node's address)")
     p.add_argument("--no-mark", action="store_true", help="do not SO_MARK our own sockets")
     return p
 
@@ -94,6 +101,11 @@ def parse(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace]:
     return config, args
 
 
+def _pod_socket(namespace: str, pod: str) -> socket.socket:
+    """Relays to non-node destinations leave from the source pod's netns (``upstream.py``)."""
+    return socket_in(pod_netns(namespace, pod))
+
+
 def _cgroup_base(args: argparse.Namespace) -> Path:
     if args.cgroup_base is not None:
         return Path(args.cgroup_base)
@@ -111,7 +123,8 @@ async def _run(config: NodeConfig, args: argparse.Namespace, takeover: Takeover 
         return base / pod_cgroup(pod.namespace, pod.name)
 
     proxy = NodeProxy(config, resolver, index, cgroup_of,
-                      handoff=args.handoff or default_handoff(config.node))
+                      handoff=args.handoff or default_handoff(config.node),
+                      source_socket=plain_socket if args.node_netns_source else _pod_socket)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: proxy.tasks.spawn(proxy.hand_over()))

@@ -12,6 +12,7 @@ from hybridmesh.agent.nodeproxy.limits import Limiter, Limits
 from hybridmesh.agent.nodeproxy.metrics import NodeProxyMetrics
 from hybridmesh.agent.nodeproxy.source import SourceResolver
 from hybridmesh.agent.nodeproxy.tunnels import TunnelPool
+from hybridmesh.agent.nodeproxy.upstream import SocketFactory, plain_socket
 from hybridmesh.agent.nodeproxy.view import NodeView
 
 __all__ = ["PROXY_MARK", "NodeConfig", "NodeContext"]
@@ -39,8 +40,10 @@ class NodeContext:
     """The node proxy's shared state; handlers read ``view`` once per connection."""
 
     def __init__(self, config: NodeConfig, resolver: SourceResolver,
-                 identities: NodeIdentities, tasks: TaskSet) -> None:
+                 identities: NodeIdentities, tasks: TaskSet,
+                 source_socket: SocketFactory = plain_socket) -> None:
         self.config = config
+        self.source_socket = source_socket  # sockets in a source pod's netns (upstream.py)
         self.resolver = resolver
         self.identities = identities
         self.tasks = tasks

@@ -7,8 +7,11 @@ on the pod's behalf): source from the kernel (:mod:`source`) → the pod is one 
 - a ``node`` pod on this node: authorized here by the source's identity (the destination's
   policies, the engine of ``hybridmesh.policy``), then a plain local connection — no tunnel;
 - a ``node`` pod on another node: a CONNECT stream in the tunnel of (source identity, node);
-- anything else (a ``sidecar``/``kernel``/``none`` pod, an address outside the mesh): a plain
-  TCP relay, as the pod would have connected without the mesh (see docs/node.md, "mixing").
+- a ``sidecar``/``sidecar+ebpf`` pod: mTLS (ALPN ``hm-tcp``) with the source pod's SVID, the
+  server verified as the endpoint's identity (:mod:`upstream`);
+- anything else (a ``kernel``/``none`` pod, an address outside the mesh): plain TCP from the
+  source pod's own network namespace, as the pod would have connected without the mesh (see
+  docs/node.md §4 "mixing placements").
 """
 
 from __future__ import annotations
@@ -22,16 +25,23 @@ from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
 from hybridmesh.agent.nodeproxy.identities import sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
-from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView
-from hybridmesh.identity.spiffe import SpiffeId
+from hybridmesh.agent.nodeproxy.upstream import MESHED_PLACEMENTS, DialError, dial_mesh, dial_plain
+from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView, Remote
+from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.policy import RequestAttributes
 from hybridmesh.proxy.identity import TlsMaterial
+from hybridmesh.proxy.peer_identity import with_principal
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SOURCE, Peer
 
 __all__ = ["Accepted", "decide_local"]
 
 log = logging.getLogger(__name__)
+
+
+def _node_socket(_namespace: str, _pod: str) -> socket.socket:
+    """Same-node relays to a node pod leave from the node netns (the proxy's own address)."""
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 
 
 class Accepted(asyncio.Protocol):
@@ -84,6 +94,7 @@ class _Flow:
         self.service = ""
         self._budget: str | None = None
         self._counted = False
+        self._opened_relay = False
 
     def start(self) -> None:
         ctx, view = self.ctx, self.ctx.view
@@ -120,7 +131,10 @@ class _Flow:
         if remote is not None:
             self.dest_peer = remote.peer
         if remote is None or remote.placement != "node":
-            self._relay(dest, REPORTER_SOURCE)
+            expected = self._expected(view, remote)
+            if remote is not None and remote.placement in MESHED_PLACEMENTS and expected is None:
+                return self._refuse("peer-identity")
+            self._relay(dest, REPORTER_SOURCE, (material, expected) if expected else None)
         elif remote.node == view.node:
             local = view.local_by_ip.get(dest.ip)
             denied = "not-local" if local is None else decide_local(view, identity, local,
@@ -134,42 +148,63 @@ class _Flow:
                                  name="hm-node-tunnel-open")
         return None
 
-    # -- plain relay (same node, or outside the node mesh) ------------------------------------
-    def _relay(self, dest: Destination, reporter: str) -> None:
+    def _expected(self, view: NodeView, remote: Remote | None) -> SpiffeId | None:
+        """Secure naming for a sidecar destination: its service account's identity."""
+        if remote is None or remote.placement not in MESHED_PLACEMENTS:
+            return None
+        try:
+            return SpiffeId.for_workload(view.trust_domain, remote.namespace,
+                                         remote.service_account)
+        except InvalidSpiffeId:
+            return None
+
+    # -- relay (same node, or to another placement) -------------------------------------------
+    def _relay(self, dest: Destination, reporter: str,
+               mesh: tuple[TlsMaterial, SpiffeId] | None = None) -> None:
         if self.down.is_closing():
             return self._release()
-        metrics = self.ctx.metrics.proxy
-        metrics.tcp_open(reporter=reporter, source=self.source, destination=self.dest_peer,
-                         service=self.service)
-
-        def closed(read: int, written: int) -> None:
-            metrics.tcp_close(reporter=reporter, source=self.source, destination=self.dest_peer,
-                              service=self.service, read_bytes=read, write_bytes=written)
-            self._release()
-
-        relay = Relay(closed)
+        if mesh is not None:
+            self.dest_peer = with_principal(self.dest_peer, mesh[1])
+        relay = Relay(lambda read, written: self._closed(reporter, read, written))
         relay.start_downstream(self.down, self.holder.take())
         if self.holder.eof:
             relay.downstream_eof()
-        self.ctx.tasks.spawn(self._dial(relay, dest), name="hm-node-dial")
+        self.ctx.tasks.spawn(self._dial(relay, dest, reporter, mesh), name="hm-node-dial")
         return None
 
-    async def _dial(self, relay: Relay, dest: Destination) -> None:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if self.ctx.config.mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.ctx.config.mark)
+    async def _dial(self, relay: Relay, dest: Destination, reporter: str,
+                    mesh: tuple[TlsMaterial, SpiffeId] | None) -> None:
+        ctx, pod = self.ctx, self.pod
+        assert pod is not None
+        addr, mark, timeout = (dest.ip, dest.port), ctx.config.mark, ctx.config.connect_timeout_s
+        make, source = (_node_socket, ("", "")) if reporter == REPORTER_DESTINATION else \
+            (ctx.source_socket, (pod.namespace, pod.name))  # same-node node pod: node netns
         try:
-            async with asyncio.timeout(self.ctx.config.connect_timeout_s):
-                await loop.sock_connect(sock, (dest.ip, dest.port))
-                await loop.create_connection(lambda: relay.up, sock=sock)
-        except (OSError, TimeoutError):
-            sock.close()
-            self.ctx.metrics.refuse("connect-failed", self.source)
+            if mesh is None:
+                await dial_plain(make, source, addr, lambda: relay.up, mark=mark,
+                                 timeout=timeout)
+            else:
+                await dial_mesh(make, source, addr, lambda: relay.up, identity=mesh, mark=mark,
+                                timeout=timeout)
+        except DialError as exc:
+            log.info("%s -> %s:%d: %s", pod.key, dest.ip, dest.port, exc)
+            ctx.metrics.refuse(exc.reason, self.source)
             relay.abort()
             return
+        if relay.down.lost:
+            relay.abort()
+            return
+        ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
+                                   destination=self.dest_peer, service=self.service)
+        self._opened_relay = True
         relay.upstream_connected()
+
+    def _closed(self, reporter: str, read: int, written: int) -> None:
+        if self._opened_relay:
+            self.ctx.metrics.proxy.tcp_close(
+                reporter=reporter, source=self.source, destination=self.dest_peer,
+                service=self.service, read_bytes=read, write_bytes=written)
+        self._release()
 
     # -- tunnel ---------------------------------------------------------------------------------
     async def _tunnel(self, view: NodeView, identity: SpiffeId, material: TlsMaterial,

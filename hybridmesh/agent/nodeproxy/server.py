@@ -29,6 +29,7 @@ from hybridmesh.agent.nodeproxy.identities import NodeIdentities
 from hybridmesh.agent.nodeproxy.outbound import Accepted
 from hybridmesh.agent.nodeproxy.source import CgroupIndex, SourceResolver
 from hybridmesh.agent.nodeproxy.tunnels import serve_tls
+from hybridmesh.agent.nodeproxy.upstream import SocketFactory, plain_socket
 from hybridmesh.agent.nodeproxy.view import LocalPod, NodeView, ViewError, build_view
 from hybridmesh.proxy.discovery import Watcher
 
@@ -73,11 +74,12 @@ class NodeProxy:
     """One node proxy process (see the module docstring)."""
 
     def __init__(self, config: NodeConfig, resolver: SourceResolver, index: CgroupIndex,
-                 cgroup_of: Callable[[LocalPod], Path], *, handoff: Path | None = None) -> None:
+                 cgroup_of: Callable[[LocalPod], Path], *, handoff: Path | None = None,
+                 source_socket: SocketFactory = plain_socket) -> None:
         self.tasks = TaskSet()
         identities = NodeIdentities(config.control_socket, Path(config.token_file),
                                     self.tasks.spawn)
-        self.ctx = NodeContext(config, resolver, identities, self.tasks)
+        self.ctx = NodeContext(config, resolver, identities, self.tasks, source_socket)
         self._index = index
         self._cgroup_of = cgroup_of
         self._handoff = HandoffServer(handoff, self._listeners, self.hand_over) \

@@ -1,6 +1,7 @@
 """The node snapshot as the node proxy's lookup tables, derived once per snapshot, never mutated.
 
-``GET /v1/snapshots/nodes/{name}`` carries this node's pods (with ``ready``), every service
+``GET /v1/snapshots/nodes/{name}`` carries every pod (with ``node`` and ``ready``; only this
+node's become :class:`LocalPod`), the mesh's nodes (tunnel addresses), every service
 with its endpoints, compiled routes, AuthorizationPolicies and the mesh settings. The proxy
 needs: which local pods it serves (``placement: node``), where a destination address leads
 (service VIP → endpoints, pod IP → pod), which node hosts a destination pod and how to reach
@@ -157,6 +158,14 @@ def _remote(raw: Mapping[str, Any]) -> Remote:
                   Peer(workload, ns, UNKNOWN))
 
 
+def _on_node(raw: Mapping[str, Any], node: str) -> bool:
+    """The control plane's node snapshot lists every pod of the mesh (agents need remote
+    peers' labels); the proxy serves, asks SVIDs for and delivers locally to its own node's
+    only. A pod without ``node`` is taken as local (test snapshots of one node)."""
+    where = raw.get("node")
+    return not where or where == node
+
+
 def _selects(svc: Mapping[str, Any], pod: LocalPod) -> bool:
     selector = svc.get("selector") or {}
     return svc.get("namespace") == pod.namespace and bool(selector) and all(
@@ -178,7 +187,10 @@ def build_view(snapshot: Mapping[str, Any]) -> NodeView:
 
 def _build(snapshot: Mapping[str, Any]) -> NodeView:
     mesh = snapshot.get("mesh") or {}
-    pods = {p.key: p for p in (_local(raw) for raw in snapshot.get("pods") or ())}
+    node = snapshot.get("node") or {}
+    name = str(node.get("name") or "")
+    pods = {p.key: p for p in (_local(raw) for raw in snapshot.get("pods") or ()
+                               if _on_node(raw, name))}
     vips: dict[tuple[str, int], tuple[str, int, tuple[Remote, ...]]] = {}
     by_ip: dict[str, Remote] = {}
     services = list(snapshot.get("services") or ())
@@ -194,9 +206,8 @@ def _build(snapshot: Mapping[str, Any]) -> NodeView:
                                   if _selects(s, p)) for p in pods.values()}
     nodes = {str(n["name"]): str(n["fabricIP"]) for n in snapshot.get("nodes") or ()
              if n.get("fabricIP")}
-    node = snapshot.get("node") or {}
     return NodeView(
-        node=str(node.get("name") or ""), version=int(snapshot.get("version", 0)),
+        node=name, version=int(snapshot.get("version", 0)),
         trust_domain=str(mesh.get("trustDomain") or "cluster.local"),
         mtls_mode=str(mesh.get("mtlsMode") or "STRICT").upper(), pods=pods,
         local_by_ip={p.ip: p for p in pods.values() if p.placement == "node" and p.ip},

@@ -81,3 +81,13 @@ def test_invalid_policy_rejects_the_snapshot() -> None:
     bad["spec"]["action"] = "MAYBE"
     with pytest.raises(ViewError, match="policies"):
         view([bad])
+
+
+def test_the_control_planes_unscoped_snapshot_keeps_only_this_nodes_pods_local() -> None:
+    """The node snapshot lists every pod of the mesh; another node's pods are not served
+    (no SVID asked for them) nor delivered locally (they go through the tunnel)."""
+    everyone = [*PODS, node_pod("far-0", "10.244.1.9", node="n1")]
+    got = build_view({"version": 1, **node_snapshot("n2", everyone, [])})
+    assert sorted(got.pods) == ["default/side-0", "default/web-0"]
+    assert [p.key for p in got.served()] == ["default/web-0"]
+    assert "10.244.1.9" not in got.local_by_ip
