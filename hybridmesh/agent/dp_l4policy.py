@@ -1,8 +1,13 @@
-"""The L4 policy datapath: identity-based AuthorizationPolicy for ``kernel`` pods.
+"""The L4 policy datapath: identity-based AuthorizationPolicy for ``kernel`` and ``node`` pods.
+
+``node`` pods are enforced too (defence in depth, docs/node.md §4): their mesh traffic arrives
+from the node proxy (the node's address, admitted like the node's probes; the proxy already
+authorized it by the caller's SVID), while plaintext from pods without a proxy (``kernel``,
+``none``) meets the same rules here, judged by the caller's numeric identity.
 
 Wraps :class:`hybridmesh.ebpf.l4policy.L4Policy`. Each sync compiles the node state
 (:func:`hybridmesh.ebpf.l4compile.compile_state`: identities of every pod, rules for this node's
-``kernel`` pods), writes the maps *before* attaching to new pods' cgroups (so a pod's first
+enforced pods), writes the maps *before* attaching to new pods' cgroups (so a pod's first
 SYN already meets its rules), and detaches from pods that left or changed placement. The
 loader bumps the shared policy epoch after every change, which re-judges established
 connections here and sends sockmap's accelerated ones back through the stack.
@@ -48,10 +53,12 @@ from hybridmesh.ebpf.l4policy import (
 )
 from hybridmesh.policy import PolicyError
 
-__all__ = ["L4PolicyDatapath", "create", "drop_event", "node_addresses"]
+__all__ = ["PLACEMENTS", "L4PolicyDatapath", "create", "drop_event", "node_addresses"]
 
 log = logging.getLogger(__name__)
 
+PLACEMENTS = (*ENFORCED_PLACEMENTS, "node")
+"""Placements whose pods' cgroups get the L4 programs (and whose rules are compiled)."""
 _MAX_PENDING = 10_000  # events kept between two drains (the ring is already rate-limited)
 
 
@@ -140,7 +147,7 @@ class L4PolicyDatapath(Datapath):
     def sync(self, state: NodeState) -> None:
         l4 = self._loaded()
         try:
-            plan = compile_state(state, ENFORCED_PLACEMENTS, node_addresses(state))
+            plan = compile_state(state, PLACEMENTS, node_addresses(state))
         except PolicyError as exc:
             log.warning("l4policy: keeping the previous tables: %s", exc)
             self._error = str(exc)
@@ -149,7 +156,7 @@ class L4PolicyDatapath(Datapath):
         self._error = None
         self._plan = plan
         self._names.update(plan.policies)
-        self._attach(l4, state.local(*ENFORCED_PLACEMENTS))
+        self._attach(l4, state.local(*PLACEMENTS))
 
     def _attach(self, l4: L4Policy, pods: tuple[PodView, ...]) -> None:
         attached, failed, keep = [], {}, set()

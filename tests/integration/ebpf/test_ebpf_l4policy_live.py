@@ -374,3 +374,20 @@ def test_the_epoch_is_shared_with_sockmap_whichever_loads_first(pins: tuple[Path
     finally:
         sm.close()
         SockMap.remove(sockmap_pins)
+
+
+def test_the_datapath_enforces_node_pods_too(
+    pins: tuple[Path, Path], netns: str, cgroup: Path, client: subprocess.Popen[str]
+) -> None:
+    """Defence in depth for the node placement (docs/node.md §4): plaintext from a pod
+    without a proxy meets the node pod's rules in the kernel, by the caller's identity."""
+    dp = L4PolicyDatapath("n1", pin_dir=pins[0], shared=pins[1])
+    probe = Env(netns, cgroup, None, client)  # type: ignore[arg-type]  # only ask/connect
+    try:
+        state = probe.state(ALLOW_FRONTEND)
+        dp.sync(replace(state, pods=tuple(replace(p, placement="node") for p in state.pods)))
+        assert dp.status().detail["pods"] == ["shop/catalog-0"]
+        assert probe.connect("a", RATINGS) == "timeout"
+        assert probe.connect("b", FRONTEND) == "ok"
+    finally:
+        dp.close()
