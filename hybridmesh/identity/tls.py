@@ -1,11 +1,16 @@
 """TLS contexts for proxy-to-proxy mTLS, and the post-handshake identity check.
 
-OpenSSL does the handshake and verifies the chain against the trust bundle; hostname
-checking is off because mesh identities are SPIFFE URIs, not DNS names. That makes the
-explicit `check_peer` call after every handshake mandatory: it re-validates the peer's
-chain with `validate_peer_certificate` and compares the SPIFFE ID exactly (this is
-Istio's and Linkerd's "secure naming", done by the caller instead of a verify callback,
-which Python's `ssl` does not offer).
+OpenSSL does the handshake and verifies the chain against the trust bundle (signatures,
+validity, X.509 strict mode); hostname checking is off because mesh identities are SPIFFE
+URIs, not DNS names. That makes the explicit `check_peer` call after every handshake
+mandatory: it applies the X509-SVID leaf rules to the peer's leaf (`_leaf`: not a CA, the
+right keyUsage, exactly one URI SAN, a canonical SPIFFE ID of the bundle's trust domain, valid
+now) and compares the SPIFFE ID exactly (this is Istio's and Linkerd's "secure naming", done
+by the caller instead of a verify callback, which Python's `ssl` does not offer).
+
+Nothing here imports `cryptography` (the leaf is read by `_der`): this module runs in every
+long-lived proxy worker, where that library would cost ~10 MB of RSS. Contexts accept any SVID
+with the `SvidLike` shape: `workload.Svid` (CA side, tests) or `svid.PemSvid` (the proxy).
 
 Choices and why:
 - TLS 1.3 only: one round trip, no renegotiation, no legacy cipher suites to audit.
@@ -22,24 +27,26 @@ from __future__ import annotations
 
 import os
 import ssl
-from datetime import datetime
-from typing import Final
+from datetime import UTC, datetime
+from typing import Final, Protocol
 
-from hybridmesh.identity.bundle import TrustBundle
-from hybridmesh.identity.spiffe import SpiffeId
-from hybridmesh.identity.workload import (
+from hybridmesh.identity._der import DerError, parse_certificate
+from hybridmesh.identity._leaf import (
     Expected,
     PeerIdentityError,
-    Svid,
-    private_key_pem,
-    validate_peer_certificate,
+    check_expected,
+    check_validity,
+    leaf_identity,
 )
+from hybridmesh.identity.spiffe import SpiffeId
 
 __all__ = [
     "ALPN_PROTOCOLS",
     "MeshSSLContext",
     "MtlsContexts",
     "PeerIdentityError",
+    "Roots",
+    "SvidLike",
     "check_peer",
     "client_context",
     "server_context",
@@ -48,22 +55,47 @@ __all__ = [
 ALPN_PROTOCOLS: Final = ("h2", "http/1.1")
 
 
+class Roots(Protocol):
+    """A trust bundle as contexts use it (`bundle.TrustBundle`, `svid.TrustRoots`)."""
+
+    @property
+    def trust_domain(self) -> str: ...
+
+    @property
+    def pem_text(self) -> str: ...
+
+
+class SvidLike(Protocol):
+    """What a context is built from (`workload.Svid`, `svid.PemSvid`)."""
+
+    @property
+    def identity(self) -> SpiffeId: ...
+
+    @property
+    def chain_pem(self) -> bytes: ...
+
+    @property
+    def bundle(self) -> Roots: ...
+
+    def private_key_pem(self) -> bytes: ...
+
+
 class MeshSSLContext(ssl.SSLContext):
     """An `ssl.SSLContext` that remembers the bundle and identity it was built from, so
     `check_peer` validates against exactly what the handshake trusted."""
 
-    trust_bundle: TrustBundle
+    trust_bundle: Roots
     local_identity: SpiffeId
 
 
-def server_context(svid: Svid) -> MeshSSLContext:
+def server_context(svid: SvidLike) -> MeshSSLContext:
     """Context for accepting mesh connections: requires and verifies a client SVID."""
     ctx = _mesh_context(ssl.PROTOCOL_TLS_SERVER, svid)
     ctx.num_tickets = 0
     return ctx
 
 
-def client_context(svid: Svid) -> MeshSSLContext:
+def client_context(svid: SvidLike) -> MeshSSLContext:
     """Context for dialing mesh peers: presents `svid`, verifies the server's chain."""
     return _mesh_context(ssl.PROTOCOL_TLS_CLIENT, svid)
 
@@ -73,15 +105,26 @@ def check_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, expected: Expected, *,
     """After the handshake: the peer's SPIFFE ID, or `PeerIdentityError`.
 
     `expected` is the identity (or set of identities) the caller accepts; None accepts
-    any identity in the trust domain (the server side, before authorization).
+    any identity in the trust domain (the server side, before authorization). The chain
+    was verified by OpenSSL against ``ctx.trust_bundle`` during the handshake
+    (``CERT_REQUIRED``): only the leaf rules and the name are checked here.
     """
     ctx = ssl_object.context
     if not isinstance(ctx, MeshSSLContext):
         raise PeerIdentityError("connection was not made with a mesh TLS context")
     if ssl_object.version() != "TLSv1.3":
         raise PeerIdentityError(f"handshake not complete or not TLS 1.3 ({ssl_object.version()})")
-    chain = _peer_chain(ssl_object)
-    return validate_peer_certificate(chain, ctx.trust_bundle, expected, now=now)
+    leaf_der = ssl_object.getpeercert(binary_form=True)
+    if not leaf_der:
+        raise PeerIdentityError("peer presented no certificate")
+    try:
+        leaf = parse_certificate(leaf_der)
+    except DerError as exc:
+        raise PeerIdentityError(f"peer certificate is malformed: {exc}") from None
+    identity = leaf_identity(leaf, ctx.trust_bundle.trust_domain)
+    check_validity(leaf, identity, now or datetime.now(UTC))
+    check_expected(identity, expected)
+    return identity
 
 
 class MtlsContexts:
@@ -91,18 +134,18 @@ class MtlsContexts:
     first and swaps it in with one assignment, so a reader never sees a half-rotated pair.
     """
 
-    def __init__(self, svid: Svid) -> None:
+    def __init__(self, svid: SvidLike) -> None:
         self._current = self._build(svid)
 
     @staticmethod
-    def _build(svid: Svid) -> tuple[Svid, MeshSSLContext, MeshSSLContext]:
+    def _build(svid: SvidLike) -> tuple[SvidLike, MeshSSLContext, MeshSSLContext]:
         return svid, server_context(svid), client_context(svid)
 
-    def rotate(self, svid: Svid) -> None:
+    def rotate(self, svid: SvidLike) -> None:
         self._current = self._build(svid)
 
     @property
-    def svid(self) -> Svid:
+    def svid(self) -> SvidLike:
         return self._current[0]
 
     @property
@@ -114,7 +157,7 @@ class MtlsContexts:
         return self._current[2]
 
 
-def _mesh_context(protocol: ssl._SSLMethod, svid: Svid) -> MeshSSLContext:
+def _mesh_context(protocol: ssl._SSLMethod, svid: SvidLike) -> MeshSSLContext:
     ctx = MeshSSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -129,31 +172,13 @@ def _mesh_context(protocol: ssl._SSLMethod, svid: Svid) -> MeshSSLContext:
     return ctx
 
 
-def _load_svid(ctx: ssl.SSLContext, svid: Svid) -> None:
+def _load_svid(ctx: ssl.SSLContext, svid: SvidLike) -> None:
     """Hand chain + key to OpenSSL via an anonymous memory file (`ssl` only reads paths)."""
     fd = os.memfd_create("hm-svid", os.MFD_CLOEXEC)
     try:
-        data = memoryview(svid.chain_pem + private_key_pem(svid.private_key))
+        data = memoryview(svid.chain_pem + svid.private_key_pem())
         while data:
             data = data[os.write(fd, data):]
         ctx.load_cert_chain(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
-
-
-def _peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
-    """The chain the peer sent, leaf first, as DER.
-
-    Python 3.13 has `get_unverified_chain()`; 3.10–3.12 have it on the private `_sslobj`.
-    Failing both, the leaf alone (enough when the CA is the root itself).
-    """
-    public = getattr(ssl_object, "get_unverified_chain", None)
-    if public is not None:
-        return [bytes(der) for der in public()]
-    private = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
-    if private is not None:
-        import _ssl
-
-        return [cert.public_bytes(_ssl.ENCODING_DER) for cert in private() or []]
-    leaf = ssl_object.getpeercert(binary_form=True)
-    return [leaf] if leaf else []

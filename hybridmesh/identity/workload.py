@@ -152,6 +152,10 @@ class Svid:
         """The key object (its repr shows no material); serialize only via `private_key_pem`."""
         return self._key
 
+    def private_key_pem(self) -> bytes:
+        """The key as PEM for OpenSSL (`tls.SvidLike`); the caller must not log or persist it."""
+        return private_key_pem(self._key)
+
     def describe(self) -> dict[str, Any]:
         """Public facts for status output and logs; never key material."""
         return {

@@ -2,9 +2,11 @@
 
 :class:`SvidManager` owns one X509-SVID at a time:
 
-- the private key is generated here, in memory, for every issuance (a rotation is a new key,
-  so a key leaked once stops being useful at the next rotation); it reaches OpenSSL only
-  through the memfd in ``identity/tls.py``, never a file, and never appears in logs,
+- the private key is generated for every issuance (a rotation is a new key, so a key leaked
+  once stops being useful at the next rotation) by a short-lived child of this process
+  (``identity/keygen.py``: `cryptography` loads there, never in the long-lived worker, where it
+  would cost ~10 MB of RSS); it comes back through a pipe, stays in memory, reaches OpenSSL
+  only through the memfd in ``identity/tls.py``, never a file, and never appears in logs,
   metrics or ``/config_dump`` (``describe()`` carries public facts only);
 - it proves the pod's service account with the bootstrap token the lab put in the proxy's
   token file (re-read at every request: the lab refreshes it, like kubelet refreshes a
@@ -32,6 +34,7 @@ import json
 import logging
 import random
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +43,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from hybridmesh._http import HttpClient, HttpClientError
-from hybridmesh.identity.bundle import InvalidBundle, TrustBundle
+from hybridmesh.identity import keygen
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
+from hybridmesh.identity.svid import InvalidPemSvid, PemSvid, TrustRoots
 from hybridmesh.identity.tls import MeshSSLContext, client_context, server_context
-from hybridmesh.identity.workload import InvalidSvid, Svid, make_csr, new_key
 from hybridmesh.proxy.discovery import Tables
 from hybridmesh.proxy.identity_metrics import IdentityMetrics
 
@@ -69,7 +72,7 @@ _LAST_FRACTION: Final = 0.1
 class TlsMaterial:
     """One SVID and the contexts built from it (immutable: rotation swaps the whole value)."""
 
-    svid: Svid
+    svid: PemSvid
     server: MeshSSLContext
     client_h1: MeshSSLContext
     client_h2: MeshSSLContext
@@ -78,7 +81,7 @@ class TlsMaterial:
     generation: int
 
     @classmethod
-    def build(cls, svid: Svid, generation: int) -> TlsMaterial:
+    def build(cls, svid: PemSvid, generation: int) -> TlsMaterial:
         def client(alpn: list[str]) -> MeshSSLContext:
             ctx = client_context(svid)
             ctx.set_alpn_protocols(alpn)
@@ -223,19 +226,30 @@ class SvidManager:
     # -- one issuance ---------------------------------------------------------------------------
     async def _issue(self, identity: SpiffeId) -> None:
         token = self._read_token()
-        key = new_key()
-        body = {"token": token, "csr": make_csr(key, identity).decode("ascii")}
+        made = await self._new_key(identity)
+        body = {"token": token, "csr": made.csr_pem.decode("ascii")}
         answer = await self._post(body)
-        svid = _svid_from(answer, key, identity)
+        svid = _svid_from(answer, made, identity)
         generation = self._material.generation + 1 if self._material else 1
         received = self._clock()
-        self._material = TlsMaterial.build(svid, generation)
+        try:
+            self._material = TlsMaterial.build(svid, generation)
+        except ssl.SSLError as exc:  # OpenSSL refused the chain or the key
+            raise _SignFailed(f"unusable answer from the CA: {exc.reason or exc}") from None
         self._renew_at = renewal_time(received, svid.not_after.timestamp(), self._rng)
         self.renewals += 1
         self.last_error = ""
         self.metrics.renewal(True)
         log.info("SVID %s serial %x valid until %s; renewing at %s", svid.identity, svid.serial,
                  svid.not_after.isoformat(), _iso(self._renew_at))
+
+    @staticmethod
+    async def _new_key(identity: SpiffeId) -> keygen.KeyAndCsr:
+        """A fresh key and CSR from the key generator child (``keygen.generate``)."""
+        try:
+            return await keygen.generate(identity)
+        except keygen.KeygenError as exc:
+            raise _SignFailed(str(exc)) from None
 
     def _read_token(self) -> str:
         try:
@@ -288,12 +302,13 @@ class SvidManager:
         }
 
 
-def _svid_from(answer: dict[str, Any], key: Any, identity: SpiffeId) -> Svid:
+def _svid_from(answer: dict[str, Any], made: keygen.KeyAndCsr, identity: SpiffeId) -> PemSvid:
     """Check the CA's answer: a chain for exactly our identity, with our key, and a bundle."""
     try:
-        bundle = TrustBundle(identity.trust_domain, str(answer["trustBundle"]).encode("ascii"))
-        svid = Svid(str(answer["certificateChain"]).encode("ascii"), key, bundle)
-    except (KeyError, UnicodeEncodeError, InvalidBundle, InvalidSvid) as exc:
+        bundle = TrustRoots(identity.trust_domain, str(answer["trustBundle"]).encode("ascii"))
+        svid = PemSvid(str(answer["certificateChain"]).encode("ascii"), made.key_pem, bundle,
+                       public_key=made.public_key)
+    except (KeyError, UnicodeEncodeError, InvalidPemSvid) as exc:
         raise _SignFailed(f"unusable answer from the CA: {exc}") from None
     if svid.identity != identity:
         raise _SignFailed(f"CA issued {svid.identity}, expected {identity}")

@@ -35,7 +35,6 @@ import uvloop.loop
 
 from hybridmesh.identity.tls import PeerIdentityError, check_peer
 from hybridmesh.proxy.h1session import Http1Session
-from hybridmesh.proxy.h2session import H2Session
 from hybridmesh.proxy.identity import ALPN_H1, ALPN_H2, TlsMaterial
 from hybridmesh.proxy.inbound import InboundRoute
 from hybridmesh.proxy.peer_identity import VerifiedPeer
@@ -167,6 +166,8 @@ class _Verifying(asyncio.Protocol):
         self.mesh.metrics.admit(_REPORTER, "mutual_tls", str(verified.peer), str(verified.local))
         alpn = tls.get_extra_info("ssl_object").selected_alpn_protocol()
         if alpn == ALPN_H2 and not route.opaque:
+            from hybridmesh.proxy.h2session import H2Session  # h2: imported at first use
+
             H2Session(self.ctx, route, tls, self.remote).start(b"", False)
         elif alpn == ALPN_H1 and not route.opaque:
             Http1Session(self.ctx, route, tls, self.remote).start(b"", False)

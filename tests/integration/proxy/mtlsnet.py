@@ -90,15 +90,14 @@ asyncio.run(main())
 """
 PROXY_WRAPPER = """
 import sys
-from hybridmesh.identity.workload import private_key_pem
-import hybridmesh.proxy.identity as identity
-_new_key, _out = identity.new_key, sys.argv[1]
-def new_key():
-    key = _new_key()
+import hybridmesh.identity.keygen as keygen
+_generate, _out = keygen.generate, sys.argv[1]
+async def generate(identity, **options):
+    made = await _generate(identity, **options)  # the real child process made the key
     with open(_out, "ab") as f:  # test-only: lets the test grep outputs for the key
-        f.write(private_key_pem(key))
-    return key
-identity.new_key = new_key
+        f.write(made.key_pem)
+    return made
+keygen.generate = generate
 from hybridmesh.proxy.__main__ import main
 sys.exit(main(sys.argv[2:]))
 """

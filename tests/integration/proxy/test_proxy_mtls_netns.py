@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,6 +295,15 @@ def test_private_keys_appear_in_no_log_metric_or_dump(net: MtlsNet) -> None:
         assert "PRIVATE KEY" not in text
         for line in bodies:
             assert line[:32] not in flat
+
+
+def test_proxies_never_load_cryptography(net: MtlsNet) -> None:
+    """Keys and CSRs are made by the keygen child: the long-lived proxy maps no
+    `cryptography` (~10 MB of RSS), yet holds a key (issue #3's RSS budget)."""
+    for ns, name in ((CLIENT_NS, "proxy-client"), (SERVER_NS, "proxy-server")):
+        assert wait_identity(ns)["state"] == "valid"
+        maps = Path(f"/proc/{net.procs[name].pid}/maps").read_text()
+        assert "/cryptography/" not in maps and "_cffi_backend" not in maps, name
 
 
 def test_ca_outage_keeps_serving_until_expiry_then_fails_closed(net: MtlsNet) -> None:

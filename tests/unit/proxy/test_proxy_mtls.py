@@ -297,7 +297,7 @@ def test_opaque_tcp_is_relayed_over_mtls(tmp_path: Path) -> None:
 
 
 def test_key_material_is_in_no_dump_metric_or_log(tmp_path: Path, caplog: Any) -> None:
-    from hybridmesh.identity.workload import private_key_pem
+    """The keys were made by the keygen child (identity/keygen.py) and came back by pipe."""
 
     async def main() -> None:
         caplog.set_level("DEBUG")
@@ -307,7 +307,8 @@ def test_key_material_is_in_no_dump_metric_or_log(tmp_path: Path, caplog: Any) -
                 assert w.ctx.mtls is not None
                 m = w.ctx.mtls.identity.material
                 assert m is not None
-                pem = private_key_pem(m.svid.private_key).decode()
+                pem = m.svid.private_key_pem().decode()
+                assert pem.startswith("-----BEGIN PRIVATE KEY-----")
                 body = "".join(pem.strip().splitlines()[1:-1])
                 texts = [json.dumps(w.config_dump(), default=str), w.exposition().decode(),
                          caplog.text, repr(m), repr(w.ctx.mtls.identity.describe())]
