@@ -103,6 +103,8 @@ class SockMapDatapath(Datapath):
         pins, shared = self.pin_dir, self.shared_dir
         maps = (
             MapStatus("sock_hash", "sockhash", len(sm.sock_hash), MAX_SOCKETS, pins / "sock_hash"),
+            MapStatus("peer_socks", "lru_hash", sm.tracked_peers(), MAX_SOCKETS,
+                      pins / "peer_socks"),
             MapStatus("local_ips", "hash", len(sm.local_ips()), MAX_LOCAL_IPS, pins / "local_ips"),
             MapStatus("sock_state", "sk_storage", None, 0, pins / "sock_state"),
             MapStatus("stats", "percpu_array", None, 1, pins / "stats"),

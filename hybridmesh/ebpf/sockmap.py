@@ -70,7 +70,7 @@ BPF_SK_MSG_VERDICT = 7  # enum bpf_attach_type
 AF_INET = 2
 MAX_SOCKETS = 65536  # HM_SM_MAX_SOCKETS
 MAX_LOCAL_IPS = 4096  # HM_SM_MAX_LOCAL_IPS
-MAPS = ("sock_hash", "local_ips", "sock_state", "stats")
+MAPS = ("sock_hash", "peer_socks", "local_ips", "sock_state", "stats")
 PROGRAMS = {"sockops": "hm_sockops", "sk_msg": "hm_sk_msg"}
 
 
@@ -111,6 +111,7 @@ class SockMapStats(ctypes.Structure):
             "pass_no_peer",
             "pass_epoch",
             "pass_bytes",
+            "pass_backlog",
         )
     ]
 
@@ -150,6 +151,8 @@ class Counters:
     pass_no_peer: int = 0
     pass_epoch: int = 0
     pass_bytes: int = 0
+    pass_backlog: int = 0
+    """Sockets whose peer fell behind by more than its bound: TCP (flow control) from then on."""
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -230,6 +233,10 @@ class SockMap:
             obj.close()
             raise
         return sm
+
+    def tracked_peers(self) -> int:
+        """Entries in ``peer_socks`` (one per accelerated socket still open)."""
+        return sum(1 for _ in _keys(self._obj.map("peer_socks").fd))
 
     @property
     def sock_hash_fd(self) -> int:

@@ -23,14 +23,27 @@
  * handshake completed) it never redirects again; otherwise a later redirected message could
  * overtake an earlier one still travelling as packets.
  *
+ * Flow control (issue #5: ENOMEM on the app's send). A BPF_F_INGRESS redirect queues the bytes
+ * on the peer's psock and uncharges them from the sender at once, and the kernel bounds that
+ * queue by nothing but the machine's TCP memory (tcp_bpf.c: bpf_tcp_ingress only asks
+ * sk_wmem_schedule): a writer faster than its reader — an app streaming through a proxy that
+ * forwards cross-node — never blocks, and queues the difference until tcp_mem's hard limit
+ * makes the redirect fail with ENOMEM, returned by the app's send. So before redirecting we
+ * read how much the peer has not read yet (psock->msg_tot_len, the count FIONREAD reports) and
+ * once this message would take it past max(peer's sk_rcvbuf, backlog_floor) the socket goes
+ * to TCP for good (the tcp_used rule above keeps the order): TCP's window then holds the
+ * writer back as it would without us. A reader that keeps up never gets there.
+ *
  * Bytes carried past TCP are counted per socket in the shared hm_sock_bytes (sock_bytes.h):
  * the sender's `sent` and the peer's `received`, both by sockhash key; flows adds them to the
  * TCP counters when the socket closes.
  *
- * Closed sockets need no callback: the kernel unlinks a socket from every sockmap/sockhash
- * when it closes (sock_map_close), and its socket storage dies with it.
+ * Closed sockets: the kernel unlinks a socket from every sockmap/sockhash when it closes
+ * (sock_map_close), and its socket storage dies with it; only its peer_socks entry needs the
+ * state callback (asked for at admission) to go.
  */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -39,6 +52,12 @@
 #include "sockmap.h"
 
 #define SK_PASS_RET 1 /* sockops return value: ignored, 1 by convention */
+#define SK_USER_DATA_PTRMASK (~7UL) /* sk_user_data's low bits are flags (NOCOPY|BPF|PSOCK) */
+
+/* Unread bytes a peer may hold before its writer falls back to TCP, whatever its sk_rcvbuf
+ * (which never autotunes on this path: no segment arrives). Plain loopback TCP lets a writer
+ * run a few MiB ahead (its send buffer plus the reader's receive buffer). */
+const volatile __u32 backlog_floor = 4 << 20;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -46,6 +65,15 @@ struct {
 	__type(key, struct hm_sock_key);
 	__type(value, __u64); /* 8 bytes: a userspace lookup returns the socket cookie */
 } sock_hash SEC(".maps");
+
+/* sockhash key -> the socket's kernel address, for peer_backlogged (see there). Entries go
+ * when their socket closes (hm_sockops' state callback); LRU only as a backstop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HM_SM_MAX_SOCKETS);
+	__type(key, struct hm_sock_key);
+	__type(value, struct hm_sock_ref);
+} peer_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -93,6 +121,50 @@ static __always_inline __u16 remote_port_host(__u32 raw)
 	return (__u16)bpf_ntohl(raw);
 }
 
+/* The socket's own sockhash key (the peer builds the same numbers reversed). Every context
+ * field is read once, up front: clang otherwise merges the reads of two paths into one
+ * offset-added context pointer, which the verifier refuses. */
+static __always_inline void own_key(struct bpf_sock_ops *skops, struct hm_sock_key *key)
+{
+	__u32 local_ip4 = skops->local_ip4, remote_ip4 = skops->remote_ip4;
+	__u32 local_port = skops->local_port, remote_port = skops->remote_port;
+
+	key->local_ip4 = local_ip4;
+	key->remote_ip4 = remote_ip4;
+	key->local_port = (__u16)local_port;
+	key->remote_port = remote_port_host(remote_port);
+	key->family = HM_SM_AF_INET;
+	key->netns = 0;
+	if (is_loopback(local_ip4) && is_loopback(remote_ip4))
+		key->netns = bpf_get_netns_cookie(skops);
+}
+
+/* A closing accelerated socket takes its peer_socks entry with it (its sockhash entry and
+ * storage go by themselves). */
+static __always_inline void forget_closed(struct bpf_sock_ops *skops)
+{
+	struct hm_sock_key key = {};
+
+	if (skops->args[1] != BPF_TCP_CLOSE)
+		return;
+	own_key(skops, &key);
+	bpf_map_delete_elem(&peer_socks, &key);
+}
+
+/* Remember where the socket lives, for peer_backlogged, and ask for its close. */
+static __always_inline void remember(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+				     struct hm_sock_key *key)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct hm_sock_ref ref = {};
+
+	if (!tp)
+		return;
+	ref.sk = (__u64)tp;
+	bpf_map_update_elem(&peer_socks, key, &ref, BPF_ANY);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 SEC("sockops")
 int hm_sockops(struct bpf_sock_ops *skops)
 {
@@ -103,10 +175,14 @@ int hm_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk;
 	bool loopback;
 
+	if (skops->family != HM_SM_AF_INET)
+		return SK_PASS_RET;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		forget_closed(skops);
+		return SK_PASS_RET;
+	}
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
-		return SK_PASS_RET;
-	if (skops->family != HM_SM_AF_INET)
 		return SK_PASS_RET;
 	st = stats_slot();
 	loopback = is_loopback(skops->local_ip4) && is_loopback(skops->remote_ip4);
@@ -127,14 +203,10 @@ int hm_sockops(struct bpf_sock_ops *skops)
 	}
 	state->epoch = current_epoch();
 	state->tcp_used = 0;
-	key.netns = loopback ? bpf_get_netns_cookie(skops) : 0;
-	key.local_ip4 = skops->local_ip4;
-	key.remote_ip4 = skops->remote_ip4;
-	key.local_port = (__u16)skops->local_port;
-	key.remote_port = remote_port_host(skops->remote_port);
-	key.family = HM_SM_AF_INET;
+	own_key(skops, &key);
 	/* before joining: hm_sk_msg may count for this socket as soon as it is in sock_hash */
 	bpf_map_update_elem(&hm_sock_bytes, &key, &no_bytes, BPF_ANY);
+	remember(skops, sk, &key);
 	if (bpf_sock_hash_update(skops, &sock_hash, &key, BPF_ANY) != 0) {
 		if (st)
 			st->insert_failed++;
@@ -145,16 +217,50 @@ int hm_sockops(struct bpf_sock_ops *skops)
 	return SK_PASS_RET;
 }
 
-static __always_inline int pass(struct hm_sockmap_stats *st, __u32 size, bool epoch_changed)
+enum hm_pass_why { HM_PASS_NO_PEER, HM_PASS_EPOCH, HM_PASS_BACKLOG };
+
+static __always_inline int pass(struct hm_sockmap_stats *st, __u32 size, enum hm_pass_why why)
 {
 	if (st) {
-		if (epoch_changed)
+		if (why == HM_PASS_EPOCH)
 			st->pass_epoch++;
+		else if (why == HM_PASS_BACKLOG)
+			st->pass_backlog++;
 		else
 			st->pass_no_peer++;
 		st->pass_bytes += size;
 	}
 	return SK_PASS;
+}
+
+/* Would `size` more bytes take the peer's unread psock queue past what it may hold? The peer is
+ * found through peer_socks (an sk_msg program may not look a socket up in a sockhash: that
+ * takes a reference it has no helper to release); its psock and sk_rcvbuf are read with
+ * probe reads, which a socket closed meanwhile turns into a failed read, not a fault. False
+ * when the peer is unknown (the redirect then fails by itself) or the kernel keeps no
+ * msg_tot_len (before 6.18: no bound, as before this check existed). */
+static __always_inline bool peer_backlogged(struct hm_sock_key *peer, __u32 size)
+{
+	struct hm_sock_ref *ref = bpf_map_lookup_elem(&peer_socks, peer);
+	struct sk_psock *psock = NULL;
+	unsigned long user_data = 0;
+	__u64 limit = backlog_floor;
+	struct sock *sk;
+	__u32 queued = 0;
+	int rcvbuf = 0;
+
+	if (!ref || !bpf_core_field_exists(psock->msg_tot_len))
+		return false;
+	sk = (struct sock *)ref->sk;
+	if (bpf_core_read(&user_data, sizeof(user_data), &sk->sk_user_data) ||
+	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
+		return false;
+	psock = (struct sk_psock *)(user_data & SK_USER_DATA_PTRMASK);
+	if (!psock || bpf_core_read(&queued, sizeof(queued), &psock->msg_tot_len))
+		return false;
+	if (rcvbuf > 0 && (__u64)rcvbuf > limit)
+		limit = rcvbuf;
+	return (__u64)queued + size > limit;
 }
 
 /* Add a redirected message to the sender's `sent` and the peer's `received` (both entries
@@ -187,12 +293,12 @@ int hm_sk_msg(struct sk_msg_md *msg)
 	__u32 size = msg->size;
 
 	if (!sk || msg->family != HM_SM_AF_INET)
-		return pass(st, size, false);
+		return pass(st, size, HM_PASS_NO_PEER);
 	state = bpf_sk_storage_get(&sock_state, sk, 0, 0);
 	if (!state || state->epoch != current_epoch())
-		return pass(st, size, true);
+		return pass(st, size, HM_PASS_EPOCH);
 	if (state->tcp_used)
-		return pass(st, size, false);
+		return pass(st, size, HM_PASS_NO_PEER);
 	/* the peer's own key: our tuple reversed */
 	peer.local_ip4 = msg->remote_ip4;
 	peer.remote_ip4 = msg->local_ip4;
@@ -201,9 +307,13 @@ int hm_sk_msg(struct sk_msg_md *msg)
 	peer.family = HM_SM_AF_INET;
 	if (is_loopback(peer.local_ip4))
 		peer.netns = bpf_get_netns_cookie(msg);
+	if (peer_backlogged(&peer, size)) {
+		state->tcp_used = 1; /* the reader fell behind: TCP's flow control, for good */
+		return pass(st, size, HM_PASS_BACKLOG);
+	}
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {
 		state->tcp_used = 1; /* no peer (not accelerated, not yet, or gone): TCP for good */
-		return pass(st, size, false);
+		return pass(st, size, HM_PASS_NO_PEER);
 	}
 	if (st) {
 		st->redirected_msgs++;

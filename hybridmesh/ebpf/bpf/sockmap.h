@@ -39,6 +39,12 @@ struct hm_local_ip {
 	__u8 pad[3];
 };
 
+/* peer_socks: sockhash key -> the socket's kernel address (struct sock *), read only with
+ * probe reads (see peer_backlogged in sockmap.bpf.c) */
+struct hm_sock_ref {
+	__u64 sk;
+};
+
 /* per-socket storage */
 struct hm_sock_state {
 	__u64 epoch;    /* the policy epoch the socket was admitted under */
@@ -55,7 +61,8 @@ struct hm_sockmap_stats {
 	__u64 redirected_bytes;
 	__u64 pass_no_peer;     /* peer socket not in the sockhash (or TCP used before): TCP path */
 	__u64 pass_epoch;       /* policy changed since admission: normal TCP path */
-	__u64 pass_bytes;       /* bytes of both kinds of pass */
+	__u64 pass_bytes;       /* bytes of every kind of pass */
+	__u64 pass_backlog;     /* the peer had too much unread: TCP from then on (flow control) */
 };
 
 #endif /* HM_SOCKMAP_H */
