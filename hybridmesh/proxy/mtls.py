@@ -1,7 +1,8 @@
 """Mutual TLS between meshed proxies, the outbound half: which hops are mTLS, and dialling them.
 
 A hop is mTLS when the chosen endpoint runs a proxy (its snapshot ``placement`` is a sidecar
-one) and this proxy has an identity configured (``--token-file``). Then:
+one, or ``node``: its node proxy answers, through an HBONE CONNECT stream, hbone.py) and this
+proxy has an identity configured (``--token-file``). Then:
 
 - the connection is TLS 1.3 with the cached client context of the current SVID, offering
   exactly one ALPN protocol (``http/1.1`` for the keep-alive pool, ``h2`` for the multiplexed
@@ -41,6 +42,7 @@ from hybridmesh.telemetry.proxy_metrics import Peer
 
 if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
+    from hybridmesh.proxy.hbone import HboneDialer
 
 __all__ = ["MESHED_PLACEMENTS", "PEER_PROXY_PORTS", "MeshTls", "UpstreamChoice"]
 
@@ -50,6 +52,7 @@ MESHED_PLACEMENTS: Final = frozenset(("sidecar", "sidecar+ebpf"))
 PEER_PROXY_PORTS: Final = frozenset((ADMIN_PORT, 15021, TUNNEL_PORT, OUTBOUND_PORT,
                                      INBOUND_PORT))
 """Every mesh proxy's own ports (the lab's capture exempts them): plaintext, never wrapped."""
+_PROXIED: Final = MESHED_PLACEMENTS | {"node"}  # node: its node proxy answers (hbone.py)
 STRICT: Final = "STRICT"
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -64,10 +67,20 @@ class MeshTls:
         self._ctx = ctx
         self.identity = identity
         self.metrics = identity.metrics
-        self._pools: dict[SpiffeId, tuple[Pool, H2Pool]] = {}
+        self._pools: dict[tuple[SpiffeId, str | None], tuple[Pool, H2Pool]] = {}
         self._mode: tuple[Tables | None, str] = (None, STRICT)
         self._expected: dict[EndpointMeta, SpiffeId | None] = {}
         self.handshakes = 0
+        self._hbone: HboneDialer | None = None
+
+    @property
+    def hbone(self) -> HboneDialer:
+        """Tunnels to node proxies (``node`` endpoints: hbone.py), made at first use."""
+        if self._hbone is None:
+            from hybridmesh.proxy.hbone import HboneDialer
+
+            self._hbone = HboneDialer(self._ctx, self.identity)
+        return self._hbone
 
     # -- modes and peers ------------------------------------------------------------------------
     def strict(self, tables: Tables) -> bool:
@@ -93,7 +106,7 @@ class MeshTls:
             if key[1] in PEER_PROXY_PORTS:  # ports (admin, probes), which capture exempts
                 return None
             meta = tables.by_ip.get(key[0])
-        return meta if meta is not None and meta.placement in MESHED_PLACEMENTS else None
+        return meta if meta is not None and meta.placement in _PROXIED else None
 
     def expected_identity(self, meta: EndpointMeta) -> SpiffeId | None:
         """Secure naming: the one identity that may answer for this endpoint."""
@@ -127,28 +140,28 @@ class MeshTls:
         if expected is None:
             raise ProxyError(Reason.PEER_AUTH, f"{plan.destination} via {key[0]}:{key[1]}",
                              f"no valid identity for {meta.namespace}/{meta.service_account}")
-        pool, h2pool = self._pools_for(expected)
+        pool, h2pool = self._pools_for(expected, _via_node(meta))
         return pool, h2pool, with_principal(plan.peer(key), expected)
 
-    def _pools_for(self, expected: SpiffeId) -> tuple[Pool, H2Pool]:
+    def _pools_for(self, expected: SpiffeId, node: str | None) -> tuple[Pool, H2Pool]:
         """Pools per expected server identity: a connection verified as X is never reused
         for an endpoint the snapshot now says must be Y (secure naming survives updates)."""
-        pools = self._pools.get(expected)
+        pools = self._pools.get((expected, node))
         if pools is None:
             timeout, mark = self._ctx.config.connect_timeout_s, self._ctx.mark
-            pools = self._pools[expected] = (
+            pools = self._pools[(expected, node)] = (
                 Pool(mark=mark, connect_timeout=timeout,
-                     connector=self._dialer(ALPN_H1, expected)),
+                     connector=self._dialer(ALPN_H1, expected, node)),
                 H2Pool(mark=mark, connect_timeout=timeout,
-                       connector=self._dialer(ALPN_H2, expected)))
+                       connector=self._dialer(ALPN_H2, expected, node)))
         return pools
 
     # -- dialling ---------------------------------------------------------------------------------
-    def _dialer(self, alpn: str, expected: SpiffeId) -> Connector:
+    def _dialer(self, alpn: str, expected: SpiffeId, node: str | None) -> Connector:
         async def dial(key: EndpointKey, factory: Callable[[], P], *, mark: int | None,
                        timeout: float) -> tuple[asyncio.Transport, P]:
             return await self.connect(key, factory, alpn, expected, mark=mark,
-                                      timeout=timeout)
+                                      timeout=timeout, node=node)
 
         return dial
 
@@ -164,14 +177,18 @@ class MeshTls:
             raise ConnectFailed(key, "mTLS: no valid identity for the endpoint",
                                 reason=Reason.PEER_AUTH.value)
         transport, proto = await self.connect(key, factory, None, expected, mark=self._ctx.mark,
-                                              timeout=self._ctx.config.connect_timeout_s)
+                                              timeout=self._ctx.config.connect_timeout_s,
+                                              node=_via_node(meta))
         return transport, proto, with_principal(meta.peer, expected)
 
     async def connect(self, key: EndpointKey, factory: Callable[[], P], alpn: str | None,
-                      expected: SpiffeId, *, mark: int | None, timeout: float
-                      ) -> tuple[asyncio.Transport, P]:
+                      expected: SpiffeId, *, mark: int | None, timeout: float,
+                      node: str | None = None) -> tuple[asyncio.Transport, P]:
         """A verified mTLS connection to ``key``; ConnectFailed (``connect-peer-auth``) if the
-        handshake fails or the server is not ``expected`` (secure naming)."""
+        handshake fails or the server is not ``expected`` (secure naming). With ``node``: a
+        CONNECT stream through that node's proxy instead (hbone.py)."""
+        if node is not None:
+            return await self.hbone.connect(key, factory, expected, node, timeout=timeout)
         material = self.identity.material
         if material is None:
             raise ConnectFailed(key, "mTLS: no valid certificate of our own",
@@ -228,6 +245,13 @@ class MeshTls:
         for pool, h2pool in self._pools.values():
             pool.close()
             h2pool.close()
+        if self._hbone is not None:
+            self._hbone.close()
+
+
+def _via_node(meta: EndpointMeta) -> str | None:
+    """The node whose proxy answers for a ``node`` endpoint (None: the endpoint's own proxy)."""
+    return meta.node if meta.placement == "node" else None
 
 
 class _Held(asyncio.Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 
 from hybridmesh._http import HttpClient
 from hybridmesh.proxy._sockopt import set_mark
-from hybridmesh.proxy.config import ProxyConfig
+from hybridmesh.proxy.config import INBOUND_PORT, TUNNEL_PORT, ProxyConfig
 from hybridmesh.proxy.context import OriginalDst, ProxyContext
 from hybridmesh.proxy.discovery import Tables, Watcher
 from hybridmesh.proxy.listener import INBOUND, OUTBOUND, Accepted
@@ -89,6 +89,12 @@ class Worker:
         self._start_identity()
         self.outbound_port = await self._listen(OUTBOUND, self.config.outbound_port)
         self.inbound_port = await self._listen(INBOUND, self.config.inbound_port)
+        if self.ctx.mtls is not None:  # HBONE on 15008; any port when 15006 is moved (tests)
+            from hybridmesh.proxy.hbone_server import listen_hbone
+
+            port = TUNNEL_PORT if self.config.inbound_port == INBOUND_PORT else 0
+            self._servers.append(listen_hbone(self.ctx, self.config.bind_host, port,
+                                              reuse_port=self.config.workers > 1))
         watcher = Watcher(self._client, self.config.pod_key, self._install, self._pod_deleted,
                           timeout_s=self.config.watch_timeout_s)
         self._watcher = watcher
