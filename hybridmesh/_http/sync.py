@@ -6,7 +6,6 @@ code and slower start-up than http.client over AF_UNIX.
 
 from __future__ import annotations
 
-import http.client
 import socket
 
 __all__ = ["UnixRequestError", "unix_request"]
@@ -19,20 +18,15 @@ class UnixRequestError(OSError):
     """
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+def _unix_socket(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def unix_request(
@@ -45,8 +39,13 @@ def unix_request(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """Send one request; returns (status, headers with lower-case names, body)."""
-    conn = _UnixConnection(str(sock_path), timeout)
+    # here: http.client pulls in email (~1.5 MB of RSS) that every proxy worker would carry
+    # for a CLI-only helper (_http/__init__ re-exports this module)
+    import http.client
+
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
     try:
+        conn.sock = _unix_socket(str(sock_path), timeout)  # set: request() will not connect
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         data = response.read()
