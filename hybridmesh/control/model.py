@@ -9,7 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Endpoint", "Limits", "NodeInfo", "PodInfo", "ServiceInfo", "ServicePortInfo"]
+__all__ = [
+    "WAYPOINT_LABEL",
+    "WAYPOINT_SERVICE_ACCOUNT",
+    "Endpoint",
+    "Limits",
+    "NodeInfo",
+    "PodInfo",
+    "ServiceInfo",
+    "ServicePortInfo",
+]
+
+WAYPOINT_LABEL = "hybridmesh.io/waypoint-for"
+"""On a waypoint pod (control/waypoints.py): the name of the Service, same namespace, whose L7
+proxy it is. Node proxies and the waypoint itself read it from their snapshots."""
+WAYPOINT_SERVICE_ACCOUNT = "waypoint"
+"""Every waypoint's service account: ``spiffe://<td>/ns/<ns>/sa/waypoint`` (Istio's habit)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from hybridmesh._aio import TaskSet
 from hybridmesh.control.model import Endpoint, PodInfo, ServiceInfo
 from hybridmesh.control.planner import Plan, PlanDiff, Planner, diff
 from hybridmesh.control.routes import compile_routes
+from hybridmesh.control.waypoints import node_policies
 from hybridmesh.resources import Resource, Topology, build_topology
 
 __all__ = ["ControlPlane", "Snapshot", "SnapshotKey"]
@@ -136,6 +137,10 @@ class ControlPlane:
         mesh = self._mesh_json()
         fresh: dict[SnapshotKey, dict[str, Any]] = {}
         all_pods = [self._pod_json(p) for p in self._plan.pods]
+        nodes = [
+            {"name": n.name, "fabricIP": n.fabric_ip, "podCIDR": n.pod_cidr, "gateway": n.gateway}
+            for n in self._plan.nodes
+        ]
         for pod in self._plan.pods:
             fresh[("pod", pod.key)] = {
                 "kind": "pod",
@@ -144,11 +149,9 @@ class ControlPlane:
                 "services": services,
                 "routes": routes,
                 "policies": policies,
+                "nodes": nodes,  # sidecars reach node pods through these node proxies (HBONE)
             }
-        nodes = [
-            {"name": n.name, "fabricIP": n.fabric_ip, "podCIDR": n.pod_cidr, "gateway": n.gateway}
-            for n in self._plan.nodes
-        ]
+        node_side = node_policies(self._topology, policies)
         for node in self._plan.nodes:
             fresh[("node", node.name)] = {
                 "kind": "node",
@@ -161,7 +164,7 @@ class ControlPlane:
                 "mesh": mesh,
                 "services": services,
                 "routes": routes,
-                "policies": policies,
+                "policies": node_side,  # the waypoints admitted (control/waypoints.py)
             }
         self._version += 1
         snapshots: dict[SnapshotKey, tuple[str, Snapshot]] = {}

@@ -21,6 +21,7 @@ from hybridmesh.control.model import (
     ServiceInfo,
     ServicePortInfo,
 )
+from hybridmesh.control.waypoints import with_waypoints
 from hybridmesh.resources import Service, Topology, Workload
 
 __all__ = ["Plan", "PlanDiff", "Planner"]
@@ -98,6 +99,7 @@ class Planner:
         return self._previous
 
     def plan(self, topology: Topology) -> Plan:
+        topology = with_waypoints(topology)  # L7 for node pods: waypoint pods (waypoints.py)
         nodes = self._plan_nodes(topology)
         services = self._plan_services(topology)
         pods, templates = self._plan_pods(topology, nodes, services)

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from hybridmesh.control.model import WAYPOINT_LABEL
 from hybridmesh.proxy.outbound import OutboundRoute
 from hybridmesh.proxy.policy_hook import InboundAuthz, Verdict
 from hybridmesh.telemetry.proxy_metrics import UNKNOWN, Peer
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["REPORTER_WAYPOINT", "WAYPOINT_LABEL", "WaypointAuthz", "WaypointRoute",
            "served_service"]
 
-WAYPOINT_LABEL: Final = "hybridmesh.io/waypoint-for"
-"""On a waypoint pod: the name of the Service (same namespace) it is the L7 proxy of."""
 REPORTER_WAYPOINT: Final = "waypoint"
 """The metrics ``reporter`` of requests a waypoint proxied (Istio's label value)."""
 
