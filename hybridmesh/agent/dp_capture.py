@@ -4,14 +4,18 @@ Per pod (ebpf/capture.py does the kernel work):
 
 - the capture programs attach to the pod's cgroup v2 directory and its netns (pinned links);
 - the pod's ``proxy`` leaf cgroup is excluded from capture (the proxy's own connects);
-- the proxy's inbound listener (15006) goes into the ``listeners`` sockhash: found in the
-  pod's processes through /proc and duplicated with ``pidfd_getfd`` (ebpf/_pidfd.py).
+- the proxy's inbound listener (15006) goes into the ``listeners`` sockhash: the kernel puts
+  it there itself when the proxy listens (the pod's netns is named in ``netns_pods``), and a
+  listener that was already listening is found in the pod's processes through /proc and
+  duplicated with ``pidfd_getfd`` (ebpf/_pidfd.py).
 
 A pod counts as *programmed* once all three are done. Until its proxy listens, a pod stays
 *pending* (``status().detail``) and :meth:`sync` raises :class:`ListenerPending` (the agent
 then retries soon and keeps the app waiting); every sync tries again. A proxy that restarts
-closes its listener, which leaves the sockhash by itself, so the next sync inserts the new
-one (meanwhile sk_lookup drops inbound SYNs for the pod: capture fails closed).
+closes its listener, which leaves the sockhash by itself (meanwhile sk_lookup drops inbound
+SYNs for the pod: capture fails closed); its new listener joins the sockhash from the sockops
+program the moment it listens, with no agent involved, so inbound comes back within
+milliseconds of the new proxy listening.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ PLACEMENT = "sidecar+ebpf"
 DEFAULT_CONFIG = CaptureConfig()
 PROXY_LEAF = "proxy"  # lab/cgroups.py LEAVES: the pod's proxy runs in <pod cgroup>/proxy
 _KINDS = {"orig_by_cookie": "lru_hash", "orig_by_addr": "lru_hash", "proxy_cgroups": "hash",
-          "pods": "hash", "listeners": "sockhash"}
+          "pods": "hash", "netns_pods": "hash", "listeners": "sockhash"}
 
 
 class ListenerPending(Exception):
@@ -134,8 +138,11 @@ class CaptureDatapath(Datapath):
             capture.exclude_cgroup(proxy_cgroup)
         capture.attach_cgroup(pod.cgroup)
         capture.attach_netns(pod.netns)
+        capture.set_netns_pod(pod.netns, pod.ip)
         if not capture.has_listener(pod.ip):
             self._insert_listener(capture, pod)
+        if capture.has_listener(pod.ip):  # the kernel may have inserted it at listen()
+            capture.steer_inbound(pod.ip)
 
     def _insert_listener(self, capture: Capture, pod: PodView) -> None:
         assert pod.cgroup is not None

@@ -2,11 +2,17 @@
 
 What the kernel does is described in the C file; in short, per pod:
 
-- cgroup/connect4 + sockops + cgroup/getsockopt on the pod's cgroup v2 directory send the
-  app's outbound TCP connects to the proxy's 127.0.0.1:15001 and answer the proxy's
-  ``SO_ORIGINAL_DST`` (the proxy's iptables-era code reads it unchanged);
-- sk_lookup on the pod's netns hands inbound TCP for the pod IP to the proxy's 15006 listener,
-  which :meth:`Capture.set_listener` puts in the ``listeners`` sockhash (keyed by pod IP).
+- cgroup/connect4 + connect6 + sockops + cgroup/getsockopt on the pod's cgroup v2 directory
+  send the app's outbound TCP connects to the proxy's 127.0.0.1:15001 and answer the proxy's
+  ``SO_ORIGINAL_DST`` (the proxy's iptables-era code reads it unchanged). AF_INET6 sockets
+  dialling v4-mapped addresses (``::ffff:a.b.c.d``, the dual-stack default of Java, Node and
+  Go) are captured too; native IPv6 is not (pods are IPv4-only). An original destination is
+  deleted when the proxy's side of the connection closes, so the map holds live connections;
+- sk_lookup on the pod's netns hands inbound TCP for the pod IP to the proxy's 15006 listener
+  in the ``listeners`` sockhash (keyed by pod IP). The sockops program puts a listener there
+  itself the moment the proxy listens (the pod's netns is in ``netns_pods``:
+  :meth:`Capture.set_netns_pod`), so a restarted proxy gets inbound back at once;
+  :meth:`Capture.set_listener` inserts one that already listened before.
 
 State is pinned under ``<bpffs>/hm-<node>-capture/``: the maps, and one link per hook and pod
 (``link-<hook>-<cgroup id>``, ``link-sk_lookup-<netns inode>``). :meth:`Capture.load` reuses
@@ -54,14 +60,15 @@ __all__ = [
 ]
 
 OBJECT = BPF_DIR / "capture.bpf.o"
-CGROUP_HOOKS = {"connect4": "hm_cap_connect4", "sockops": "hm_cap_sockops",
-                "getsockopt": "hm_cap_getsockopt"}
+CGROUP_HOOKS = {"connect4": "hm_cap_connect4", "connect6": "hm_cap_connect6",
+                "sockops": "hm_cap_sockops", "getsockopt": "hm_cap_getsockopt"}
 NETNS_HOOK = ("sk_lookup", "hm_cap_lookup")
-MAPS = ("orig_by_cookie", "orig_by_addr", "proxy_cgroups", "pods", "listeners", "counters")
+MAPS = ("orig_by_cookie", "orig_by_addr", "proxy_cgroups", "pods", "netns_pods", "listeners",
+        "counters")
 EXCLUDED_SLOTS = 8  # HM_CAP_EXCLUDED_PORTS
 MAX_PODS, MAX_CONNS = 1024, 65536  # HM_CAP_MAX_PODS, HM_CAP_MAX_CONNS
 _MAX_ENTRIES = {"orig_by_cookie": MAX_CONNS, "orig_by_addr": MAX_CONNS, "proxy_cgroups": MAX_PODS,
-                "pods": MAX_PODS, "listeners": MAX_PODS}
+                "pods": MAX_PODS, "netns_pods": MAX_PODS, "listeners": MAX_PODS}
 _COUNTERS = ("redirected", "proxy", "answered", "unknown")  # HM_CAP_STAT_* order
 
 
@@ -69,7 +76,7 @@ _COUNTERS = ("redirected", "proxy", "answered", "unknown")  # HM_CAP_STAT_* orde
 
 
 class CapDst(ctypes.Structure):
-    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("answered", ctypes.c_uint16)]
 
 
 class CapAddr(ctypes.Structure):
@@ -150,6 +157,7 @@ class Capture:
         self.orig_by_addr = Map(obj.map("orig_by_addr"), CapAddr, CapDst)
         self.proxy_cgroups = Map(obj.map("proxy_cgroups"), ctypes.c_uint64, ctypes.c_uint8)
         self.pods_map = Map(obj.map("pods"), ctypes.c_uint32, CapPod)
+        self.netns_pods = Map(obj.map("netns_pods"), ctypes.c_uint32, ctypes.c_uint32)
         # a sockhash carries no BTF key/value (the kernel refuses it): raw element calls
         self._listeners_fd = obj.map("listeners").fd
         self.counters_map = PerCpuMap(obj.map("counters"), ctypes.c_uint32, ctypes.c_uint64)
@@ -237,13 +245,25 @@ class Capture:
         self.proxy_cgroups.update(ctypes.c_uint64(cgroup_id), ctypes.c_uint8(1))
         return cgroup_id
 
+    def set_netns_pod(self, netns: Path, pod_ip: IPv4Address | str) -> None:
+        """Name the pod that owns ``netns``: a listener that appears there on the inbound port
+        joins ``listeners`` under ``pod_ip`` by itself (no sync needed after a proxy restart).
+        Inbound steering itself starts with :meth:`steer_inbound`."""
+        self.netns_pods.update(ctypes.c_uint32(_netns_id(netns)), _net32(pod_ip))
+
+    def steer_inbound(self, pod_ip: IPv4Address | str) -> None:
+        """Turn inbound capture on for ``pod_ip`` (its ``pods`` entry): from now on inbound SYNs
+        go to its listener, or are dropped while it has none (capture fails closed)."""
+        key = _net32(pod_ip)
+        if self.pods_map.lookup(key) is None:
+            self.pods_map.update(key, CapPod())
+
     def set_listener(self, pod_ip: IPv4Address | str, sock_fd: int) -> None:
         """Steer inbound TCP for ``pod_ip`` to the listening socket ``sock_fd`` (the caller
         keeps its fd: the map holds a reference that lives as long as the proxy's socket)."""
         key = _net32(pod_ip)
         map_update(self._listeners_fd, key, ctypes.c_uint64(sock_fd))
-        if self.pods_map.lookup(key) is None:
-            self.pods_map.update(key, CapPod())
+        self.steer_inbound(pod_ip)
 
     def has_listener(self, pod_ip: IPv4Address | str) -> bool:
         """True while the listener set for ``pod_ip`` is open (a closed socket leaves the map)."""
@@ -256,6 +276,10 @@ class Capture:
             if key.value not in keep:
                 self.pods_map.delete(key)
                 map_delete(self._listeners_fd, key)
+        for ns in list(self.netns_pods.keys()):
+            ip = self.netns_pods.lookup(ns)
+            if ip is None or ip.value not in keep:
+                self.netns_pods.delete(ns)
         for cg in list(self.proxy_cgroups.keys()):
             if cg.value not in keep_cgroups:
                 self.proxy_cgroups.delete(cg)
@@ -309,6 +333,7 @@ _KEYS: dict[str, type[ctypes.c_uint32 | ctypes.c_uint64 | CapAddr]] = {
     "orig_by_addr": CapAddr,
     "proxy_cgroups": ctypes.c_uint64,
     "pods": ctypes.c_uint32,
+    "netns_pods": ctypes.c_uint32,
     "listeners": ctypes.c_uint32,
 }
 
@@ -324,6 +349,7 @@ def _count_keys(map_fd: int, key_type: type[ctypes.c_uint32 | ctypes.c_uint64 | 
 
 def _configure(obj: BpfObject, config: CaptureConfig) -> None:
     obj.set_rodata("outbound_port", ctypes.c_uint16(config.outbound_port))
+    obj.set_rodata("inbound_port", ctypes.c_uint16(config.inbound_port))
     obj.set_rodata("proxy_uid", ctypes.c_uint32(config.proxy_uid))
     obj.set_rodata("proxy_mark", ctypes.c_uint32(config.proxy_mark))
     ports = list(config.excluded_inbound_ports) + [0] * EXCLUDED_SLOTS

@@ -17,7 +17,7 @@
 struct hm_cap_dst {
 	__be32 ip;
 	__be16 port;
-	__u16 pad;
+	__u16 answered; /* SO_ORIGINAL_DST was answered: the proxy's close may delete it */
 };
 
 /* A captured socket by its local address, which the proxy sees as its accepted socket's peer:

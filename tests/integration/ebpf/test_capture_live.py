@@ -166,9 +166,60 @@ def test_status_reports_programs_and_pods(net: CapNet) -> None:
     assert sorted(status.detail["programmed"]) == ["default/client-0", "default/web-0"]
     attach = {p.name: p.attach for p in status.programs}
     assert attach["hm_cap_connect4"] == "cgroup/connect4 on 2 cgroups"
+    assert attach["hm_cap_connect6"] == "cgroup/connect6 on 2 cgroups"
     assert attach["hm_cap_lookup"] == "sk_lookup on 2 netns"
     listeners = next(m for m in status.maps if m.name == "listeners")
     assert listeners.entries == 2
+
+
+MANY_GETS = """
+import socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.create_connection((ip, port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    while s.recv(65536):
+        pass
+    s.close()
+print("ok")
+"""
+
+
+def _orig_entries(net: CapNet) -> int:
+    assert net.dp is not None
+    return next(m.entries for m in net.dp.status().maps if m.name == "orig_by_addr")
+
+
+def test_closed_connections_leave_no_original_destination_behind(net: CapNet) -> None:
+    before = _orig_entries(net)
+    assert net.dp is not None
+    answered = net.dp.status().detail["originalDstAnswered"]
+    assert net.app(CLIENT_NS, MANY_GETS, WEB_VIP, "80", "60").strip() == "ok"
+    assert net.dp.status().detail["originalDstAnswered"] - answered == 60
+    deadline = time.monotonic() + 3  # the proxy's side reaches CLOSE after the last ACK
+    while _orig_entries(net) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _orig_entries(net) <= before  # 60 connections came and went: the map did not grow
+
+
+V4_MAPPED_GET = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect(("::ffff:" + sys.argv[1], int(sys.argv[2])))
+s.sendall(b"GET /v6 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+print(s.recv(12).decode())
+"""
+
+
+def test_a_dual_stack_socket_dialling_a_v4_mapped_address_is_captured(net: CapNet) -> None:
+    labels = {"reporter": "source", "destination_service": "web.default.svc.cluster.local"}
+    before = metric(CLIENT_NS, "request_total", **labels)
+    redirected, _ = _counts(net)
+    out = net.app(CLIENT_NS, V4_MAPPED_GET, WEB_VIP, "80").strip()
+    assert out == "HTTP/1.1 200"
+    assert _counts(net)[0] == redirected + 1  # connect6 sent it to the proxy
+    assert metric(CLIENT_NS, "request_total", **labels) - before == 1  # which routed it
 
 
 def test_agent_restart_keeps_capturing(net: CapNet) -> None:
@@ -183,7 +234,7 @@ def test_agent_restart_keeps_capturing(net: CapNet) -> None:
     assert net.dp.status().detail["programmed"] == ["default/client-0", "default/web-0"]
 
 
-def test_a_restarted_proxy_gets_inbound_back_and_capture_fails_closed_meanwhile(
+def test_a_restarted_proxy_gets_inbound_back_at_once_and_capture_fails_closed_meanwhile(
     net: CapNet,
 ) -> None:
     assert net.dp is not None
@@ -197,11 +248,14 @@ def test_a_restarted_proxy_gets_inbound_back_and_capture_fails_closed_meanwhile(
     assert net.cp is not None
     net.python("proxy-server", SERVER_NS, "-m", "hybridmesh.proxy", "--pod", "default/web-0",
                "--control", net.cp.path)
-    wait_ready(SERVER_NS)
-    deadline = time.monotonic() + 5
-    while net.dp.pending and time.monotonic() < deadline:
-        with contextlib.suppress(ListenerPending):
-            net.dp.sync(net.state(3))
+    wait_ready(SERVER_NS)  # the admin port answers: the inbound listener listens too
+    # no sync in between: the sockops program put the new listener in the sockhash at listen()
+    ready = time.monotonic()
+    while True:
+        with contextlib.suppress(OSError):
+            if http_get(CLIENT_NS, SERVER_IPS[0], WEB_PORT, "/back", timeout=0.5)[0] == 200:
+                break
+        assert time.monotonic() - ready < 1.0, "inbound still dropped 1 s after the proxy listened"
+    assert time.monotonic() - ready < 1.0
+    net.dp.sync(net.state(3))  # the next sync only reports it
     assert not net.dp.pending
-    status, _, _ = http_get(CLIENT_NS, SERVER_IPS[0], WEB_PORT, "/back")
-    assert status == 200

@@ -23,6 +23,8 @@ class FakeCapture:
         self.netns: list[Path] = []
         self.excluded: list[Path] = []
         self.listeners: dict[str, int] = {}
+        self.netns_pods: dict[Path, str] = {}
+        self.steered: set[str] = set()
         self.kept_links: set[int] = set()
         self.kept_ips: list[str] = []
 
@@ -42,6 +44,12 @@ class FakeCapture:
     def exclude_cgroup(self, cgroup: Path) -> int:
         self.excluded.append(cgroup)
         return os.stat(cgroup).st_ino
+
+    def set_netns_pod(self, netns: Path, ip: str) -> None:
+        self.netns_pods[netns] = ip
+
+    def steer_inbound(self, ip: str) -> None:
+        self.steered.add(ip)
 
     def has_listener(self, ip: str) -> bool:
         return ip in self.listeners
@@ -103,11 +111,15 @@ def test_a_pod_is_programmed_once_its_proxy_listens(fake: dict[str, Any], tmp_pa
         dp.sync(state(a))
     assert dp.pending == {"shop/a": "its proxy does not listen on 15006 yet"}
     assert fake["taken"] == [[4242, 77]]  # the proxy leaf's processes are searched first
+    loaded: Any = dp._capture
+    assert isinstance(loaded, FakeCapture)
+    # the kernel is told the pod's netns (it inserts a listener that appears), but inbound
+    # steering waits for a listener: no SYN is dropped for a pod whose proxy never started
+    assert loaded.netns_pods == {a.netns: "10.0.0.2"} and loaded.steered == set()
     fake["listening"].add("10.0.0.2")
     dp.sync(state(a))
     assert dp.programmed == {"shop/a"} and dp.pending == {}
-    loaded: Any = dp._capture
-    assert isinstance(loaded, FakeCapture)
+    assert loaded.steered == {"10.0.0.2"}
     assert loaded.cgroups[-1] == a.cgroup and loaded.netns[-1] == a.netns
     assert a.cgroup is not None and loaded.excluded[-1] == a.cgroup / "proxy"
     assert FakeCapture.loads == 1  # loaded once, reused by every sync
