@@ -24,6 +24,7 @@ changes an established connection's path; new connections get the new program.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -219,6 +220,7 @@ class SockMap:
         """Load, reusing maps pinned in ``pin_dir`` (and the epoch in ``shared_dir``), attach
         sk_msg to the sockhash and re-bind every pinned sockops link."""
         prepare_pin_dirs(pin_dir, shared_dir)
+        _drop_outgrown_stats(pin_dir / "stats")
         obj = BpfObject.open(obj_path)
         try:
             for name in MAPS:
@@ -338,6 +340,22 @@ class SockMap:
         application would silently lose them.
         """
         remove_pins(pin_dir)
+
+
+def _drop_outgrown_stats(pin: Path) -> None:
+    """Unpin a ``stats`` map an older object pinned with fewer counters: libbpf refuses to
+    reuse a pin whose value size differs, which would stop an upgraded agent from loading.
+    Counters are all it holds (they restart from zero); every other pin is kept."""
+    if not pin.exists():
+        return
+    fd = _libbpf.obj_get(pin)
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+    finally:
+        os.close(fd)
+    sizes = [line.split()[1] for line in info.splitlines() if line.startswith("value_size:")]
+    if sizes and int(sizes[0]) != ctypes.sizeof(SockMapStats):
+        pin.unlink()
 
 
 def _keys(fd: int) -> Iterator[SockKey]:

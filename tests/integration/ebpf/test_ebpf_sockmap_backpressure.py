@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -141,3 +142,20 @@ def test_a_request_response_hop_stays_accelerated(sm: SockMap, pod: Pod) -> None
     counters = sm.counters()
     assert counters.redirected_msgs == 400
     assert counters.pass_bytes == 0
+
+
+def test_an_agent_upgrade_over_older_pins_still_loads(built: None) -> None:
+    """The stats map grew a counter (pass_backlog): a pin left by the older object, with the
+    smaller value, is replaced instead of failing the load."""
+    n = next(_serial)
+    pin_dir, shared = bpffs.pin_dir(f"{TAG}-bp{n}"), bpffs.pin_dir(f"{TAG}-bp{n}-shared")
+    pin_dir.mkdir(mode=0o700, parents=True)
+    try:
+        subprocess.run(["bpftool", "map", "create", str(pin_dir / "stats"), "type",
+                        "percpu_array", "key", "4", "value", "64", "entries", "1", "name",
+                        "stats"], check=True, capture_output=True, timeout=10)  # fmt: skip
+        with SockMap.load(pin_dir, shared) as loaded:
+            assert loaded.counters().pass_backlog == 0
+    finally:
+        SockMap.remove(pin_dir)
+        bpffs.remove_pin_dir(shared)
