@@ -22,10 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from hybridmesh import env as hm_env
-from hybridmesh.bench.envoy_config import pod_from_status, services_from_status
-from hybridmesh.bench.envoy_sidecar import EnvoyError, EnvoySidecar, envoy_binary
+from hybridmesh.bench.envoy_certs import BenchCA, write_pod_tls
+from hybridmesh.bench.envoy_config import EnvoyPod, pod_from_status, services_from_status
+from hybridmesh.bench.envoy_sidecar import (
+    EnvoyError,
+    EnvoySidecar,
+    envoy_binary,
+    envoy_uid,
+    tls_dir,
+)
+from hybridmesh.bench.envoy_tls import EnvoyTls, spiffe_id
 from hybridmesh.bench.scenarios import Contender
-from hybridmesh.bench.topology import PodRole, namespace_of, render_topology
+from hybridmesh.bench.topology import TRUST_DOMAIN, PodRole, namespace_of, render_topology
 from hybridmesh.lab import names, netns, procs, runner
 from hybridmesh.lab._sh import LabError
 from hybridmesh.lab.cgroups import CgroupLayout, PodCgroup, detect_layout
@@ -66,7 +74,7 @@ def unavailable_contenders(contenders: Sequence[Contender]) -> dict[str, str]:
     for c in contenders:
         if c.placement not in SUPPORTED_PLACEMENTS:
             out[c.name] = f"the lab cannot realize placement {c.placement!r} yet"
-        elif c.name == "envoy-sidecar":
+        elif c.proxy == "envoy":
             try:
                 envoy_binary()
             except EnvoyError as exc:
@@ -92,6 +100,7 @@ class TestBed:
     layout: CgroupLayout = field(default_factory=detect_layout)
     status: dict[str, Any] = field(default_factory=dict)
     envoys: dict[str, EnvoySidecar] = field(default_factory=dict)  # pod key -> Envoy
+    envoy_ca: BenchCA | None = None  # signs the mTLS Envoys' SVIDs (envoy_certs.py)
     started: bool = False  # lab_up was attempted: down() has something of ours to remove
     daemon: int | None = None  # the pid of *our* lab's daemon
     _env: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -100,7 +109,7 @@ class TestBed:
     __test__ = False  # not a pytest test class, whatever its name says
 
     def up(self, progress: Callable[[str], None] | None = None) -> None:
-        """Bring the lab up; inject Envoy into the ``envoy-sidecar`` namespace's pods."""
+        """Bring the lab up; inject Envoy into the pods of the Envoy contenders' namespaces."""
         if daemon_pid() is not None:
             raise BedError(
                 "a lab is already running; the bench needs the machine's lab to itself",
@@ -125,7 +134,7 @@ class TestBed:
             # the daemon could not even start: its cgroup or state dir vanished under it, as
             # when another user's sweep runs at the same moment
             raise BedError(f"lab up failed: {exc}", interrupted=True) from None
-        if any(c.name == "envoy-sidecar" for c in self.contenders):
+        if any(c.proxy == "envoy" for c in self.contenders):
             self._inject_envoy(progress)
 
     def apply(self, text: str, progress: Callable[[str], None] | None = None) -> None:
@@ -141,7 +150,7 @@ class TestBed:
             self._env.clear()  # replaced pods have new addresses
         except runner.LabUpError as exc:
             raise BedError(f"lab apply failed: {exc.message}", exc.hint) from None
-        if any(c.name == "envoy-sidecar" for c in self.contenders):
+        if any(c.proxy == "envoy" for c in self.contenders):
             self._inject_envoy(progress)
 
     def intact(self) -> bool:
@@ -174,7 +183,14 @@ class TestBed:
 
     def _inject_envoy(self, progress: Callable[[str], None] | None) -> None:
         binary = envoy_binary()
-        ns = namespace_of("envoy-sidecar")
+        for contender in self.contenders:
+            if contender.proxy == "envoy":
+                self._inject_envoy_into(contender, binary, progress)
+
+    def _inject_envoy_into(
+        self, contender: Contender, binary: Path, progress: Callable[[str], None] | None
+    ) -> None:
+        ns = namespace_of(contender.name)
         services = tuple(services_from_status(self.status, ns))
         present = {f"{ns}/{p['name']}" for p in self.status["pods"] if p["namespace"] == ns}
         for key in [k for k in self.envoys if k not in present]:  # its pod was removed
@@ -195,12 +211,23 @@ class TestBed:
             sidecar = EnvoySidecar(
                 spec, services, PodCgroup(ns, pod["name"], self.layout),
                 concurrency=self.envoy_concurrency,
+                tls=self._envoy_tls(spec, binary) if contender.mtls else None,
             )  # fmt: skip
             self.envoys[key] = sidecar
             try:
                 sidecar.start(binary, self.env_for(PodRole(ns, pod["name"])))
             except EnvoyError as exc:
                 raise BedError(exc.message, exc.hint) from None
+
+    def _envoy_tls(self, pod: EnvoyPod, binary: Path) -> EnvoyTls:
+        """A fresh SVID for the pod's service account from the bench CA (made once)."""
+        if self.envoy_ca is None:
+            self.envoy_ca = BenchCA(TRUST_DOMAIN)
+        sid = spiffe_id(TRUST_DOMAIN, pod.namespace, pod.service_account)
+        return write_pod_tls(
+            self.envoy_ca, tls_dir(pod.namespace, pod.name), sid,
+            owner_uid=envoy_uid(binary), permissive=True,  # the bench mesh is PERMISSIVE
+        )  # fmt: skip
 
     def down(self) -> None:
         """Stop the Envoys, keep the lab's logs in ``workdir/lab-logs``, take the lab down."""

@@ -33,10 +33,12 @@ from typing import Any
 from hybridmesh import env as hm_env
 from hybridmesh.bench.envoy_config import (
     ADMIN_PORT,
+    INBOUND_PORT,
     EnvoyPod,
     EnvoyService,
     render_bootstrap,
 )
+from hybridmesh.bench.envoy_tls import EnvoyTls
 from hybridmesh.lab import _sh, capture, names, netns, procs
 from hybridmesh.lab.cgroups import PodCgroup
 
@@ -50,6 +52,7 @@ __all__ = [
     "envoy_binary",
     "envoy_uid",
     "envoy_version",
+    "tls_dir",
 ]
 
 PROXY_UID = 1337
@@ -117,6 +120,11 @@ def _config_dir() -> Path:
     return path
 
 
+def tls_dir(namespace: str, pod: str) -> Path:
+    """Where the bench writes a pod's SVID for its Envoy (mode 0700, the Envoy's uid)."""
+    return _config_dir() / "tls" / f"{namespace}.{pod}"
+
+
 @dataclass
 class EnvoySidecar:
     """One Envoy in one pod: started, probed, read and stopped by the bench."""
@@ -125,6 +133,7 @@ class EnvoySidecar:
     services: tuple[EnvoyService, ...]
     cgroup: PodCgroup
     concurrency: int = 2
+    tls: EnvoyTls | None = None  # mTLS between the sidecars (envoy-sidecar-mtls)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -139,7 +148,7 @@ class EnvoySidecar:
         """Start Envoy, wait until it is ready, then capture the pod's traffic."""
         uid = envoy_uid(binary)
         bootstrap = render_bootstrap(
-            self.pod, self.services, mark=None if uid is not None else PROXY_MARK
+            self.pod, self.services, mark=None if uid is not None else PROXY_MARK, tls=self.tls
         )
         config = _config_dir() / f"envoy-{self.pod.namespace}.{self.pod.name}.json"
         config.write_text(json.dumps(bootstrap, indent=1))
@@ -183,9 +192,10 @@ class EnvoySidecar:
         finally:
             conn.close()
 
-    def counters(self) -> dict[str, int]:
-        """Envoy's request/connection counters, e.g. ``http.outbound_http.downstream_rq_total``."""
-        status, body = self.admin("/stats?format=json&filter=downstream_(rq|cx)_total")
+    def counters(self, pattern: str = "downstream_(rq|cx)_total") -> dict[str, int]:
+        """Envoy's counters whose name matches ``pattern`` (a regex), by default the
+        request/connection ones, e.g. ``http.outbound_http.downstream_rq_total``."""
+        status, body = self.admin(f"/stats?format=json&filter={pattern}")
         if status != 200:
             raise EnvoyError(f"Envoy admin /stats answered {status}")
         data: dict[str, Any] = json.loads(body)
@@ -194,6 +204,12 @@ class EnvoySidecar:
             for s in data.get("stats", [])
             if isinstance(s.get("value"), int)
         }
+
+    def inbound_handshakes(self) -> int:
+        """TLS handshakes completed by the inbound listener (``ssl.handshake``): how the
+        bench proves that the bytes between two Envoys were TLS."""
+        name = f"listener.0.0.0.0_{INBOUND_PORT}.ssl.handshake"
+        return self.counters("ssl.handshake").get(name, 0)
 
     def ensure_capture(self) -> bool:
         return ensure_capture_first(self.netns)

@@ -1,8 +1,9 @@
 """The comparisons the project's claims rest on, in sentences, from the cells alone (pure).
 
 Each headline compares two contenders on one figure — sidecar against Envoy on added p99,
-sidecar+ebpf against sidecar on latency and proxy CPU, kernel against none, node against
-sidecar on memory as pods grow — and is left out when either side was not measured, so a run
+sidecar+ebpf against sidecar on latency and proxy CPU, kernel against none, mTLS against
+plaintext (hybridmesh's sidecar and Envoy), full mTLS handshakes per server-proxy core, node
+against sidecar on memory as pods grow — and is left out when either side was not measured, so a run
 with fewer contenders simply says less.
 """
 
@@ -70,6 +71,35 @@ def _kernel_vs_none(cells: Sequence[CellDoc], variant: str, rate: int) -> str | 
     return f"kernel vs none, {variant}: " + ", ".join(parts) if parts else None
 
 
+def _mtls_cost(cells: Sequence[CellDoc], variant: str, rate: int) -> str | None:
+    """What mTLS adds over the same proxy in plaintext, for hybridmesh and for Envoy."""
+    parts = []
+    for secure, plain in (
+        ("sidecar", "sidecar-plaintext"),
+        ("envoy-sidecar-mtls", "envoy-sidecar"),
+    ):
+        a = _cell(cells, "http-latency", variant, secure, rate)
+        b = _cell(cells, "http-latency", variant, plain, rate)
+        if a is None or b is None or "p99_ms" not in a.delta or "p99_ms" not in b.delta:
+            continue
+        parts.append(
+            f"{secure} vs {plain}: added p50 {_f(a.delta.get('p50_ms', 0.0))} vs "
+            f"{_f(b.delta.get('p50_ms', 0.0))} ms, added p99 {_f(a.delta['p99_ms'])} vs "
+            f"{_f(b.delta['p99_ms'])} ms"
+        )
+    return f"mTLS vs plaintext, {variant} at {rate} req/s: " + "; ".join(parts) if parts else None
+
+
+def _handshakes(cells: Sequence[CellDoc]) -> str | None:
+    parts = [
+        f"{c.contender} {_f(c.metrics['handshakes_per_core_s'].median)}/core-s "
+        f"({_f(c.metrics['handshakes_per_s'].median)}/s wall)"
+        for c in cells
+        if c.scenario == "tls-handshake" and "handshakes_per_core_s" in c.metrics
+    ]
+    return "full mTLS handshakes per server-proxy core: " + "; ".join(parts) if parts else None
+
+
 def _memory_scaling(cells: Sequence[CellDoc]) -> str | None:
     levels = sorted({c.level for c in cells if c.scenario == "scale" and c.level})
     if not levels:
@@ -97,6 +127,7 @@ def headlines(cells: Sequence[CellDoc], variants: Sequence[str]) -> list[str]:
                 _added_p99(cells, variant, rate),
                 _ebpf_vs_sidecar(cells, variant, rate),
                 _kernel_vs_none(cells, variant, rate),
+                _mtls_cost(cells, variant, rate),
             ]
-    out.append(_memory_scaling(cells))
+    out += [_handshakes(cells), _memory_scaling(cells)]
     return [line for line in out if line]

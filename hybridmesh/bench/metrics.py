@@ -77,6 +77,11 @@ METRICS: dict[str, MetricInfo] = {
     "pod_restarts": MetricInfo("pod restarts needed", "count"),
     "upgrade_s": MetricInfo("upgrade duration", "s"),
     "node_restarts": MetricInfo("node components replaced (agents, node proxies)", "count"),
+    # tls-handshake
+    "handshakes_per_s": MetricInfo("full mTLS handshakes", "/s", higher_is_better=True),
+    "handshakes_per_core_s": MetricInfo(
+        "mTLS handshakes per server-proxy core", "/core-s", higher_is_better=True
+    ),
 }
 
 RESOURCE_METRICS = (
@@ -115,10 +120,11 @@ SCENARIO_METRICS: dict[str, tuple[str, ...]] = {
         "recovered", "requests",
     ),
     "upgrade": ("failed_pct", "failed", "pod_restarts", "node_restarts", "upgrade_s", "requests"),
+    "tls-handshake": ("handshakes_per_s", "handshakes_per_core_s", "errors", *RESOURCE_METRICS),
 }  # fmt: skip
 """Every metric a sample of the scenario must have (the integration test checks all filled)."""
 
-_OP_UNITS = {"tcp-rr": "txn", "tcp-stream": "MiB"}
+_OP_UNITS = {"tcp-rr": "txn", "tcp-stream": "MiB", "tls-handshake": "handshake"}
 
 
 def op_unit(scenario: str) -> str:

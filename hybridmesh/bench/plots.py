@@ -28,6 +28,8 @@ COLORS = {
     "kernel": "#2ca02c",
     "node": "#9467bd",
     "envoy-sidecar": "#ff7f0e",
+    "sidecar-plaintext": "#aec7e8",
+    "envoy-sidecar-mtls": "#d62728",
 }
 _COMPONENT_COLORS = {
     "loadgen": "#bcbd22",

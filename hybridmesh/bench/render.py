@@ -50,6 +50,8 @@ _TABLE_METRICS: dict[str, tuple[str, ...]] = {
                      "recovered", "requests"),
     "upgrade": ("pod_restarts", "node_restarts", "failed", "failed_pct", "upgrade_s",
                 "requests"),
+    "tls-handshake": ("handshakes_per_core_s", "handshakes_per_s", "cpu_proxy_server_us_per_op",
+                      "errors", "rss_proxy_server_mib", "cpu_loadgen_pct"),
 }  # fmt: skip
 _FLAG = " ⚠"
 

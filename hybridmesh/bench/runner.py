@@ -24,6 +24,7 @@ from hybridmesh.bench.bed import BedError, TestBed, unavailable_contenders
 from hybridmesh.bench.calibrate import calibrate
 from hybridmesh.bench.disrupt import Disruption
 from hybridmesh.bench.envoy_sidecar import envoy_binary, envoy_uid, envoy_version
+from hybridmesh.bench.handshakes import HandshakeRunner
 from hybridmesh.bench.measure import Executor, RunError, Special
 from hybridmesh.bench.metrics import op_unit
 from hybridmesh.bench.model import (
@@ -43,6 +44,7 @@ from hybridmesh.bench.scenarios import (
     Contender,
     Profile,
     levels_for,
+    measures,
     select_contenders,
     select_scenarios,
     variants_for,
@@ -110,7 +112,7 @@ class Resolved:
 def resolve(opts: BenchOptions) -> Resolved:
     """What will run; raises BenchConfigError for anything that cannot."""
     scenarios = [s.name for s in select_scenarios(opts.scenarios, quick=opts.quick)]
-    contenders = select_contenders(opts.contenders)
+    contenders = select_contenders(opts.contenders, quick=opts.quick)
     notes: list[str] = []
     missing = unavailable_contenders(contenders)
     if missing and opts.contenders:
@@ -137,15 +139,19 @@ def resolve(opts: BenchOptions) -> Resolved:
 def _header(opts: BenchOptions, plan: Resolved) -> Results:
     envoy = None
     details: dict[str, dict[str, str]] = {}
-    if any(c.name == "envoy-sidecar" for c in plan.contenders):
+    for c in plan.contenders:
+        if c.proxy != "envoy":
+            continue
         binary = envoy_binary()
         envoy = envoy_version(binary)
         uid = envoy_uid(binary)
-        details["envoy-sidecar"] = {
+        details[c.name] = {
             "envoy": envoy,
             "concurrency": str(opts.envoy_concurrency),
             "runs_as": f"uid {uid}" if uid is not None else "root with SO_MARK 0x539",
-            "protocol": "HTTP/1.1 between sidecars, no mTLS",
+            "protocol": "HTTP/1.1 over mTLS (TLS 1.3, SVIDs from a bench-local CA)"
+            if c.mtls
+            else "HTTP/1.1 between sidecars, no mTLS",
         }
     p = plan.profile
     return Results(
@@ -208,11 +214,8 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     except OSError as exc:
         raise BenchConfigError(f"cannot create {opts.out}: {exc.strerror}") from None
     results = _header(opts, plan)
-    keys = [
-        key for s in plan.scenarios for key in cells([s], variants_for(s, p), {s: levels_for(s, p)})
-    ]
     names = [c.name for c in plan.contenders]
-    runs = plan_runs(keys, names, p.repeats, warmup_s=p.warmup_s, duration_s=p.duration_s)
+    runs = _plan(plan)
     progress.planned(len(runs))
     bed = TestBed(
         plan.contenders,
@@ -263,12 +266,24 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> Results:
     return results
 
 
+def _plan(plan: Resolved) -> list[Run]:
+    """Every run, scenario by scenario, each with the contenders it measures (measures())."""
+    p, runs = plan.profile, []
+    for s in plan.scenarios:
+        keys = cells([s], variants_for(s, p), {s: levels_for(s, p)})
+        names = [c.name for c in plan.contenders if measures(s, c)]
+        if names:
+            runs += plan_runs(keys, names, p.repeats, warmup_s=p.warmup_s, duration_s=p.duration_s)
+    return [dataclasses.replace(run, order=i) for i, run in enumerate(runs)]
+
+
 def _specials(bed: TestBed, p: Profile) -> dict[str, Special]:
     """The executors of the scenarios that are not one client/server pair."""
     return {
         "scale": ScaleRunner(bed),
         "blast-radius": Disruption(bed, "blast-radius", p.disruption_s),
         "upgrade": Disruption(bed, "upgrade", p.disruption_s),
+        "tls-handshake": HandshakeRunner(bed),
     }
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Scenario",
     "UpgradeKind",
     "levels_for",
+    "measures",
     "select_contenders",
     "select_scenarios",
     "variants_for",
@@ -101,6 +102,21 @@ SCENARIOS: dict[str, Scenario] = {
             level_unit="streams",
         ),
         Scenario(
+            "tls-handshake",
+            "full mTLS handshakes per second and per server-proxy core",
+            "A Python client in the client pod (2 processes) makes full TLS 1.3 handshakes "
+            "with a valid client SVID (issued as the contender's mesh issues it: the lab CA "
+            "on the pod's bootstrap token for hybridmesh, the bench CA for Envoy), no "
+            "resumption, to the server pod's HTTP port, bypassing its own proxy (SO_MARK), so "
+            "the server-side proxy's inbound mTLS listener does every handshake; each one "
+            "waits for the server to close, so only handshakes the server verified count. "
+            "Reported: handshakes/s (wall) and handshakes per second of server-proxy CPU "
+            "(cgroup accounting). Measured for contenders with mTLS between proxies "
+            "(sidecar, envoy-sidecar-mtls).",
+            variants=("same-node",),
+            in_quick=False,
+        ),
+        Scenario(
             "blast-radius",
             "kill one proxy under load: who fails, for how long",
             "Two clients (same-node, cross-node) each call two services (blast-a, blast-b) "
@@ -165,6 +181,9 @@ class Contender:
     proxy: ProxyKind = "none"
     kill: KillTarget = "none"
     upgrade: UpgradeKind = "none"
+    identity: bool = True  # False: its Workloads carry hybridmesh.io/identity: disabled
+    mtls: bool = False  # envoy: mTLS between the injected Envoys
+    in_quick: bool = True  # part of --quick's default set (when no -c is given)
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -178,6 +197,17 @@ CONTENDERS: dict[str, Contender] = {
             proxy="hybridmesh",
             kill="sidecar",
             upgrade="restart-pods",
+        ),
+        Contender(
+            "sidecar-plaintext",
+            "hybridmesh's sidecar without workload identity (annotation hybridmesh.io/identity: "
+            "disabled): plaintext between the proxies",
+            "sidecar",
+            proxy="hybridmesh",
+            kill="sidecar",
+            upgrade="restart-pods",
+            identity=False,
+            in_quick=False,
         ),
         Contender(
             "sidecar+ebpf",
@@ -209,6 +239,16 @@ CONTENDERS: dict[str, Contender] = {
             proxy="envoy",
             kill="envoy",
             upgrade="restart-pods",
+        ),
+        Contender(
+            "envoy-sidecar-mtls",
+            "the same Envoy sidecars with Istio-style mTLS between them (SVIDs from a bench CA)",
+            "none",
+            proxy="envoy",
+            kill="envoy",
+            upgrade="restart-pods",
+            mtls=True,
+            in_quick=False,
         ),
     )
 }
@@ -301,9 +341,26 @@ def select_scenarios(names: Sequence[str], *, quick: bool = False) -> list[Scena
     return chosen
 
 
-def select_contenders(names: Sequence[str]) -> list[Contender]:
-    """The contenders named, ``none`` first and always included (every ratio needs it)."""
-    wanted = _split(names) or list(CONTENDERS)
+def measures(scenario: str, contender: Contender) -> bool:
+    """Whether ``scenario`` is measured for ``contender``: tls-handshake needs an mTLS
+    listener in the server pod, reachable past the client pod's capture by SO_MARK (the
+    iptables sidecars: hybridmesh's with identity, Envoy with mTLS)."""
+    if scenario != "tls-handshake":
+        return True
+    if contender.proxy == "envoy":
+        return contender.mtls
+    return (
+        contender.proxy == "hybridmesh"
+        and contender.identity
+        and (contender.placement == "sidecar")
+    )
+
+
+def select_contenders(names: Sequence[str], *, quick: bool = False) -> list[Contender]:
+    """The contenders named, ``none`` first and always included (every ratio needs it);
+    when none are named, every one (``quick``: those marked ``in_quick``)."""
+    default = [c.name for c in CONTENDERS.values() if c.in_quick or not quick]
+    wanted = _split(names) or default
     unknown = [n for n in wanted if n not in CONTENDERS]
     if unknown:
         raise BenchConfigError(

@@ -15,8 +15,10 @@ grpc); ``blast-radius``/``upgrade`` two 1-replica HTTP services ``blast-a``/``bl
 
 Keeping every contender up at once is what makes alternation cheap: switching from A to B is
 choosing another client pod, not rebuilding a lab, and idle pods cost no CPU. The lab knows
-nothing of Envoy: the ``envoy-sidecar`` namespace runs with placement ``none`` and the bench
-injects Envoy into its pods afterwards, as Istio's injector would have.
+nothing of Envoy: the ``envoy-sidecar`` (and ``envoy-sidecar-mtls``) namespace runs with
+placement ``none`` and the bench injects Envoy into its pods afterwards, as Istio's injector
+would have. A contender without identity (``sidecar-plaintext``) gets the annotation
+``hybridmesh.io/identity: disabled`` on every Workload, as a mesh user would write it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "SCALE_SERVICE",
     "SERVER_NODE",
     "STREAM_PORT",
+    "TRUST_DOMAIN",
     "PodRole",
     "client_pod",
     "namespace_of",
@@ -49,6 +52,7 @@ RR_PORT = 5001
 STREAM_PORT = 5002
 GRPC_PORT = 50051
 SERVER_NODE = "node-1"
+TRUST_DOMAIN = "cluster.local"  # the MeshConfig's below
 BLAST_SERVICES = ("blast-a", "blast-b")
 SCALE_SERVICE = "scale"
 CLIENT_NODES = {"same-node": "node-1", "cross-node": "node-2"}
@@ -103,7 +107,7 @@ _NAMESPACE = """\
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: http, namespace: {ns}, labels: {{app: http}}}}
+metadata: {{name: http, namespace: {ns}, labels: {{app: http}}{meta}}}
 spec:
   serviceAccount: http
   node: {server_node}
@@ -114,7 +118,7 @@ spec:
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: tcp, namespace: {ns}, labels: {{app: tcp}}}}
+metadata: {{name: tcp, namespace: {ns}, labels: {{app: tcp}}{meta}}}
 spec:
   serviceAccount: tcp
   node: {server_node}
@@ -125,7 +129,7 @@ spec:
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: client-same, namespace: {ns}, labels: {{app: client-same}}}}
+metadata: {{name: client-same, namespace: {ns}, labels: {{app: client-same}}{meta}}}
 spec:
   serviceAccount: client
   node: {same_node}
@@ -134,7 +138,7 @@ spec:
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: client-cross, namespace: {ns}, labels: {{app: client-cross}}}}
+metadata: {{name: client-cross, namespace: {ns}, labels: {{app: client-cross}}{meta}}}
 spec:
   serviceAccount: client
   node: {cross_node}
@@ -162,7 +166,7 @@ _GRPC = """\
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: grpc, namespace: {ns}, labels: {{app: grpc}}}}
+metadata: {{name: grpc, namespace: {ns}, labels: {{app: grpc}}{meta}}}
 spec:
   serviceAccount: grpc
   node: {server_node}
@@ -182,7 +186,7 @@ _HTTP_SERVICE = """\
 ---
 apiVersion: hybridmesh.io/v1alpha1
 kind: Workload
-metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}{meta}}}
 spec:
   serviceAccount: {name}
   replicas: {replicas}
@@ -201,8 +205,17 @@ spec:
 """
 
 
+_NO_IDENTITY = ", annotations: {hybridmesh.io/identity: disabled}"
+
+
+def _meta(contender: Contender) -> str:
+    """What a Workload's metadata flow mapping gets after its labels."""
+    return "" if contender.identity else _NO_IDENTITY
+
+
 def _http_service(contender: Contender, name: str, replicas: int) -> str:
     return _HTTP_SERVICE.format(
+        meta=_meta(contender),
         name=name,
         ns=namespace_of(contender.name),
         replicas=replicas,
@@ -218,6 +231,7 @@ def _extras(contender: Contender, scenarios: Sequence[str]) -> list[str]:
     if "grpc" in scenarios:
         parts.append(
             _GRPC.format(
+                meta=_meta(contender),
                 ns=namespace_of(contender.name),
                 server_node=SERVER_NODE,
                 placement=contender.placement,
@@ -244,6 +258,7 @@ def render_topology(contenders: Sequence[Contender], scenarios: Sequence[str] = 
     for contender in contenders:
         parts.append(
             _NAMESPACE.format(
+                meta=_meta(contender),
                 ns=namespace_of(contender.name),
                 placement=contender.placement,
                 server_node=SERVER_NODE,

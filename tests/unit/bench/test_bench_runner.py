@@ -62,3 +62,28 @@ def test_bad_options_are_refused_before_anything_runs(
 ) -> None:
     with pytest.raises(BenchConfigError):
         resolve(BenchOptions(out=tmp_path, **opts))  # type: ignore[arg-type]
+
+
+def test_tls_handshake_runs_only_for_contenders_with_mtls_listeners(tmp_path: Path) -> None:
+    names = "sidecar,sidecar-plaintext,sidecar+ebpf,envoy-sidecar,envoy-sidecar-mtls"
+    opts = BenchOptions(out=tmp_path, scenarios=["http-latency,tls-handshake"],
+                        contenders=[names], repeats=2, rates=[1000])  # fmt: skip
+    runs = runner._plan(resolve(opts))
+    by_scenario: dict[str, set[str]] = {}
+    for run in runs:
+        by_scenario.setdefault(run.cell.scenario, set()).add(run.contender)
+    assert by_scenario["tls-handshake"] == {"sidecar", "envoy-sidecar-mtls"}
+    assert by_scenario["http-latency"] == {"none", *names.split(",")}
+    assert [r.order for r in runs] == list(range(len(runs)))  # one order over the whole plan
+    handshake = [r for r in runs if r.cell.scenario == "tls-handshake"]
+    assert [r.contender for r in handshake] == ["sidecar", "envoy-sidecar-mtls"] * 2  # alternate
+    assert {r.cell.variant for r in handshake} == {"same-node"}
+
+
+def test_quick_leaves_the_new_contenders_to_be_named(tmp_path: Path) -> None:
+    quick = [c.name for c in resolve(BenchOptions(out=tmp_path, quick=True)).contenders]
+    assert "sidecar-plaintext" not in quick and "envoy-sidecar-mtls" not in quick
+    named = resolve(BenchOptions(out=tmp_path, quick=True, contenders=["sidecar-plaintext"]))
+    assert [c.name for c in named.contenders] == ["none", "sidecar-plaintext"]
+    full = [c.name for c in resolve(BenchOptions(out=tmp_path)).contenders]
+    assert {"sidecar-plaintext", "envoy-sidecar-mtls"} <= set(full)

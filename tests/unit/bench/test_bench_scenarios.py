@@ -23,7 +23,7 @@ BASE = ["http-latency", "http-throughput", "tcp-rr", "tcp-stream", "grpc"]
 
 def test_default_scenarios_are_the_implemented_ones() -> None:
     names = [s.name for s in select_scenarios([])]
-    assert names == [*BASE, "blast-radius", "upgrade", "scale"]  # scale last: its pods stay
+    assert names == [*BASE, "tls-handshake", "blast-radius", "upgrade", "scale"]  # scale last
 
 
 def test_quick_default_leaves_the_disruptive_scenarios_to_be_named() -> None:

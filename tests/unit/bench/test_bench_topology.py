@@ -71,3 +71,18 @@ def test_client_pods_per_variant() -> None:
     assert client_pod("envoy-sidecar", "cross-node").key == "bench-envoy-sidecar/client-cross-0"
     with pytest.raises(ValueError):
         client_pod("none", "other-node")
+
+
+def test_only_the_plaintext_sidecar_opts_out_of_identity() -> None:
+    from hybridmesh.bench.scenarios import CONTENDERS
+    from hybridmesh.resources import load_text
+
+    chosen = [CONTENDERS[n] for n in ("none", "sidecar", "sidecar-plaintext")]
+    topo = load_text(render_topology(chosen, ["grpc", "blast-radius"]), "bench.yaml")
+    opted_out = {(w.namespace, w.name) for w in topo.workloads if w.identity_disabled}
+    plaintext = {(w.namespace, w.name) for w in topo.workloads
+                 if w.namespace == "bench-sidecar-plaintext"}  # fmt: skip
+    assert opted_out == plaintext
+    assert len(plaintext) == 7  # http, tcp, two clients, grpc, blast-a, blast-b
+    assert all(w.spec.placement == "sidecar" for w in topo.workloads if w.namespace in
+               {"bench-sidecar", "bench-sidecar-plaintext"})  # fmt: skip
