@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
@@ -51,7 +52,7 @@ def _peer(identity: SpiffeId | None) -> Peer:
 def on_request(ctx: NodeContext, conn: TunnelConn, ev: RequestHeaders) -> None:
     """Handle one CONNECT (called from the tunnel connection's read callback)."""
     assert isinstance(conn.h2, H2Server)
-    source = _peer(conn.peer)
+    source, started = _peer(conn.peer), time.monotonic()
     view = ctx.view
     try:
         if ctx.draining or view is None:
@@ -61,10 +62,12 @@ def on_request(ctx: NodeContext, conn: TunnelConn, ev: RequestHeaders) -> None:
         pod, port = authorize_stream(view, conn.peer, ev.authority)
     except TunnelRequestError as exc:
         log.info("tunnel stream from %s refused: %s", conn.peer, exc)
+        _attempt(ctx, (source, Peer.unknown(), started), ok=False)
         return _refuse(ctx, conn, ev.stream_id, exc.reason, source)
     budget = str(conn.peer)
     refused = ctx.inbound_limits.acquire_stream(budget)
     if refused is not None:
+        _attempt(ctx, (source, pod.peer, started), ok=False)
         return _refuse(ctx, conn, ev.stream_id, refused, source)
     ctx.active += 1
     dest = pod.peer
@@ -81,12 +84,21 @@ def on_request(ctx: NodeContext, conn: TunnelConn, ev: RequestHeaders) -> None:
     bridge = conn.bridge(ev.stream_id, closed)
     metrics.tcp_open(reporter=REPORTER_DESTINATION, source=source, destination=dest,
                      service=service)
-    ctx.tasks.spawn(_connect(ctx, conn, bridge, (pod.ip, port), source), name="hm-node-in")
+    ctx.tasks.spawn(_connect(ctx, conn, bridge, (pod.ip, port), (source, dest, started)),
+                    name="hm-node-in")
     return None
 
 
+def _attempt(ctx: NodeContext, edge: tuple[Peer, Peer, float], *, ok: bool) -> None:
+    """Count a stream's outcome on (source, destination, started) for ``stat``."""
+    source, dest, started = edge
+    ctx.metrics.connect((REPORTER_DESTINATION, source, dest, ""), ok=ok,
+                        elapsed_s=time.monotonic() - started)
+
+
 async def _connect(ctx: NodeContext, conn: TunnelConn, bridge: StreamBridge,
-                   addr: tuple[str, int], source: Peer) -> None:
+                   addr: tuple[str, int], edge: tuple[Peer, Peer, float]) -> None:
+    source = edge[0]
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -100,11 +112,13 @@ async def _connect(ctx: NodeContext, conn: TunnelConn, bridge: StreamBridge,
     except (OSError, TimeoutError):
         sock.close()
         ctx.metrics.refuse("connect-failed", source)
+        _attempt(ctx, edge, ok=False)
         assert isinstance(conn.h2, H2Server)
         refuse(conn.h2, bridge.sid, "connect-failed")
         conn.flush()
         bridge.on_reset()
         return
+    _attempt(ctx, edge, ok=True)
     assert isinstance(conn.h2, H2Server)
     answer(conn.h2, bridge.sid)
     conn.flush()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import cast
 
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
@@ -29,7 +30,9 @@ from hybridmesh.agent.nodeproxy.upstream import MESHED_PLACEMENTS, DialError, di
 from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView, Remote
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.policy import RequestAttributes
+from hybridmesh.proxy.hbone_via import via_waypoint, waypoint_of
 from hybridmesh.proxy.identity import TlsMaterial
+from hybridmesh.proxy.mtls import PEER_PROXY_PORTS
 from hybridmesh.proxy.peer_identity import with_principal
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SOURCE, Peer
@@ -95,6 +98,9 @@ class _Flow:
         self._budget: str | None = None
         self._counted = False
         self._opened_relay = False
+        self._reporter = REPORTER_SOURCE
+        self._started = time.monotonic()
+        self._attempted = False
 
     def start(self) -> None:
         ctx, view = self.ctx, self.ctx.view
@@ -117,6 +123,12 @@ class _Flow:
         if material is None or identity is None:
             return self._refuse("no-identity")
         self.service, candidates = view.destinations(*steered.destination)
+        if (hop := waypoint_of(view, self.service)) is not None:  # L7: via its waypoint
+            ctx.active += 1
+            self._counted = True
+            ctx.tasks.spawn(via_waypoint(self, hop, identity, material, steered.destination),
+                            name="hm-node-waypoint")
+            return None
         if not candidates:
             return self._refuse("no-endpoints")
         dest = candidates[ctx.rng.randrange(len(candidates))]
@@ -131,11 +143,14 @@ class _Flow:
         if remote is not None:
             self.dest_peer = remote.peer
         if remote is None or remote.placement != "node":
-            expected = self._expected(view, remote)
-            if remote is not None and remote.placement in MESHED_PLACEMENTS and expected is None:
+            meshed = remote is not None and remote.placement in MESHED_PLACEMENTS and not (
+                not dest.service and dest.port in PEER_PROXY_PORTS)  # its proxy's own ports
+            expected = self._expected(view, remote) if meshed else None
+            if meshed and expected is None:
                 return self._refuse("peer-identity")
             self._relay(dest, REPORTER_SOURCE, (material, expected) if expected else None)
         elif remote.node == view.node:
+            self._reporter = REPORTER_DESTINATION  # the only proxy on this edge
             local = view.local_by_ip.get(dest.ip)
             denied = "not-local" if local is None else decide_local(view, identity, local,
                                                                     dest.port)
@@ -150,7 +165,7 @@ class _Flow:
 
     def _expected(self, view: NodeView, remote: Remote | None) -> SpiffeId | None:
         """Secure naming for a sidecar destination: its service account's identity."""
-        if remote is None or remote.placement not in MESHED_PLACEMENTS:
+        if remote is None:
             return None
         try:
             return SpiffeId.for_workload(view.trust_domain, remote.namespace,
@@ -189,6 +204,7 @@ class _Flow:
         except DialError as exc:
             log.info("%s -> %s:%d: %s", pod.key, dest.ip, dest.port, exc)
             ctx.metrics.refuse(exc.reason, self.source)
+            self._attempt(ok=False)
             relay.abort()
             return
         if relay.down.lost:
@@ -197,6 +213,7 @@ class _Flow:
         ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
                                    destination=self.dest_peer, service=self.service)
         self._opened_relay = True
+        self._attempt(ok=True)
         relay.upstream_connected()
 
     def _closed(self, reporter: str, read: int, written: int) -> None:
@@ -237,12 +254,22 @@ class _Flow:
             return self._release()
         self.ctx.metrics.proxy.tcp_open(reporter=REPORTER_SOURCE, source=self.source,
                                         destination=self.dest_peer, service=self.service)
+        self._attempt(ok=True)
         conn.bridge(sid, self.bridged).attach(self.down, self.holder.take(), self.holder.eof)
         return None
 
     # -- endings --------------------------------------------------------------------------------
+    def _attempt(self, *, ok: bool) -> None:
+        """Count the attempt once, on its edge, when its source is known (stat's signals)."""
+        if self._attempted or self.pod is None:
+            return
+        self._attempted = True
+        self.ctx.metrics.connect((self._reporter, self.source, self.dest_peer, self.service),
+                                 ok=ok, elapsed_s=time.monotonic() - self._started)
+
     def _refuse(self, reason: str) -> None:
         self.ctx.metrics.refuse(reason, self.source)
+        self._attempt(ok=False)
         if not self.down.is_closing():
             self.down.abort()
         self._release()

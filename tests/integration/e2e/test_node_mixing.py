@@ -1,15 +1,20 @@
-"""Mixing placements with ``node`` pods (issue 6 point 6), as the rule in docs/placements.md.
+"""Mixing placements with ``node`` pods (issue 6 point 6), the table in docs/node.md §4.
 
 The demo in ``node`` placement plus one ``sidecar`` pod (node-1) and one ``kernel`` pod
-(node-2), mesh mTLS STRICT. What holds today: node -> kernel works as plain TCP (no identity to
-carry); node -> sidecar is refused (the node proxy relays plain TCP, which STRICT refuses: fail
-closed, never an unauthenticated pass); sidecar -> node and kernel -> node reach the node pod
-directly, without identity (no inbound steering to the node proxy yet: documented gap).
+(node-2), mesh mTLS STRICT:
+
+- node -> sidecar: mTLS as the source pod (STRICT accepts it, the sidecar's metrics name the
+  node pod's principal, a DENY naming that principal closes it);
+- node -> kernel: plain TCP from the source pod's own address (a kernel DENY naming the node
+  pod's principal drops it while another node pod passes: the kernel judged the real pod);
+- kernel/sidecar -> node: plaintext straight to the pod, judged by the node pod's L4 rules in
+  the kernel (a DENY naming the kernel pod drops it while the sidecar pod passes).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
@@ -97,22 +102,76 @@ def get(pod: str, *hosts: str) -> dict[str, str]:
     return result
 
 
-def test_node_pods_and_other_placements_follow_the_documented_rule(
+TD = "spiffe://cluster.local/ns/shop/sa"
+DENIES = """
+apiVersion: hybridmesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: sc-no-frontend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: sc}}
+  action: DENY
+  rules: [{from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]}}]}]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: kn-no-frontend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: kn}}
+  action: DENY
+  rules: [{from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]}}]}]
+---
+apiVersion: hybridmesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: catalog-no-kn, namespace: shop}
+spec:
+  selector: {matchLabels: {app: catalog}}
+  action: DENY
+  rules: [{from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/kn"]}}]}]
+"""
+OK = "HTTP/1.1 200 OK"
+
+
+def test_node_pods_reach_sidecar_and_kernel_pods_and_are_reached_by_them(
     mixed_lab: dict[str, Any],
 ) -> None:
     pods = {p["name"]: p for p in mixed_lab["pods"]}
     assert (pods["sc-0"]["placement"], pods["kn-0"]["placement"]) == ("sidecar", "kernel")
     assert all(p["ready"] for p in pods.values())
-    ok = "HTTP/1.1 200 OK"
-    for caller in ("frontend-0", "frontend-1"):  # node-1 and node-2
-        seen = get(f"shop/{caller}", "sc", "kn")
-        assert seen["kn"] == ok, seen  # plain TCP from the node proxy
-        assert seen["sc"] != ok, seen  # STRICT refuses the identity-less relay: fail closed
-    for caller in ("sc-0", "kn-0"):  # into node pods: direct, no identity (documented gap)
-        assert get(f"shop/{caller}", "catalog", "frontend") == {"catalog": ok, "frontend": ok}
+    for caller in ("frontend-0", "frontend-1"):  # node-1 (sc's node) and node-2 (kn's node)
+        assert get(f"shop/{caller}", "sc", "kn") == {"sc": OK, "kn": OK}
+    for caller in ("sc-0", "kn-0"):  # into node pods
+        assert get(f"shop/{caller}", "catalog", "frontend") == {"catalog": OK, "frontend": OK}
+    # the sidecar saw the node pod's SVID (mTLS as the source pod), not an anonymous peer
+    metrics = _sidecar_metrics(pods["sc-0"]["ip"])
+    assert f'source_principal="{TD}/frontend"' in metrics, metrics[-2000:]
     # the pods of the other placements are unaffected: no node proxy serves them
     served = {p for n in ("node-1", "node-2") for p in _served(n)}
     assert "shop/sc-0" not in served and "shop/kn-0" not in served and "shop/catalog-0" in served
+
+
+def test_policies_judge_the_real_caller_in_every_direction(mixed_lab: dict[str, Any]) -> None:
+    assert mixed_lab["pods"]
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(DENIES)
+        f.flush()
+        hm("lab", "apply", f.name)
+    time.sleep(1.0)  # snapshots to the sidecar, the node proxies and the agents' maps
+    for caller in ("frontend-0", "frontend-1"):
+        seen = get(f"shop/{caller}", "sc", "kn")
+        assert seen["sc"] != OK, seen  # the sidecar's policy saw frontend's principal
+        assert seen["kn"] != OK, seen  # the kernel saw frontend's address, not the node's
+    assert get("shop/loadgen-0", "sc", "kn") == {"sc": OK, "kn": OK}  # others still pass
+    # plaintext into a node pod: the kernel judges the caller's identity
+    assert get("shop/kn-0", "catalog")["catalog"] != OK
+    assert get("shop/sc-0", "catalog") == {"catalog": OK}
+
+
+def _sidecar_metrics(ip: str) -> str:
+    out = hm("lab", "exec", "shop/loadgen-0", "--", "curl", "-s", "--max-time", "3",
+             f"http://{ip}:15020/metrics").stdout
+    return str(out)
 
 
 def _served(node: str) -> list[str]:

@@ -104,6 +104,14 @@ def test_to_a_sidecar_pod_mtls_as_the_source_pod_verified_as_the_endpoint(
         assert bed.made == [("default", "client-0")]  # dialled as the source pod
         metrics = bed.proxies["n1"].ctx.metrics.exposition().decode()
         assert 'destination_principal="spiffe://cluster.local/ns/default/sa/side"' in metrics
+        # stat's L4 signals: one attempt on the edge, ok, with its setup latency
+        [attempt] = [line for line in metrics.splitlines()
+                     if line.startswith("tcp_connect_total{")]
+        assert all(label in attempt for label in (
+            'outcome="ok"', 'reporter="source"', 'source_workload="client"',
+            'destination_workload="side"')) and attempt.endswith(" 1.0")
+        assert any(line.startswith("tcp_connect_latency_ms_count{") and line.endswith(" 1.0")
+                   for line in metrics.splitlines())
         w.close()
 
     run(tmp_path, check)
@@ -116,6 +124,8 @@ def test_an_imposter_at_the_sidecars_address_gets_no_byte(tmp_path: Path) -> Non
         await asyncio.sleep(0.1)
         assert [data for _, _, data in bed.seen] in ([], [b""])
         assert bed.proxies["n1"].ctx.metrics.refused("peer-identity") == 1
+        assert bed.proxies["n1"].ctx.metrics.connects("failed") == 1
+        assert bed.proxies["n1"].ctx.metrics.connects("ok") == 0
         w.close()
 
     run(tmp_path, check)
