@@ -46,6 +46,7 @@ class WaypointHop:
     service: str  # "ns/name"
     pod: str  # "ns/waypoint-<svc>-0"
     ip: str
+    port: int  # its HBONE port (the Service's targetPort: 15008)
     ready: bool
     identity: SpiffeId
 
@@ -69,14 +70,14 @@ def _hops(view: NodeView) -> dict[str, WaypointHop]:
     hops: dict[str, WaypointHop] = {}
     for (_ip, port), (key, target, endpoints) in view.vips.items():
         namespace, _, name = key.partition("/")
-        if port != TUNNEL_PORT or target != TUNNEL_PORT or not name.startswith(PREFIX):
+        if port != TUNNEL_PORT or not name.startswith(PREFIX):
             continue
         served = f"{namespace}/{name.removeprefix(PREFIX)}"
         identity = SpiffeId.for_workload(view.trust_domain, namespace, WAYPOINT_SERVICE_ACCOUNT)
         pod = next((e for e in endpoints if e.service_account == WAYPOINT_SERVICE_ACCOUNT),
                    None)
         hops[served] = WaypointHop(served, f"{namespace}/{pod.pod}" if pod else "",
-                                   pod.ip if pod else "", pod is not None, identity)
+                                   pod.ip if pod else "", target, pod is not None, identity)
     return hops
 
 
@@ -100,7 +101,7 @@ async def via_waypoint(flow: _Flow, hop: WaypointHop, identity: SpiffeId,
     assert flow.pod is not None
     try:
         conn = await flow.ctx.pool.get((identity, f"waypoint:{hop.service}"),
-                                       (hop.ip, TUNNEL_PORT), material,
+                                       (hop.ip, hop.port), material,
                                        frozenset({hop.identity}), sni_name(hop.identity))
     except TunnelDialError as exc:
         log.warning("waypoint %s for %s: %s", hop.pod, identity, exc)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,11 +37,12 @@ from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, s
 from hybridmesh.proxy.worker import Worker
 
 VIP = "10.96.0.10"
-CLIENT_IP, N2_IP, WEB_IP, WAYPOINT_IP, API_IP = (
-    "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+CLIENT_IP, N2_IP, WEB_IP, WAYPOINT_IP, API_IP, FRONT_IP = (
+    "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+WAYPOINT_VIP, PLAIN_VIP = "10.96.0.12", "10.96.0.13"  # plain: web-0 again, L4 only
 TD = "cluster.local"
-CLIENT_ID, WEB_ID, WAYPOINT_ID, API_ID = (
-    f"spiffe://{TD}/ns/default/sa/{sa}" for sa in ("client", "web", "waypoint", "api"))
+CLIENT_ID, WEB_ID, WAYPOINT_ID, API_ID, FRONT_ID = (
+    f"spiffe://{TD}/ns/default/sa/{sa}" for sa in ("client", "web", "waypoint", "api", "front"))
 
 
 def deny(name: str, *, principals: Iterable[str] = (), paths: Iterable[str] = (),
@@ -70,6 +73,8 @@ class Bed:
     node_policies: list[dict[str, Any]] = field(default_factory=list)
     routes: list[dict[str, Any]] = field(default_factory=list)
     web_protocol: str | None = None
+    waypoint: bool = False  # the web Service has a waypoint (waypoint-web-0 serves it)
+    resolver: TableSourceResolver | None = None
 
     # -- snapshots --------------------------------------------------------------------------
     def services(self) -> list[dict[str, Any]]:
@@ -77,12 +82,20 @@ class Bed:
             (80, self.web.port)
         web = [endpoint("web-0", WEB_IP, placement="node", service_account="web", node="n2")]
         api = [endpoint("api-0", API_IP, service_account="api", node="n1")]
-        return [service("web", VIP, [port], web),
-                service("api", "10.96.0.11", [(80, self.api.port)], api)]
+        svcs = [service("web", VIP, [port], web),
+                service("api", "10.96.0.11", [(80, self.api.port)], api),
+                service("plain", PLAIN_VIP, [port], web, selector={"app": "web"})]
+        if self.waypoint and "waypoint-web-0" in self.workers:
+            wp = [endpoint("waypoint-web-0", WAYPOINT_IP, service_account="waypoint")]
+            svcs.append(service("waypoint-web", WAYPOINT_VIP,
+                                [(15008, self.hbone_port("waypoint-web-0"), "tcp")], wp,
+                                selector={WAYPOINT_LABEL: "web"}))
+        return svcs
 
     def publish(self) -> None:
         svcs = self.services()
-        pods = [node_pod("web-0", WEB_IP, node="n2", service_account="web")]
+        pods = [node_pod("web-0", WEB_IP, node="n2", service_account="web"),
+                node_pod("front-0", FRONT_IP, node="n2", service_account="front")]
         self.ncp.set("n2", node_snapshot("n2", pods, svcs, policies=self.node_policies,
                                          nodes={"n2": N2_IP}))
         nodes = [{"name": "n2", "fabricIP": N2_IP, "tunnelPort": self.tunnel_port}]
@@ -145,6 +158,23 @@ class Bed:
                     total += float(value)
         return total
 
+    async def steered(self, dest: tuple[str, int] = (VIP, 80)
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection from the node pod front-0, steered to n2's outbound listener as the
+        eBPF program would (the resolver is the map's test double)."""
+        assert self.node is not None and self.resolver is not None
+        sock = socket.socket()
+        sock.bind((FRONT_IP, 0))
+        name = self.node._sockets["outbound"].getsockname()
+        local = (str(name[0]), int(name[1]))
+        cg = self.tmp / "cg" / "default.front-0"
+        cg.mkdir(parents=True, exist_ok=True)
+        self.resolver.record((FRONT_IP, int(sock.getsockname()[1])), local,
+                             os.stat(cg).st_ino, dest)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, local)
+        return await asyncio.open_connection(sock=sock)
+
     def node_metrics(self) -> str:
         assert self.node is not None
         return self.node.ctx.metrics.exposition().decode()
@@ -170,13 +200,20 @@ async def _node_proxy(bed: Bed) -> NodeProxy:
 
     config = NodeConfig("n2", bed.ncp.path, str(token), outbound=(N2_IP, 0),
                         tunnel=(N2_IP, bed.tunnel_port), admin=(N2_IP, 0), mark=None)
-    proxy = NodeProxy(config, TableSourceResolver(index), index, cgroup)
+    bed.resolver = TableSourceResolver(index)
+    proxy = NodeProxy(config, bed.resolver, index, cgroup)
     await proxy.start()
     async with asyncio.timeout(10):
         while not (proxy.ctx.view and all(proxy.ctx.identities.material(p.key)
                                           for p in proxy.ctx.view.served())):
             await asyncio.sleep(0.02)
     return proxy
+
+
+async def _wait_waypoint(proxy: NodeProxy) -> None:
+    async with asyncio.timeout(10):
+        while not (proxy.ctx.view and any(k[1] == 15008 for k in proxy.ctx.view.vips)):
+            await asyncio.sleep(0.02)
 
 
 async def _worker(bed: Bed, pod: str, ip: str, original: Mapping[str, tuple[str, int]]) -> Worker:
@@ -210,6 +247,9 @@ async def hbone_bed(tmp: Path, *, web: Handler = ok, **options: Any) -> AsyncIte
                                                 {"outbound": (VIP, 80)})
         bed.workers["api-0"] = await _worker(bed, "api-0", API_IP, {})
         bed.workers["waypoint-web-0"] = await _worker(bed, "waypoint-web-0", WAYPOINT_IP, {})
+        if bed.waypoint:  # now that its HBONE port is known
+            bed.publish()
+            await _wait_waypoint(bed.node)
         yield bed
     finally:
         for worker in bed.workers.values():

@@ -13,6 +13,8 @@ import uvloop
 from hbone_harness import (
     API_IP,
     CLIENT_ID,
+    FRONT_ID,
+    PLAIN_VIP,
     VIP,
     WAYPOINT_ID,
     WAYPOINT_IP,
@@ -131,3 +133,35 @@ async def test_waypoint_applies_l7_policy_with_the_callers_identity(tmp_path: Pa
         waypoint = bed.workers["waypoint-web-0"].exposition().decode()
         assert bed.metric(waypoint, "request_total", reporter="waypoint",
                           source_principal=CLIENT_ID) == 2, waypoint
+
+
+@uv
+async def test_a_node_pod_reaches_a_waypointed_service_through_its_waypoint(
+        tmp_path: Path) -> None:
+    policies = [deny("no-admin", paths=["/admin"])]
+    async with hbone_bed(tmp_path, policies=policies, waypoint=True) as bed:
+        answers = []
+        for path in ("/via", "/admin"):
+            reader, writer = await bed.steered()
+            writer.write(get(path))
+            answers.append(await read_response(reader))
+            writer.close()
+        assert answers[0].startswith(b"HTTP/1.1 200") and b"ok GET /via" in answers[0]
+        assert answers[1].startswith(b"HTTP/1.1 403") and b"default/no-admin" in answers[1]
+        waypoint = bed.workers["waypoint-web-0"].exposition().decode()
+        # the waypoint judged the node pod's identity (the tunnel's), not its node proxy's
+        assert bed.metric(waypoint, "request_total", reporter="waypoint",
+                          source_principal=FRONT_ID) == 2, waypoint
+        assert [r.path for r in bed.web.seen] == ["/via"]
+
+
+@uv
+async def test_l4_only_services_are_not_sent_to_a_waypoint(tmp_path: Path) -> None:
+    async with hbone_bed(tmp_path, waypoint=True) as bed:
+        reader, writer = await bed.steered((PLAIN_VIP, 80))  # same pod, no waypoint
+        writer.write(get("/direct"))
+        answer = await read_response(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        waypoint = bed.workers["waypoint-web-0"].exposition().decode()
+        assert bed.metric(waypoint, "request_total") == 0
