@@ -159,7 +159,9 @@ def parse_certificate(der: bytes) -> CertFacts:
     """The facts of one DER certificate, or `DerError`. Verifies nothing cryptographic."""
     try:
         return _parse_certificate(bytes(der))
-    except (IndexError, UnicodeDecodeError) as exc:
+    except DerError:
+        raise
+    except (IndexError, ValueError) as exc:  # a short field list, a bad string encoding
         raise DerError(f"malformed certificate: {exc}") from None
 
 
@@ -283,7 +285,9 @@ def csr_public_key(der: bytes) -> bytes:
         info = _children(der, _top(der, "CSR"))[0]
         spki = _children(der, _expect(info, _SEQUENCE, "certificationRequestInfo"))[2]
         _expect(spki, _SEQUENCE, "subjectPublicKeyInfo")
-    except IndexError:
+    except DerError:
+        raise
+    except (IndexError, ValueError):
         raise DerError("malformed CSR") from None
     return der[spki.header:spki.end]
 
