@@ -193,7 +193,8 @@ class TestBed:
         ns = namespace_of(contender.name)
         services = tuple(services_from_status(self.status, ns))
         present = {f"{ns}/{p['name']}" for p in self.status["pods"] if p["namespace"] == ns}
-        for key in [k for k in self.envoys if k not in present]:  # its pod was removed
+        mine = [k for k in self.envoys if k.startswith(f"{ns}/")]  # not the other contenders'
+        for key in [k for k in mine if k not in present]:  # its pod was removed
             with contextlib.suppress(Exception):
                 self.envoys.pop(key).stop()
         for pod in self.status["pods"]:

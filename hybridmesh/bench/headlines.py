@@ -92,8 +92,8 @@ def _mtls_cost(cells: Sequence[CellDoc], variant: str, rate: int) -> str | None:
 
 def _handshakes(cells: Sequence[CellDoc]) -> str | None:
     parts = [
-        f"{c.contender} {_f(c.metrics['handshakes_per_core_s'].median)}/core-s "
-        f"({_f(c.metrics['handshakes_per_s'].median)}/s wall)"
+        f"{c.contender} {c.metrics['handshakes_per_core_s'].median:.0f}/core-s "
+        f"({c.metrics['handshakes_per_s'].median:.0f}/s wall)"
         for c in cells
         if c.scenario == "tls-handshake" and "handshakes_per_core_s" in c.metrics
     ]

@@ -200,8 +200,7 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender(
             "sidecar-plaintext",
-            "hybridmesh's sidecar without workload identity (annotation hybridmesh.io/identity: "
-            "disabled): plaintext between the proxies",
+            "hybridmesh's sidecar, no identity (hybridmesh.io/identity: disabled): plaintext",
             "sidecar",
             proxy="hybridmesh",
             kill="sidecar",
@@ -234,7 +233,7 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender(
             "envoy-sidecar",
-            "Envoy injected the Istio way (iptables capture, 15001/15006, L7 HTTP)",
+            "Envoy injected the Istio way (iptables capture, 15001/15006, L7 HTTP), plaintext",
             "none",
             proxy="envoy",
             kill="envoy",
@@ -242,7 +241,7 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender(
             "envoy-sidecar-mtls",
-            "the same Envoy sidecars with Istio-style mTLS between them (SVIDs from a bench CA)",
+            "the same Envoys with Istio-style mTLS between them (SVIDs from a bench CA)",
             "none",
             proxy="envoy",
             kill="envoy",

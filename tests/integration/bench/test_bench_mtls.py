@@ -19,7 +19,7 @@ from hybridmesh.lab import cleanup
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
-NAMES = ("none", "sidecar", "sidecar-plaintext", "envoy-sidecar-mtls")
+NAMES = ("none", "sidecar", "sidecar-plaintext", "envoy-sidecar", "envoy-sidecar-mtls")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,23 @@ def test_identity_disabled_sidecars_talk_plaintext(bed: TestBed) -> None:
     assert not (pods / "bench-sidecar-plaintext_client-same-0").exists()  # no token at all
     text = bed.http_text(server_pod("sidecar-plaintext", "http-latency"), 15020, "/metrics")
     assert mutual_tls_connections(text) == 0
+
+
+def test_both_envoy_contenders_keep_their_envoys(bed: TestBed) -> None:
+    """Injecting the second Envoy namespace must not stop the first one's Envoys."""
+    for contender in ("envoy-sidecar", "envoy-sidecar-mtls"):
+        for role in (client_pod(contender, "same-node"), server_pod(contender, "http-latency")):
+            envoy = bed.envoy(role)
+            assert envoy is not None and envoy.process is not None, role.key
+            assert envoy.process.poll() is None, role.key
+            assert (envoy.tls is not None) is (contender == "envoy-sidecar-mtls")
+
+
+def test_plaintext_envoys_do_no_tls(bed: TestBed) -> None:
+    server = bed.envoy(server_pod("envoy-sidecar", "http-latency"))
+    assert server is not None
+    _get(bed, "envoy-sidecar")
+    assert server.inbound_handshakes() == 0  # the control case: the counter can stay at 0
 
 
 def test_envoy_mtls_sidecars_really_talk_tls(bed: TestBed) -> None:

@@ -41,3 +41,29 @@ def test_memory_scaling_lists_each_contender_over_the_levels() -> None:
 
 def test_nothing_measured_says_nothing() -> None:
     assert headlines([], ["same-node", "cross-node"]) == []
+
+
+def test_mtls_against_plaintext_for_both_proxies_and_handshakes_per_core() -> None:
+    names = ["none", "sidecar", "sidecar-plaintext", "envoy-sidecar", "envoy-sidecar-mtls"]
+    p50s = [0.2, 0.8, 0.5, 0.6, 0.7]
+    latency = [
+        sample(c, latency_metrics(p50, p50 * 4), order=i)
+        for i, (c, p50) in enumerate(zip(names, p50s, strict=True))
+    ]
+    handshakes = [
+        sample(c, {"handshakes_per_s": wall, "handshakes_per_core_s": core},
+               scenario="tls-handshake", level=None, order=10 + i)
+        for i, (c, wall, core) in enumerate([("sidecar", 200.0, 600.0),
+                                             ("envoy-sidecar-mtls", 400.0, 1500.0)])
+    ]  # fmt: skip
+    lines = headlines(aggregate([*latency, *handshakes], names), ["same-node"])
+    mtls = next(line for line in lines if line.startswith("mTLS vs plaintext"))
+    assert mtls == (
+        "mTLS vs plaintext, same-node at 1000 req/s: sidecar vs sidecar-plaintext: added p50 "
+        "0.6 vs 0.3 ms, added p99 2.4 vs 1.2 ms; envoy-sidecar-mtls vs envoy-sidecar: added "
+        "p50 0.5 vs 0.4 ms, added p99 2 vs 1.6 ms"
+    )
+    assert lines[-1] == (
+        "full mTLS handshakes per server-proxy core: sidecar 600/core-s (200/s wall); "
+        "envoy-sidecar-mtls 1500/core-s (400/s wall)"
+    )
