@@ -2,7 +2,9 @@
 `viz stat`).
 
 Every ready pod with a proxy of its own is scraped twice, ``--window`` seconds apart, at
-``<pod ip>:15020/metrics`` (through a socket made inside the pod's node); the difference is the
+``<pod ip>:15020/metrics`` (through a socket made inside the pod's node), and so is the node
+proxy of every node hosting ``node`` pods (``127.0.0.1:15020`` in the node netns; it reports
+per source/destination workload, in connections: RPS reads "cps"); the difference is the
 window's traffic. The figures are computed by ``hybridmesh.telemetry``; this module only parses
 the command line, gathers the two scrapes and prints. Where pods and scrapes come from is a
 ``StatSources`` so tests (and later a dashboard) can feed their own.
@@ -28,8 +30,22 @@ from hybridmesh.cli._output import (
     print_json,
 )
 from hybridmesh.telemetry.fetch import FetchError, fetch_metrics
-from hybridmesh.telemetry.scrape import Samples, ScrapeError, delta, merge, parse
-from hybridmesh.telemetry.stat_rows import StatRow, View, build_rows, scrape_targets
+from hybridmesh.telemetry.scrape import (
+    UNIT_CONNECTIONS,
+    Samples,
+    ScrapeError,
+    delta,
+    merge,
+    parse,
+)
+from hybridmesh.telemetry.stat_rows import (
+    NODE_PROXY_NAMESPACE,
+    StatRow,
+    View,
+    build_rows,
+    node_proxy_targets,
+    scrape_targets,
+)
 
 __all__ = ["StatSources", "lab_sources", "register"]
 
@@ -129,15 +145,16 @@ def _check_exists(pods: Sequence[Pod], name: str | None, namespace: str | None) 
 
 
 def _targets(pods: Sequence[Pod], view: View) -> list[Pod]:
-    """Only the proxies that can report on the view: the callers' when ``--from``."""
-    targets = scrape_targets(pods)
-    if view.kind == "from":
-        targets = [
-            p
-            for p in targets
-            if p["workload"] == view.from_workload and view.from_namespace in (None, p["namespace"])
-        ]
-    return targets
+    """Only the proxies that can report on the view: the callers' when ``--from`` (for
+    ``node`` callers, the node proxies of their nodes)."""
+    targets = scrape_targets(pods) + node_proxy_targets(pods)
+    if view.kind != "from":
+        return targets
+    callers = [p for p in pods if p["workload"] == view.from_workload
+               and view.from_namespace in (None, p["namespace"])]
+    keys = {(p["namespace"], p["name"]) for p in callers}
+    keys |= {(NODE_PROXY_NAMESPACE, p.get("node")) for p in callers if p.get("placement") == "node"}
+    return [p for p in targets if (p["namespace"], p["name"]) in keys]
 
 
 def _collect(
@@ -174,7 +191,7 @@ def _cells(row: StatRow) -> list[str]:
         row.name,
         f"{row.meshed}/{row.pods}",
         "-" if rate is None else f"{100 * rate:.2f}%",
-        "-" if s is None else f"{s.rps:.1f}rps",
+        "-" if s is None else f"{s.rps:.1f}{'cps' if s.unit == UNIT_CONNECTIONS else 'rps'}",
         _ms(s.p50_ms if s else None),
         _ms(s.p95_ms if s else None),
         _ms(s.p99_ms if s else None),
@@ -207,6 +224,9 @@ def _print_table(rows: list[StatRow], view: View, elapsed: float) -> None:
     if not rows:
         empty = "no workloads" if view.kind == "workload" else "no traffic on that edge"
         console.print(f"{empty} in the window", highlight=False)
+    if any(r.stats is not None and r.stats.unit == UNIT_CONNECTIONS for r in rows):
+        console.print("cps: connections/s through node proxies (L4): success = connections "
+                      "carried, latency = time to a ready upstream", highlight=False)
 
 
 def _print_errors(errors: Mapping[PodKey, str]) -> None:

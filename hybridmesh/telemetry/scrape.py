@@ -10,13 +10,19 @@ restart cannot hide behind another's growth.
 Views, as in Linkerd: a workload's own (inbound) figures come from series its proxies report
 with ``reporter="destination"``; edges come from the caller's proxies, ``reporter="source"``,
 which also covers destinations that run no proxy.
+
+L4 proxies (the ``node`` placement's node proxies) have no requests to count: their golden
+signals are per *connection* — ``tcp_connect_total{outcome}`` (failed = refused by policy or
+limits, or unreachable) and ``tcp_connect_latency_ms`` (time to a ready upstream).
+:func:`connection_stats` reads them into the same :class:`TrafficStats`, ``unit`` telling
+which it is; a group with request series keeps those.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,11 +32,14 @@ __all__ = [
     "DESTINATION_KEYS",
     "EDGE_KEYS",
     "SOURCE_KEYS",
+    "UNIT_CONNECTIONS",
+    "UNIT_REQUESTS",
     "Labels",
     "Samples",
     "ScrapeError",
     "SeriesKey",
     "TrafficStats",
+    "connection_stats",
     "delta",
     "edge_stats",
     "group_stats",
@@ -51,6 +60,10 @@ REQUESTS: Final = "request_total"
 LATENCY_BUCKET: Final = "response_latency_ms_bucket"
 TCP_OPEN: Final = "tcp_open_total"
 TCP_CLOSE: Final = "tcp_close_total"
+CONNECTS: Final = "tcp_connect_total"
+CONNECT_LATENCY_BUCKET: Final = "tcp_connect_latency_ms_bucket"
+UNIT_REQUESTS: Final = "requests"
+UNIT_CONNECTIONS: Final = "connections"
 
 DESTINATION_KEYS: Final = ("destination_workload_namespace", "destination_workload")
 SOURCE_KEYS: Final = ("source_workload_namespace", "source_workload")
@@ -71,6 +84,7 @@ class TrafficStats:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    unit: str = UNIT_REQUESTS  # or UNIT_CONNECTIONS: an L4 proxy's attempts
 
     @property
     def success_rate(self) -> float | None:
@@ -195,21 +209,51 @@ def group_stats(
 
     Only series with this ``reporter`` and matching every ``where`` label count.
     """
-    where = where or {}
-    totals: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for labels, value in _select(window, REQUESTS, reporter, where):
-        entry = totals[tuple(labels.get(k, "") for k in by)]
-        entry[0] += value
-        if is_failure(labels):
-            entry[1] += value
-    buckets: dict[tuple[str, ...], dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    for labels, value in _select(window, LATENCY_BUCKET, reporter, where):
-        group = tuple(labels.get(k, "") for k in by)
-        buckets[group][_bound(labels.get("le", ""))] += value
-    return {
-        group: _stats(requests, failures, window_s, list(buckets.get(group, {}).items()))
-        for group, (requests, failures) in totals.items()
-    }
+    query = _Query(window, window_s, reporter, by, where or {})
+    return query.stats(REQUESTS, LATENCY_BUCKET, is_failure, UNIT_REQUESTS)
+
+
+def connection_stats(
+    window: Mapping[SeriesKey, float],
+    window_s: float,
+    *,
+    reporter: str,
+    by: Sequence[str],
+    where: Mapping[str, str] | None = None,
+) -> dict[tuple[str, ...], TrafficStats]:
+    """:func:`group_stats` for L4 proxies: connection attempts instead of requests."""
+    query = _Query(window, window_s, reporter, by, where or {})
+    return query.stats(CONNECTS, CONNECT_LATENCY_BUCKET,
+                       lambda labels: labels.get("outcome") != "ok", UNIT_CONNECTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    window: Mapping[SeriesKey, float]
+    window_s: float
+    reporter: str
+    by: Sequence[str]
+    where: Mapping[str, str]
+
+    def stats(self, counter: str, bucket: str, failed: Callable[[Mapping[str, str]], bool],
+              unit: str) -> dict[tuple[str, ...], TrafficStats]:
+        """Counts (and failures) of ``counter`` and quantiles of ``bucket``, per group."""
+        totals: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for labels, value in _select(self.window, counter, self.reporter, self.where):
+            entry = totals[tuple(labels.get(k, "") for k in self.by)]
+            entry[0] += value
+            if failed(labels):
+                entry[1] += value
+        buckets: dict[tuple[str, ...], dict[float, float]] = defaultdict(
+            lambda: defaultdict(float))
+        for labels, value in _select(self.window, bucket, self.reporter, self.where):
+            group = tuple(labels.get(k, "") for k in self.by)
+            buckets[group][_bound(labels.get("le", ""))] += value
+        return {
+            group: _stats(requests, failures, self.window_s,
+                          list(buckets.get(group, {}).items()), unit)
+            for group, (requests, failures) in totals.items()
+        }
 
 
 def _bound(le: str) -> float:
@@ -220,11 +264,12 @@ def _bound(le: str) -> float:
 
 
 def _stats(
-    requests: float, failures: float, window_s: float, buckets: list[tuple[float, float]]
+    requests: float, failures: float, window_s: float, buckets: list[tuple[float, float]],
+    unit: str,
 ) -> TrafficStats:
     finite = [(b, c) for b, c in buckets if not math.isnan(b)]
     p50, p95, p99 = (histogram_quantile(q, finite) for q in (0.5, 0.95, 0.99))
-    return TrafficStats(requests, failures, window_s, p50, p95, p99)
+    return TrafficStats(requests, failures, window_s, p50, p95, p99, unit)
 
 
 def open_connections(

@@ -11,6 +11,11 @@ Linkerd's ``viz stat`` shapes:
 A workload whose pods run no proxy (placement ``none`` or ``kernel``) has no figures ("-"), as
 does a meshed one none of whose proxies could be scraped; a scraped one without traffic has
 0 RPS and unknown success.
+
+``node`` pods have no proxy of their own: their node's shared proxy reports for them, per
+source/destination workload like a sidecar, at ``127.0.0.1:15020`` inside the node netns
+(:func:`node_proxy_targets`, one per node hosting a ready ``node`` pod). It is L4, so its rows
+count connections, not requests (``TrafficStats.unit``, see ``scrape.connection_stats``).
 """
 
 from __future__ import annotations
@@ -25,18 +30,21 @@ from hybridmesh.telemetry.scrape import (
     SOURCE_KEYS,
     SeriesKey,
     TrafficStats,
+    connection_stats,
     group_stats,
     open_connections,
 )
 
 __all__ = [
     "MESHED_PLACEMENTS",
+    "NODE_PROXY_NAMESPACE",
     "SIDECAR_PLACEMENTS",
     "StatRow",
     "View",
     "build_rows",
     "has_sidecar",
     "is_meshed",
+    "node_proxy_targets",
     "scrape_targets",
 ]
 
@@ -58,9 +66,35 @@ def is_meshed(pod: Pod) -> bool:
     return pod.get("placement") in MESHED_PLACEMENTS
 
 
+NODE_PROXY_NAMESPACE: Final = "nodeproxy"
+"""The ``namespace`` of a node proxy's scrape target (its ``name`` is the node)."""
+NODE_PLACEMENT: Final = "node"
+
+
 def scrape_targets(pods: Iterable[Pod]) -> list[Pod]:
     """Pods whose own proxy can be scraped: a sidecar placement, ready, with an address."""
     return [p for p in pods if has_sidecar(p) and p.get("ready") and p.get("ip")]
+
+
+def node_proxy_targets(pods: Iterable[Pod]) -> list[Pod]:
+    """One target per node hosting a ready ``node`` pod: its node proxy, on the node's
+    loopback (the admin port listens on every address of the node netns)."""
+    nodes = sorted({str(p["node"]) for p in pods
+                    if p.get("placement") == NODE_PLACEMENT and p.get("ready") and p.get("node")})
+    return [{"namespace": NODE_PROXY_NAMESPACE, "name": node, "node": node, "ip": "127.0.0.1",
+             "workload": "", "placement": "nodeproxy", "ready": True} for node in nodes]
+
+
+def _answered(pods: Sequence[Pod], scraped: Collection[tuple[str, str]]) -> set[WorkloadKey]:
+    """Workloads one of whose proxies answered: the pod's own, or its node's node proxy."""
+    out = set()
+    for p in pods:
+        own = (p["namespace"], p["name"]) in scraped
+        shared = p.get("placement") == NODE_PLACEMENT and \
+            (NODE_PROXY_NAMESPACE, p.get("node")) in scraped
+        if own or shared:
+            out.add(_workload(p))
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,6 +144,7 @@ class StatRow:
                 "p99": _round(s.p99_ms if s else None, 3),
             },
             "tcpConnections": self.tcp_connections,
+            "unit": None if s is None else s.unit,  # "requests", or L4 "connections"
         }
 
 
@@ -152,11 +187,12 @@ def build_rows(
     if view.kind == "workload":
         by, where = DESTINATION_KEYS, {}
         reporter, listed = "destination", set(totals)
-        answered = {_workload(p) for p in pods if (p["namespace"], p["name"]) in scraped}
+        answered = _answered(pods, scraped)
     else:
         (by, where), reporter = _edge_query(view), "source"
         listed, answered = set(), set()
-    stats = _pairs(group_stats(window, window_s, reporter=reporter, by=by, where=where))
+    stats = _pairs(connection_stats(window, window_s, reporter=reporter, by=by, where=where))
+    stats.update(_pairs(group_stats(window, window_s, reporter=reporter, by=by, where=where)))
     conns = _pairs(open_connections(current, reporter=reporter, by=by, where=where))
     with_data = answered | set(stats) | set(conns)
     idle = TrafficStats(0.0, 0.0, window_s, None, None, None)

@@ -3,7 +3,8 @@
 ``tcp_open_total``, ``tcp_close_total``, ``tcp_read_bytes_total``, ``tcp_write_bytes_total``
 are the sidecar's (``telemetry.proxy_metrics``) with the same labels, so ``hybridmesh stat``
 reads both placements alike; ``reporter`` is ``source`` on the pod's outbound side and
-``destination`` where the tunnel (or a same-node connection) reaches the destination pod, and
+``destination`` where the tunnel reaches the destination pod (a same-node connection has one
+proxy on its edge, which reports it under both), and
 ``source_principal`` is the *verified* SPIFFE ID. What a shared proxy adds, per source workload
 (the isolation critique wants it visible who is being refused and why):
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import cast
+from typing import Final, cast
 
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
@@ -40,6 +40,7 @@ from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SO
 __all__ = ["Accepted", "decide_local"]
 
 log = logging.getLogger(__name__)
+_BOTH: Final = (REPORTER_SOURCE, REPORTER_DESTINATION)
 
 
 def _node_socket(_namespace: str, _pod: str) -> socket.socket:
@@ -98,7 +99,7 @@ class _Flow:
         self._budget: str | None = None
         self._counted = False
         self._opened_relay = False
-        self._reporter = REPORTER_SOURCE
+        self._reporters: tuple[str, ...] = (REPORTER_SOURCE,)
         self._started = time.monotonic()
         self._attempted = False
 
@@ -148,16 +149,16 @@ class _Flow:
             expected = self._expected(view, remote) if meshed else None
             if meshed and expected is None:
                 return self._refuse("peer-identity")
-            self._relay(dest, REPORTER_SOURCE, (material, expected) if expected else None)
+            self._relay(dest, (material, expected) if expected else None)
         elif remote.node == view.node:
-            self._reporter = REPORTER_DESTINATION  # the only proxy on this edge
+            self._reporters = _BOTH  # the only proxy on this edge reports for both sides
             local = view.local_by_ip.get(dest.ip)
             denied = "not-local" if local is None else decide_local(view, identity, local,
                                                                     dest.port)
             if denied is not None:
                 log.info("same-node %s -> %s:%d denied: %s", identity, dest.ip, dest.port, denied)
                 return self._refuse("policy" if local is not None else "not-local")
-            self._relay(dest, REPORTER_DESTINATION)
+            self._relay(dest)
         else:
             self.ctx.tasks.spawn(self._tunnel(view, identity, material, dest),
                                  name="hm-node-tunnel-open")
@@ -174,25 +175,25 @@ class _Flow:
             return None
 
     # -- relay (same node, or to another placement) -------------------------------------------
-    def _relay(self, dest: Destination, reporter: str,
+    def _relay(self, dest: Destination,
                mesh: tuple[TlsMaterial, SpiffeId] | None = None) -> None:
         if self.down.is_closing():
             return self._release()
         if mesh is not None:
             self.dest_peer = with_principal(self.dest_peer, mesh[1])
-        relay = Relay(lambda read, written: self._closed(reporter, read, written))
+        relay = Relay(self._closed)
         relay.start_downstream(self.down, self.holder.take())
         if self.holder.eof:
             relay.downstream_eof()
-        self.ctx.tasks.spawn(self._dial(relay, dest, reporter, mesh), name="hm-node-dial")
+        self.ctx.tasks.spawn(self._dial(relay, dest, mesh), name="hm-node-dial")
         return None
 
-    async def _dial(self, relay: Relay, dest: Destination, reporter: str,
+    async def _dial(self, relay: Relay, dest: Destination,
                     mesh: tuple[TlsMaterial, SpiffeId] | None) -> None:
         ctx, pod = self.ctx, self.pod
         assert pod is not None
         addr, mark, timeout = (dest.ip, dest.port), ctx.config.mark, ctx.config.connect_timeout_s
-        make, source = (_node_socket, ("", "")) if reporter == REPORTER_DESTINATION else \
+        make, source = (_node_socket, ("", "")) if self._reporters is _BOTH else \
             (ctx.source_socket, (pod.namespace, pod.name))  # same-node node pod: node netns
         try:
             if mesh is None:
@@ -210,14 +211,15 @@ class _Flow:
         if relay.down.lost:
             relay.abort()
             return
-        ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
-                                   destination=self.dest_peer, service=self.service)
+        for reporter in self._reporters:
+            ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
+                                       destination=self.dest_peer, service=self.service)
         self._opened_relay = True
         self._attempt(ok=True)
         relay.upstream_connected()
 
-    def _closed(self, reporter: str, read: int, written: int) -> None:
-        if self._opened_relay:
+    def _closed(self, read: int, written: int) -> None:
+        for reporter in self._reporters if self._opened_relay else ():
             self.ctx.metrics.proxy.tcp_close(
                 reporter=reporter, source=self.source, destination=self.dest_peer,
                 service=self.service, read_bytes=read, write_bytes=written)
@@ -264,8 +266,10 @@ class _Flow:
         if self._attempted or self.pod is None:
             return
         self._attempted = True
-        self.ctx.metrics.connect((self._reporter, self.source, self.dest_peer, self.service),
-                                 ok=ok, elapsed_s=time.monotonic() - self._started)
+        elapsed = time.monotonic() - self._started
+        for reporter in self._reporters:
+            self.ctx.metrics.connect((reporter, self.source, self.dest_peer, self.service),
+                                     ok=ok, elapsed_s=elapsed)
 
     def _refuse(self, reason: str) -> None:
         self.ctx.metrics.refuse(reason, self.source)

@@ -69,5 +69,5 @@ def test_json_nulls_for_unknown_figures() -> None:
     assert row.to_json() == {
         "namespace": "ns", "name": "c", "meshedPods": 0, "pods": 1, "requests": None,
         "successRate": None, "rps": None, "latencyMs": {"p50": None, "p95": None, "p99": None},
-        "tcpConnections": None,
+        "tcpConnections": None, "unit": None,
     }  # fmt: skip
