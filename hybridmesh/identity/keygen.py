@@ -12,7 +12,10 @@ and the parent keeps it in memory. Errors from the child are reported by exit st
 message on stderr that never contains the key (the child writes the key last-but-one and only
 to stdout).
 
-`generate` is the parent's side; it does not import `cryptography`.
+`generate` is the parent's side; it does not import `cryptography`. `generate_here` makes
+the same pair in the calling process, for one that is not per pod and holds many identities
+(the node proxy): there a child per issuance would only add latency (a takeover waits for its
+pods' SVIDs) to save memory that one process per node does not need to save.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Final, NamedTuple
 from hybridmesh.identity._der import DerError, csr_public_key, pem_blocks
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 
-__all__ = ["KeyAndCsr", "KeygenError", "generate", "main"]
+__all__ = ["KeyAndCsr", "KeygenError", "generate", "generate_here", "main"]
 
 MODULE: Final = "hybridmesh.identity.keygen"
 TIMEOUT_S: Final = 30.0
@@ -95,6 +98,19 @@ def _block(out: bytes, label: str) -> bytes:
     return out[start:out.index(end, start) + len(end)] + b"\n"
 
 
+async def generate_here(identity: SpiffeId) -> KeyAndCsr:
+    """The same pair as `generate`, made in this process (imports `cryptography`)."""
+    return _parse(_make(identity))
+
+
+def _make(identity: SpiffeId) -> bytes:
+    """A new key (PKCS#8 PEM) followed by its CSR for `identity` (PEM)."""
+    from hybridmesh.identity.workload import make_csr, new_key, private_key_pem
+
+    key = new_key()
+    return private_key_pem(key) + make_csr(key, identity)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child: key and CSR to stdout; a bad argument is exit 2 with a message."""
     args = sys.argv[1:] if argv is None else argv
@@ -104,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, InvalidSpiffeId) as exc:
         print(f"usage: python -m hybridmesh.identity.keygen SPIFFE_ID ({exc})", file=sys.stderr)
         return 2
-    from hybridmesh.identity.workload import make_csr, new_key, private_key_pem
-
-    key = new_key()
-    sys.stdout.buffer.write(private_key_pem(key) + make_csr(key, identity))
+    sys.stdout.buffer.write(_make(identity))
     sys.stdout.buffer.flush()
     return 0
 

@@ -36,7 +36,7 @@ import random
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from hybridmesh.proxy.identity_metrics import IdentityMetrics
 __all__ = [
     "ALPN_H1",
     "ALPN_H2",
+    "KeyMaker",
     "SvidManager",
     "TlsMaterial",
     "renewal_time",
@@ -65,6 +66,9 @@ ALPN_H1: Final = "http/1.1"
 ALPN_H2: Final = "h2"
 SIGN_PATH: Final = "/v1/identity/sign"
 _JITTER: Final = 0.1
+KeyMaker = Callable[[SpiffeId], Awaitable[keygen.KeyAndCsr]]
+"""Makes a fresh key and CSR: ``keygen.generate`` (a child process, the default) or
+``keygen.generate_here`` (in process: the node proxy)."""
 _LAST_FRACTION: Final = 0.1
 
 
@@ -127,7 +131,7 @@ class SvidManager:
                  metrics: IdentityMetrics | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0,
-                 retry_max_expired_s: float = 2.0) -> None:
+                 retry_max_expired_s: float = 2.0, key_maker: KeyMaker | None = None) -> None:
         self._client = HttpClient(unix_path=control_socket)
         self._token_file = token_file
         self.metrics = metrics or IdentityMetrics()
@@ -135,6 +139,7 @@ class SvidManager:
         self._clock = clock
         self._rng = rng or random.Random()
         self._retry = (retry_initial_s, retry_max_s, retry_max_expired_s)
+        self._keygen = key_maker
         self._material: TlsMaterial | None = None
         self._wanted: SpiffeId | None = None
         self._renew_at = 0.0
@@ -243,11 +248,11 @@ class SvidManager:
         log.info("SVID %s serial %x valid until %s; renewing at %s", svid.identity, svid.serial,
                  svid.not_after.isoformat(), _iso(self._renew_at))
 
-    @staticmethod
-    async def _new_key(identity: SpiffeId) -> keygen.KeyAndCsr:
-        """A fresh key and CSR from the key generator child (``keygen.generate``)."""
+    async def _new_key(self, identity: SpiffeId) -> keygen.KeyAndCsr:
+        """A fresh key and CSR, by default from the key generator child (``keygen.generate``,
+        looked up at each call)."""
         try:
-            return await keygen.generate(identity)
+            return await (self._keygen or keygen.generate)(identity)
         except keygen.KeygenError as exc:
             raise _SignFailed(str(exc)) from None
 

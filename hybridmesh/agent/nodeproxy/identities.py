@@ -23,6 +23,7 @@ from typing import Any
 
 from hybridmesh.agent.nodeproxy.credentials import node_request_token
 from hybridmesh.agent.nodeproxy.view import NodeView
+from hybridmesh.identity.keygen import generate_here
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.proxy.identity import SvidManager, TlsMaterial
 
@@ -43,6 +44,7 @@ class PodSvid(SvidManager):
 
     def __init__(self, control_socket: str, token_file: Path, pod_key: str,
                  identity: SpiffeId, **kwargs: Any) -> None:
+        kwargs.setdefault("key_maker", generate_here)  # one process per node: no keygen child
         super().__init__(control_socket, token_file, **kwargs)
         self.pod_key = pod_key
         self.want(identity)

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from hybridmesh.identity import _x509, keygen
-from hybridmesh.identity.keygen import KeygenError, generate
+from hybridmesh.identity.keygen import KeygenError, generate, generate_here
 from hybridmesh.identity.spiffe import SpiffeId
 
 ID = SpiffeId.parse("spiffe://cluster.local/ns/shop/sa/web")
@@ -30,6 +30,14 @@ def test_child_makes_a_key_and_a_csr_for_exactly_that_identity() -> None:
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(ID)]
     assert first.public_key != second.public_key  # a new key every time
     assert "PRIVATE" not in repr(first) and first.key_pem.decode()[40:80] not in repr(first)
+
+
+def test_in_process_generation_makes_the_same_kind_of_pair() -> None:
+    made = asyncio.run(generate_here(ID))
+    csr = x509.load_pem_x509_csr(made.csr_pem)
+    key = serialization.load_pem_private_key(made.key_pem, password=None)
+    assert csr.is_signature_valid
+    assert _x509.spki_der(key.public_key()) == made.public_key
 
 
 def _fake_python(tmp_path: Path, body: str) -> str:
