@@ -1,13 +1,14 @@
 """Same-node pod→pod TCP with and without the sockmap programs (run by hand, as root, sandboxed):
 
     tools/sandbox sockmap .venv/bin/python tests/integration/ebpf/bench_sockmap.py \\
-        [--rounds 3] [--duration 3] [--size 64] [-o json]
+        [--rounds 3] [--duration 3] [--size 64] [--loopback] [-o json]
 
 Two pods (netns + veth on one bridge + cgroup v2) as in the live tests. The server is
 ``hybridmesh.bench.tcpperf serve`` in pod 1; the clients are ``tcpperf rr`` (one connection,
 one ``--size``-byte transaction in flight) and ``tcpperf stream`` (64 KiB writes) in pod 0.
 Modes alternate in one run, A B A B ...: ``none`` (programs loaded, not attached) and
-``sockmap`` (sockops attached to both pods' cgroups, both addresses local).
+``sockmap`` (sockops attached to both pods' cgroups, both addresses local). ``--loopback``
+puts the server in pod 0 as well and dials 127.0.0.1: the app↔sidecar hop of ``sidecar+ebpf``.
 
 CPU per transaction: user and system time of client + server (``wait4`` of the client,
 ``/proc/<pid>/stat`` of the server) next to the kernel's accounting of the two eBPF programs
@@ -56,6 +57,7 @@ class Bench:
     pods: list[Pod]
     sm: SockMap
     server_pid: int
+    host: str
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -83,8 +85,7 @@ def _set_mode(b: Bench, mode: str) -> None:
 
 
 def _client(b: Bench, kind: str, args: argparse.Namespace) -> tuple[dict[str, Any], float, float]:
-    server = b.pods[1]
-    argv = [sys.executable, "-m", "hybridmesh.bench.tcpperf", kind, "--host", server.ip,
+    argv = [sys.executable, "-m", "hybridmesh.bench.tcpperf", kind, "--host", b.host,
             "--port", str(RR_PORT if kind == "rr" else STREAM_PORT),
             "--warmup", str(args.warmup), "--duration", str(args.duration)]  # fmt: skip
     if kind == "rr":
@@ -137,7 +138,8 @@ def summarize(samples: list[Sample]) -> dict[str, dict[str, dict[str, dict[str, 
 
 
 def _print(summary: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"same-node pod->pod, {args.rounds} rounds A/B alternating, {args.duration}s each, "
+    where = "loopback in one pod (app<->sidecar)" if args.loopback else "same-node pod->pod"
+    print(f"{where}, {args.rounds} rounds A/B alternating, {args.duration}s each, "
           f"rr size {args.size} B; median (min-max)")  # fmt: skip
     for kind, metrics in summary.items():
         print(f"\n{kind}:")
@@ -157,13 +159,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with bridged_pods(tag, cgroup2_root()) as pods:
         serve = [sys.executable, "-m", "hybridmesh.bench.tcpperf", "serve",
                  "--rr-port", str(RR_PORT), "--stream-port", str(STREAM_PORT)]  # fmt: skip
-        server = subprocess.Popen(_in_pod(pods[1], serve), stdout=subprocess.PIPE, text=True)
+        server_pod = pods[0] if args.loopback else pods[1]
+        host = "127.0.0.1" if args.loopback else server_pod.ip
+        server = subprocess.Popen(_in_pod(server_pod, serve), stdout=subprocess.PIPE, text=True)
         sm = SockMap.load(pin_dir, shared)
         try:
             assert server.stdout is not None
             server.stdout.readline()  # "tcpperf serving ..."
             sm.set_local_ips(p.ip for p in pods)
-            b = Bench(pods, sm, server.pid)
+            b = Bench(pods, sm, server.pid, host)
             for _ in range(args.rounds):
                 for mode in MODES:
                     for kind in ("rr", "stream"):
@@ -186,6 +190,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--loopback", action="store_true", help="server in the client's pod")
     p.add_argument("-o", dest="output", choices=("text", "json"), default="text")
     args = p.parse_args()
     if os.geteuid() != 0:
