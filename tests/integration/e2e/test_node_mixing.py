@@ -14,13 +14,14 @@ The demo in ``node`` placement plus one ``sidecar`` pod (node-1) and one ``kerne
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
 
 import pytest
-from hmcli import hm
+from hmcli import HM, hm
 
 from hybridmesh.lab.demo import with_placement
 
@@ -147,6 +148,47 @@ def test_node_pods_reach_sidecar_and_kernel_pods_and_are_reached_by_them(
     # the pods of the other placements are unaffected: no node proxy serves them
     served = {p for n in ("node-1", "node-2") for p in _served(n)}
     assert "shop/sc-0" not in served and "shop/kn-0" not in served and "shop/catalog-0" in served
+
+
+TRAFFIC = """
+import socket, sys, time
+end, done = time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < end:
+    with socket.create_connection((sys.argv[1], 80), timeout=4) as s:
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        while s.recv(65536):
+            pass
+    done += 1
+    time.sleep(0.02)
+print(done)
+"""
+
+
+def test_stat_shows_node_placement_edges_from_the_node_proxies(
+    mixed_lab: dict[str, Any],
+) -> None:
+    """Fresh connections from frontend-1 (node-2) to catalog and to the sidecar pod during the
+    window: the node proxies' L4 signals give the rows (connections/s, success, latency)."""
+    assert mixed_lab["pods"]
+    loops = [subprocess.Popen([*HM, "lab", "exec", "shop/frontend-1", "--", "python3", "-c",
+                               TRAFFIC, host, "14"], stdout=subprocess.PIPE, text=True)
+             for host in ("catalog", "sc")]
+    try:
+        time.sleep(1.5)  # both loops running before the windows open
+        inbound = json.loads(hm("stat", "-w", "2", "-o", "json").stdout)
+        edges = json.loads(hm("stat", "--from", "deploy/frontend", "-w", "2", "-o", "json").stdout)
+    finally:
+        made = [int(loop.communicate(timeout=60)[0] or 0) for loop in loops]
+    assert all(n > 10 for n in made), made
+    assert inbound["scrapeErrors"] == [], inbound
+    catalog = next(r for r in inbound["rows"] if r["name"] == "catalog")
+    assert catalog["unit"] == "connections" and catalog["rps"] > 1, catalog
+    assert catalog["successRate"] == 1.0 and catalog["latencyMs"]["p50"] is not None, catalog
+    rows = {r["name"]: r for r in edges["rows"]}
+    assert {"catalog", "sc"} <= set(rows), rows
+    for name in ("catalog", "sc"):  # the caller's node proxy reports both edges
+        assert rows[name]["unit"] == "connections" and rows[name]["rps"] > 1, rows[name]
+        assert rows[name]["successRate"] == 1.0, rows[name]
 
 
 def test_policies_judge_the_real_caller_in_every_direction(mixed_lab: dict[str, Any]) -> None:
