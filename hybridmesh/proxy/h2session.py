@@ -80,7 +80,7 @@ class H2Stream:
         if not self._read_paused and self._unacked:
             n, self._unacked = self._unacked, 0
             self.session.conn.acknowledge_received(self.sid, n)
-            self.session.flush()
+            self.session.flush_soon()
 
     # -- Downstream: the response, as HTTP/2 frames ------------------------------------------
     def send_informational(self, event: InformationalResponse) -> None:
@@ -114,7 +114,7 @@ class H2Stream:
         self.session.conn.send_data(self.sid, body, end_stream=True)
 
     def flush(self) -> None:
-        self.session.flush()
+        self.session.flush_soon()
 
     def exchange_done(self, keep_alive: bool) -> None:
         self.session.stream_done(self.sid)
@@ -122,7 +122,7 @@ class H2Stream:
     def abort(self) -> None:
         self.session.conn.reset(self.sid, H2ErrorCode.INTERNAL_ERROR)
         self.session.stream_done(self.sid)
-        self.session.flush()
+        self.session.flush_soon()
 
     def window_opened(self) -> None:
         if self.write_paused and self.exchange is not None:
@@ -144,9 +144,12 @@ class H2Session(asyncio.Protocol):
         self.lost = False
         self.draining = False
         self._starting: list[Exchange] = []  # requests read in this data_received call
+        self._flush_pending = False
 
     # -- lifecycle (Closable) -----------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
+        if self.transport.get_extra_info("ssl_object") is not None:
+            self.conn.trust_peer()  # a mesh proxy that proved its identity (mtls_server.py)
         self.transport.set_protocol(self)
         self.ctx.connections.add(self)
         self.flush()
@@ -275,8 +278,17 @@ class H2Session(asyncio.Protocol):
             self.flush()
             self.transport.close()
 
+    def flush_soon(self) -> None:
+        """Coalesce the frames of every stream answered in this loop iteration (the
+        responses one upstream read completes, acknowledgements) into one write: a write is
+        a syscall, and on mTLS a TLS record too."""
+        if not self._flush_pending and not self.lost:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
-        if self.lost:
+        self._flush_pending = False
+        if self.lost or self.transport.is_closing():
             return
         try:
             data = self.conn.data_to_send()

@@ -159,6 +159,8 @@ class H2Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if transport.get_extra_info("ssl_object") is not None:
+            self.client.trust_peer()  # mtls.py verified it: a mesh proxy's inbound side
         self.flush()  # preface + SETTINGS
 
     def data_received(self, data: bytes) -> None:

@@ -60,12 +60,14 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+import hpack.hpack
 from h2.errors import ErrorCodes as H2ErrorCode
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from hybridmesh.proxy.protocols._h1events import Headers, Request, Response
 from hybridmesh.proxy.protocols._h1framing import options
+from hybridmesh.proxy.protocols._h2hpack import MemoDecoder, MemoEncoder
 from hybridmesh.proxy.protocols.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -258,6 +260,19 @@ class H2Limits:
                self.max_settings, self.max_header_block) < 1:
             raise ValueError("H2Limits: stream, reset, control and header limits must be >= 1")
 
+
+
+
+class _QuietLog:
+    """hpack logs every integer it codes at DEBUG through :mod:`logging` (a fifth of a
+    header block's cost even when DEBUG is off); the proxy never wants those lines."""
+
+    @staticmethod
+    def debug(*_args: object, **_kwargs: object) -> None:
+        return None
+
+
+hpack.hpack.log = _QuietLog()  # type: ignore[assignment]
 
 # ------------------------------------------------------------------------- header fields
 
@@ -663,6 +678,7 @@ class _Endpoint:
             client_side=self._client_side, header_encoding=None,
             validate_outbound_headers=False, normalize_outbound_headers=False,
         ), limits.max_concurrent_streams)
+        conn.encoder, conn.decoder = MemoEncoder(), MemoDecoder()
         conn.local_settings = h2.settings.Settings(client=self._client_side, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -694,6 +710,16 @@ class _Endpoint:
             _Refused: self._on_refused,
             _GoAway: self._on_goaway,
         }
+
+    def trust_peer(self) -> None:
+        """The peer is a mesh proxy that proved its identity (mTLS) and checks every field
+        it sends (:func:`check_fields`): skip h2's inbound header validation, a chain of
+        generators per field that costs more than the rest of receiving a head. What is
+        read still passes our own checks before it leaves (``check_fields`` towards HTTP/2,
+        the HTTP/1 writer's towards an app). Never call it for a connection from a client."""
+        config = self._conn.config
+        config.validate_inbound_headers = False
+        config.normalize_inbound_headers = False
 
     # -- state ------------------------------------------------------------------------
 
