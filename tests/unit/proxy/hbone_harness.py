@@ -74,13 +74,15 @@ class Bed:
     routes: list[dict[str, Any]] = field(default_factory=list)
     web_protocol: str | None = None
     waypoint: bool = False  # the web Service has a waypoint (waypoint-web-0 serves it)
+    node_placement: str = "node"  # web-0's placement as sidecars see it ("none": plaintext)
     resolver: TableSourceResolver | None = None
 
     # -- snapshots --------------------------------------------------------------------------
     def services(self) -> list[dict[str, Any]]:
         port = (80, self.web.port, self.web_protocol) if self.web_protocol else \
             (80, self.web.port)
-        web = [endpoint("web-0", WEB_IP, placement="node", service_account="web", node="n2")]
+        web = [endpoint("web-0", WEB_IP, placement=self.node_placement, service_account="web",
+                        node="n2")]
         api = [endpoint("api-0", API_IP, service_account="api", node="n1")]
         svcs = [service("web", VIP, [port], web),
                 service("api", "10.96.0.11", [(80, self.api.port)], api),
