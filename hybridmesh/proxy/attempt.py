@@ -97,13 +97,21 @@ class Attempt:
             ex.response_end(event)
 
     def on_message(self, head: Response, body: bytes, end: EndOfMessage) -> None:
+        """A whole response in one read (the common case): on_response, on_body and on_end
+        in one call, with one write downstream."""
         self.on_response(head)
-        if body and self.forwarding:
-            self.ex.down.send_body(body)
-        forwarded = self.forwarding and not self.done
-        self.on_end(end)
-        if not forwarded:  # response_end flushed (and the exchange may have moved on)
-            self.ex.down.flush()
+        ex = self.ex
+        self.finished = True
+        if ex.request_sent:
+            self.conn.release()
+        else:  # answered before the whole request went out: the stream is not reusable
+            self.conn.detach()
+            self.conn.abort()
+        if self.forwarding and not self.done:
+            self.done = True
+            ex.response_message(body, end)
+        else:
+            ex.down.flush()
 
     def on_upstream_error(self, error: RemoteProtocolError | None, detail: str, *,
                           refused: bool = False) -> None:

@@ -44,9 +44,12 @@ class ServiceBalancer:
         Excluding tried endpoints makes a retry land elsewhere; when every candidate was tried,
         trying one again beats failing the request outright.
         """
-        if not self.keys:
+        keys = self.keys
+        if not keys:
             return None
-        ejected = self.outlier.ejected(self.keys)
+        if not (tried or self.outlier.active):  # the usual request: nobody to exclude
+            return keys[0] if len(keys) == 1 else self.lb.pick()
+        ejected = self.outlier.ejected(keys)
         if tried:
             key = self.lb.pick(exclude=ejected | set(tried))
             if key is not None:

@@ -124,7 +124,12 @@ class Exchange:
         if self.was_started or self._finished:
             return
         self.was_started = True
-        self._guarded(self._begin)
+        try:  # _guarded, inlined: this runs for every request
+            self._begin()
+        except ProxyError as err:
+            self._fail(err)
+        except Exception:
+            self._internal_error()
 
     # -- request body (from the downstream) ---------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -178,9 +183,13 @@ class Exchange:
             step(*args)
         except ProxyError as err:
             self._fail(err)
-        except Exception:  # a bug of ours: the client still gets an answer, we get a trace
-            log.exception("exchange %s %r failed", self.method, self.request.target)
-            self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
+        except Exception:
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        """A bug of ours: the client still gets an answer, we get a trace."""
+        log.exception("exchange %s %r failed", self.method, self.request.target)
+        self._fail(ProxyError(Reason.INTERNAL, self.where(self._key), "internal error"))
 
     def _begin(self) -> None:
         route = self.down.route
@@ -441,6 +450,18 @@ class Exchange:
             self._grpc_status(event.trailers)
         self.down.send_end(event.trailers)
         self.down.flush()
+        self._attempt = None
+        self._finish(self.status)
+
+    def response_message(self, body: bytes, event: EndOfMessage) -> None:
+        """The forwarded response's body and end, read in one go with its head."""
+        down = self.down
+        if body:
+            down.send_body(body)
+        if event.trailers:
+            self._grpc_status(event.trailers)
+        down.send_end(event.trailers)
+        down.flush()
         self._attempt = None
         self._finish(self.status)
 

@@ -46,6 +46,8 @@ from hybridmesh.telemetry.proxy_metrics import Peer
 __all__ = ["Http1Session"]
 
 _MAX_HELD = 1 << 20  # pipelined bytes buffered behind an in-flight request
+_LENGTH = Framing.LENGTH  # module constants: an Enum member lookup is ~5x a global read
+_CHUNKED = Framing.CHUNKED
 
 
 class Http1Session(asyncio.Protocol):
@@ -70,6 +72,7 @@ class Http1Session(asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._framing = Framing.NONE
         self._pumping = False
+        self._unread = False  # the reader may hold bytes or an EOF not turned into events
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
@@ -113,6 +116,7 @@ class Http1Session(asyncio.Protocol):
                 if self._held > _MAX_HELD:
                     self.pause_reading(PAUSE_PIPELINE, True)
             self.reader.receive_data(data)
+        self._unread = True
         self._pump()
 
     def _whole(self, request: Event, body: bytes, end: EndOfMessage | None) -> None:
@@ -121,8 +125,10 @@ class Http1Session(asyncio.Protocol):
         self._begin(request)  # type: ignore[arg-type]
         ex = self.exchange
         if ex is None or end is None:
+            self._unread = True
             self._pump()
             return
+        self._unread = False  # the read was exactly this request: nothing left to pump
         if body:
             ex.request_body(body)
         ex.request_end(end)
@@ -131,6 +137,7 @@ class Http1Session(asyncio.Protocol):
     def eof_received(self) -> bool:
         if not self.closing:
             self.reader.receive_data(b"")
+            self._unread = True
             self._pump()
         return True  # keep our write side open: a response may still be on its way
 
@@ -206,10 +213,11 @@ class Http1Session(asyncio.Protocol):
         """The response is complete (called by the exchange)."""
         self.exchange = None
         self._held = 0
-        self.pause_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM | PAUSE_PREATTACH, False)
+        if self._paused:
+            self.pause_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM | PAUSE_PREATTACH, False)
         if not keep_alive or self.ctx.draining or self.lost:
             self.close()
-        else:
+        elif self._unread:  # pipelined bytes (or an EOF) wait behind the finished request
             self._pump()
 
     def _bad_request(self, exc: RemoteProtocolError) -> None:
@@ -251,14 +259,14 @@ class Http1Session(asyncio.Protocol):
         return keep_alive
 
     def send_body(self, data: bytes) -> None:
-        chunk = frame_data(self._framing, data)
+        framing = self._framing
+        chunk = data if framing is _LENGTH else frame_data(framing, data)
         if chunk:
             self._wbuf.append(chunk)
 
     def send_end(self, trailers: Headers) -> None:
-        end = frame_end(self._framing, trailers)
-        if end:
-            self._wbuf.append(end)
+        if self._framing is _CHUNKED:  # frame_end writes nothing for the other framings
+            self._wbuf.append(frame_end(_CHUNKED, trailers))
 
     def send_error(self, err: ProxyError, keep_alive: bool) -> None:
         self._wbuf.append(render(err, self.ctx.proxy_name, keep_alive=keep_alive))

@@ -56,7 +56,9 @@ class OutlierDetector(Generic[K]):
         self._max = max(max_ejection_s, base_ejection_s)
         self._clock = clock
         self._records: dict[K, _Record] = {}
-        self._active: dict[K, float] = {}  # key -> ejected until; may hold expired entries
+        # key -> ejected until; may hold expired entries. Public so a balancer's hot path can skip
+        # ejected() with one truth test while nobody is ejected.
+        self.active: dict[K, float] = {}
 
     def record(self, key: K, ok: bool, pool: Collection[K]) -> bool:
         """Count one outcome for ``key`` (a member of ``pool``); True if it got ejected now."""
@@ -79,18 +81,18 @@ class OutlierDetector(Generic[K]):
         rec.until = now + min(duration, self._max)
         rec.ejections += 1
         rec.failures = 0
-        self._active[key] = rec.until
+        self.active[key] = rec.until
         return True
 
     def ejected(self, pool: Collection[K]) -> set[K]:
         """The members of ``pool`` ejected now (never more than the ratio allows)."""
-        if not self._active:
+        if not self.active:
             return set()
         now = self._clock()
-        expired = [k for k, until in self._active.items() if until <= now]
+        expired = [k for k, until in self.active.items() if until <= now]
         for key in expired:
-            del self._active[key]
-        out = [(until, k) for k, until in self._active.items() if k in pool]
+            del self.active[key]
+        out = [(until, k) for k, until in self.active.items() if k in pool]
         allowed = self._allowed(len(pool))
         if len(out) > allowed:
             out.sort(key=lambda item: item[0], reverse=True)  # keep the longest ejections
@@ -99,7 +101,7 @@ class OutlierDetector(Generic[K]):
 
     def retain(self, keys: Collection[K]) -> None:
         """Forget endpoints not in ``keys`` (call when discovery removes endpoints)."""
-        for store in (self._records, self._active):
+        for store in (self._records, self.active):
             for key in [k for k in store if k not in keys]:
                 del store[key]
 

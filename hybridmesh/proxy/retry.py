@@ -118,7 +118,8 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Count one original request (call once per request, not per try)."""
-        slot = self._advance()
+        epoch = int(self._clock() / self._width)
+        slot = epoch % self._SLOTS if epoch == self._epoch else self._advance(epoch)
         self._deposits[slot] += 1
         self._deposited += 1
 
@@ -136,9 +137,11 @@ class RetryBudget:
         self._advance()
         return self._ratio * self._deposited + self._floor - self._withdrawn
 
-    def _advance(self) -> int:
-        """Expire the buckets that left the window; returns the current bucket's index."""
-        epoch = int(self._clock() / self._width)
+    def _advance(self, epoch: int | None = None) -> int:
+        """Expire the buckets that left the window; returns the current bucket's index.
+        ``epoch``: the current one, when the caller has read the clock already."""
+        if epoch is None:
+            epoch = int(self._clock() / self._width)
         stale = epoch - self._epoch
         if stale > 0:
             for step in range(1, min(stale, self._SLOTS) + 1):

@@ -303,7 +303,7 @@ class Pool:
 
     def release(self, conn: H1Upstream) -> None:
         """Back to the pool after a complete exchange, or closed if it cannot be reused."""
-        conn.detach()
+        conn.sink = None  # detach()
         idle = self._idle.get(conn.key)
         if idle is None:  # not setdefault: that would build a deque on every release
             idle = self._idle[conn.key] = deque()

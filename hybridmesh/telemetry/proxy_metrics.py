@@ -18,8 +18,7 @@ identities the proxy does not know are ``unknown``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from hybridmesh.telemetry._exposition import (
     CounterChild,
@@ -67,13 +66,14 @@ REQUEST_LABELS: Final = (*LATENCY_LABELS, "response_flags")
 TCP_LABELS: Final = _EDGE_LABELS
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """One side of a request: workload, its namespace and its SPIFFE principal.
 
     Each field is ``"unknown"`` when the proxy cannot tell (an unmeshed caller, a plain-text
     peer without a certificate). Proxies should reuse Peer objects (one per endpoint from the
     discovery tables, one for the local pod): equal-by-identity keys make cache hits cheapest.
+    A tuple, not a frozen dataclass: two Peers sit in the key of every request's metrics
+    lookup, and a tuple hashes in C where a dataclass runs a Python ``__hash__`` each time.
     """
 
     workload: str
@@ -85,7 +85,7 @@ class Peer:
         return _UNKNOWN_PEER
 
     def labels(self) -> tuple[str, str, str]:
-        return (self.workload, self.namespace, self.principal)
+        return (self[0], self[1], self[2])
 
 
 _UNKNOWN_PEER = Peer(UNKNOWN, UNKNOWN, UNKNOWN)
