@@ -47,7 +47,7 @@ async def _socketpair_rtt() -> float:
         while data := await rb.read(65536):
             wb.write(data)
 
-    task = loop.create_task(echo())  # noqa: TID251 - a throwaway script, awaited below
+    task = loop.create_task(echo())
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < DURATION_S:
         wa.write(b"x" * 64)
