@@ -120,6 +120,15 @@ async def _measure(args: argparse.Namespace, url: str, body: Path) -> dict[str, 
     return await asyncio.to_thread(wrk, url + "/", args.duration, args.conns)
 
 
+def _runqueue_s() -> float:
+    """Seconds this process's threads waited for a CPU while runnable (schedstat): with
+    ``busy`` it tells a proxy starved by neighbours from one idle while it waits on I/O."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = _free_port(_APP)
     app = _app(args.load, port)
@@ -136,14 +145,14 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         url = f"http://{_CLIENT}:{workers[0].outbound_port}"
         await _measure(replace_duration(args, 1.0), url, body)  # warm pools
         profiler = cProfile.Profile(time.process_time) if args.profile else None
-        cpu0 = _cpu_s()
+        cpu0, wall0, wait0 = _cpu_s(), time.monotonic(), _runqueue_s()
         if profiler is not None:
             profiler.enable()
         proxied = await _measure(args, url, body)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        cpu1 = _cpu_s()
+        cpu1, wall1, wait1 = _cpu_s(), time.monotonic(), _runqueue_s()
     finally:
         for w in workers:
             await w.close()
@@ -154,7 +163,9 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {"load": args.load, "mesh": args.mesh, "direct": direct, "proxied": proxied,
             "rps_ratio": round(proxied["rps"] / max(direct["rps"], 1.0), 3),
             "cpu_us_per_request": round((sum(cpu1) - sum(cpu0)) / n * 1e6, 1),
-            "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1)}
+            "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
+            "busy": round((sum(cpu1) - sum(cpu0)) / (wall1 - wall0), 2),
+            "runnable_waiting": round((wait1 - wait0) / (wall1 - wall0), 2)}
 
 
 def replace_duration(args: argparse.Namespace, seconds: float) -> argparse.Namespace:

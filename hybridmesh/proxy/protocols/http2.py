@@ -55,18 +55,19 @@ from http import HTTPStatus
 from typing import Any
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-import h2.stream
 import hpack.hpack
 from h2.errors import ErrorCodes as H2ErrorCode
 from hpack import NeverIndexedHeaderTuple
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import GoAwayFrame
 
 from hybridmesh.proxy.protocols._h1events import Headers, Request, Response
 from hybridmesh.proxy.protocols._h1framing import options
+from hybridmesh.proxy.protocols._h2conn import Connection as _Connection
+from hybridmesh.proxy.protocols._h2conn import GoAway as _GoAway
+from hybridmesh.proxy.protocols._h2conn import Refused as _Refused
 from hybridmesh.proxy.protocols._h2hpack import MemoDecoder, MemoEncoder
 from hybridmesh.proxy.protocols.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
@@ -586,66 +587,6 @@ def _abuse(kind: AbuseKind, detail: str) -> tuple[H2ErrorCode, ConnectionAbuse]:
 
 
 # ------------------------------------------------------------------- the h2 connection
-
-
-class _Refused(h2.events.Event):
-    """Internal: a new stream was answered with REFUSED_STREAM."""
-
-    def __init__(self, stream_id: int, reason: str) -> None:
-        self.stream_id, self.reason = stream_id, reason
-
-
-class _GoAway(h2.events.Event):
-    """Internal: the peer sent GOAWAY (h2's own handling is replaced, see _Connection)."""
-
-    def __init__(self, code: int, last_stream_id: int, debug: bytes) -> None:
-        self.code, self.last_stream_id, self.debug = code, last_stream_id, debug
-
-
-class _Connection(h2.connection.H2Connection):
-    """h2 with two receive paths replaced (both pinned by tests against h2 upgrades).
-
-    HEADERS opening a stream beyond our limit (or after our graceful GOAWAY) is refused
-    with RST_STREAM(REFUSED_STREAM) instead of killing the connection; its header block is
-    still decoded, as HPACK state is shared by the whole connection. GOAWAY from the peer
-    becomes an event without closing h2's state machine, so in-flight streams finish.
-    """
-
-    def __init__(self, config: h2.config.H2Configuration, limit: int) -> None:
-        super().__init__(config)
-        self.hm_limit = limit
-        self.hm_draining_after: int | None = None  # last stream id of our graceful GOAWAY
-
-    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[
-            list[Frame], list[h2.events.Event]]:
-        sid = frame.stream_id
-        if self.config.client_side and not sid & 1 and sid not in self.streams:
-            # h2 would open it and report a *request* to a client (push is disabled)
-            raise h2.exceptions.ProtocolError(f"server-initiated stream {sid}")
-        if sid in self.streams or self.config.client_side or not sid & 1:
-            return super()._receive_headers_frame(frame)  # h2's rules suffice
-        if sid <= self.highest_inbound_stream_id:  # a stream closed and cleaned up
-            h2.connection._decode_headers(self.decoder, frame.data)
-            raise h2.exceptions.StreamIDTooLowError(sid, self.highest_inbound_stream_id)
-        if self.hm_draining_after is not None and sid > self.hm_draining_after:
-            return self._refuse(frame, "draining")
-        if len(self.streams) >= self.hm_limit and self.open_inbound_streams >= self.hm_limit:
-            return self._refuse(frame, "max-concurrent-streams")
-        return super()._receive_headers_frame(frame)
-
-    def _refuse(self, frame: HeadersFrame, reason: str) -> tuple[
-            list[Frame], list[h2.events.Event]]:
-        h2.connection._decode_headers(self.decoder, frame.data)
-        self.state_machine.process_input(h2.connection.ConnectionInputs.RECV_HEADERS)
-        self.highest_inbound_stream_id = frame.stream_id
-        self._closed_streams[frame.stream_id] = h2.stream.StreamClosedBy.SEND_RST_STREAM
-        rst = RstStreamFrame(frame.stream_id)
-        rst.error_code = H2ErrorCode.REFUSED_STREAM
-        return [rst], [_Refused(frame.stream_id, reason)]
-
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[
-            list[Frame], list[h2.events.Event]]:
-        return [], [_GoAway(frame.error_code, frame.last_stream_id, frame.additional_data)]
 
 
 _LOCAL_END, _REMOTE_END, _BOTH_ENDS, _HEAD_SENT = 1, 2, 3, 4  # per-stream flags
