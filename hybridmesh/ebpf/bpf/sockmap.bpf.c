@@ -32,7 +32,9 @@
  * read how much the peer has not read yet (psock->msg_tot_len, the count FIONREAD reports) and
  * once this message would take it past max(peer's sk_rcvbuf, backlog_floor) the socket goes
  * to TCP for good (the tcp_used rule above keeps the order): TCP's window then holds the
- * writer back as it would without us. A reader that keeps up never gets there.
+ * writer back as it would without us. A reader that keeps up never gets there. The look is
+ * taken once every HM_SM_CHECK_EVERY redirected bytes, so small request/response messages
+ * never pay for it.
  *
  * Bytes carried past TCP are counted per socket in the shared hm_sock_bytes (sock_bytes.h):
  * the sender's `sent` and the peer's `received`, both by sockhash key; flows adds them to the
@@ -58,6 +60,10 @@
  * (which never autotunes on this path: no segment arrives). Plain loopback TCP lets a writer
  * run a few MiB ahead (its send buffer plus the reader's receive buffer). */
 const volatile __u32 backlog_floor = 4 << 20;
+/* The peer's queue is looked at once this many bytes were redirected since the last look (or
+ * for any bigger message): request/response traffic never pays for the look, and a stream
+ * overshoots the bound by at most this much. */
+#define HM_SM_CHECK_EVERY (256 << 10)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -203,6 +209,7 @@ int hm_sockops(struct bpf_sock_ops *skops)
 	}
 	state->epoch = current_epoch();
 	state->tcp_used = 0;
+	state->unchecked = 0;
 	own_key(skops, &key);
 	/* before joining: hm_sk_msg may count for this socket as soon as it is in sock_hash */
 	bpf_map_update_elem(&hm_sock_bytes, &key, &no_bytes, BPF_ANY);
@@ -263,6 +270,18 @@ static __always_inline bool peer_backlogged(struct hm_sock_key *peer, __u32 size
 	return (__u64)queued + size > limit;
 }
 
+/* peer_backlogged, asked only once HM_SM_CHECK_EVERY bytes went by since the last time. */
+static __always_inline bool reader_fell_behind(struct hm_sock_state *state,
+					       struct hm_sock_key *peer, __u32 size)
+{
+	if (state->unchecked + size < HM_SM_CHECK_EVERY) {
+		state->unchecked += size;
+		return false;
+	}
+	state->unchecked = 0;
+	return peer_backlogged(peer, size);
+}
+
 /* Add a redirected message to the sender's `sent` and the peer's `received` (both entries
  * were made by hm_sockops when the sockets joined; a missing one is an evicted or closed
  * socket, whose count no one can report any more). */
@@ -307,8 +326,8 @@ int hm_sk_msg(struct sk_msg_md *msg)
 	peer.family = HM_SM_AF_INET;
 	if (is_loopback(peer.local_ip4))
 		peer.netns = bpf_get_netns_cookie(msg);
-	if (peer_backlogged(&peer, size)) {
-		state->tcp_used = 1; /* the reader fell behind: TCP's flow control, for good */
+	if (reader_fell_behind(state, &peer, size)) {
+		state->tcp_used = 1; /* TCP's flow control from now on, for good */
 		return pass(st, size, HM_PASS_BACKLOG);
 	}
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {

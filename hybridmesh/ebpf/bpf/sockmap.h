@@ -48,8 +48,8 @@ struct hm_sock_ref {
 /* per-socket storage */
 struct hm_sock_state {
 	__u64 epoch;    /* the policy epoch the socket was admitted under */
-	__u32 tcp_used; /* a message of ours already went through TCP: never redirect again */
-	__u32 pad;
+	__u32 tcp_used;  /* a message of ours already went through TCP: never redirect again */
+	__u32 unchecked; /* bytes redirected since the peer's queue was last looked at */
 };
 
 /* stats: per-CPU, one entry (key 0) */
