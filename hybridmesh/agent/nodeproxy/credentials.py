@@ -15,16 +15,10 @@ Wire format of a node sign request's ``token`` field (the sign route is unchange
 The first three parts are the node token as issued (the MAC covers ``hmn1.<claims>``); the
 fourth names the pod this request is for. Only the node part is secret.
 
-The CA hook (``hybridmesh/control/identity.py``, ``IdentityAuthority._sign``)::
-
-    if is_node_request(token):
-        claims = authorize_node_request(self._node_tokens, token, self._control.plan, now=now)
-    else:
-        claims = self._ca.verify_bootstrap_token(token, now=now)   # as today
-
-with :class:`NodeRequestRefused` turned into ``IdentityError(exc.status, exc.code,
-exc.message)`` and ``self._node_tokens = NodeTokens(ca.trust_domain)`` in ``__init__`` plus an
-``issue_node_token(node)`` method for the lab.
+The CA applies the rule in ``hybridmesh/control/identity.py`` (``IdentityAuthority``): a
+token for which :func:`is_node_request` holds goes through :func:`authorize_node_request`
+with the authority's :class:`NodeTokens` (``issue_node_token(node)`` mints them), any
+:class:`NodeRequestRefused` becoming its ``IdentityError`` with the same status and code.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 ``tcp_open_total``, ``tcp_close_total``, ``tcp_read_bytes_total``, ``tcp_write_bytes_total``
 are the sidecar's (``telemetry.proxy_metrics``) with the same labels, so ``hybridmesh stat``
 reads both placements alike; ``reporter`` is ``source`` on the pod's outbound side and
-``destination`` where the tunnel reaches the destination pod (a same-node connection has one
-proxy on its edge, which reports it under both), and
+``destination`` where the tunnel (or a same-node connection) reaches the destination pod, and
 ``source_principal`` is the *verified* SPIFFE ID. What a shared proxy adds, per source workload
 (the isolation critique wants it visible who is being refused and why):
 
@@ -22,6 +21,9 @@ from connection attempts, per edge (the TCP labels, ``reporter`` included):
   counts as failed;
 - ``tcp_connect_latency_ms``: from accepting it to the upstream being ready (or the refusal):
   what the mesh adds before the first byte flows.
+
+A same-node connection has one proxy on its edge: its attempts are counted under both
+reporters (so ``stat --from`` sees the caller's side too).
 """
 
 from __future__ import annotations

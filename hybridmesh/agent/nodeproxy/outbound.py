@@ -151,7 +151,9 @@ class _Flow:
                 return self._refuse("peer-identity")
             self._relay(dest, (material, expected) if expected else None)
         elif remote.node == view.node:
-            self._reporters = _BOTH  # the only proxy on this edge reports for both sides
+            # the only proxy on this edge: its attempts count for both sides (stat --from and
+            # --to), its tcp series as the destination's, as they always have
+            self._reporters = _BOTH
             local = view.local_by_ip.get(dest.ip)
             denied = "not-local" if local is None else decide_local(view, identity, local,
                                                                     dest.port)
@@ -211,17 +213,16 @@ class _Flow:
         if relay.down.lost:
             relay.abort()
             return
-        for reporter in self._reporters:
-            ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
-                                       destination=self.dest_peer, service=self.service)
+        ctx.metrics.proxy.tcp_open(reporter=self._reporters[-1], source=self.source,
+                                   destination=self.dest_peer, service=self.service)
         self._opened_relay = True
         self._attempt(ok=True)
         relay.upstream_connected()
 
     def _closed(self, read: int, written: int) -> None:
-        for reporter in self._reporters if self._opened_relay else ():
+        if self._opened_relay:
             self.ctx.metrics.proxy.tcp_close(
-                reporter=reporter, source=self.source, destination=self.dest_peer,
+                reporter=self._reporters[-1], source=self.source, destination=self.dest_peer,
                 service=self.service, read_bytes=read, write_bytes=written)
         self._release()
 
