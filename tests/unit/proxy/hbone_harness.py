@@ -75,12 +75,15 @@ class Bed:
     web_protocol: str | None = None
     waypoint: bool = False  # the web Service has a waypoint (waypoint-web-0 serves it)
     node_placement: str = "node"  # web-0's placement as sidecars see it ("none": plaintext)
+    h2_port: int | None = None  # web's port goes to this h2c (gRPC) app on web-0's address
     resolver: TableSourceResolver | None = None
 
     # -- snapshots --------------------------------------------------------------------------
     def services(self) -> list[dict[str, Any]]:
         port = (80, self.web.port, self.web_protocol) if self.web_protocol else \
             (80, self.web.port)
+        if self.h2_port is not None:
+            port = (80, self.h2_port, "grpc")
         web = [endpoint("web-0", WEB_IP, placement=self.node_placement, service_account="web",
                         node="n2")]
         api = [endpoint("api-0", API_IP, service_account="api", node="n1")]

@@ -3,6 +3,7 @@ inbound to a sidecar, and the waypoint's L7 on a ``node`` Service (loopback, no 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,7 +24,7 @@ from hbone_harness import (
     deny,
     hbone_bed,
 )
-from proxy_harness import get, read_response
+from proxy_harness import H2App, get, read_response, start_h2_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,3 +166,25 @@ async def test_l4_only_services_are_not_sent_to_a_waypoint(tmp_path: Path) -> No
         assert answer.startswith(b"HTTP/1.1 200"), answer
         waypoint = bed.workers["waypoint-web-0"].exposition().decode()
         assert bed.metric(waypoint, "request_total") == 0
+
+
+@uv
+async def test_grpc_to_a_node_pod_rides_http2_streams_through_the_tunnel(tmp_path: Path) -> None:
+    server, port = await start_h2_app(WEB_IP)
+    H2App.seen.clear()
+    try:
+        async with hbone_bed(tmp_path, h2_port=port) as bed:
+            url = f"http://127.0.0.1:{bed.workers['client-0'].outbound_port}/svc.Echo/Say"
+            proc = await asyncio.create_subprocess_exec(
+                "curl", "-sS", "--http2-prior-knowledge", "--max-time", "5", "-i",
+                "-H", "content-type: application/grpc", "--data-binary", "hello", url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err
+            assert out.startswith(b"HTTP/2 200") and b"h2 POST /svc.Echo/Say 5" in out, out
+            assert b"grpc-status: 0" in out  # trailers came back through the stream
+            assert H2App.seen[0][:2] == (b"POST", b"/svc.Echo/Say")
+            mesh = bed.workers["client-0"].ctx.mtls
+            assert mesh is not None and mesh.hbone.streams == 1
+    finally:
+        server.close()
