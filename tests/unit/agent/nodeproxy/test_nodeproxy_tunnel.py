@@ -28,7 +28,8 @@ from hybridmesh.proxy.protocols.http2 import (
 
 def pump(a: Any, b: Any) -> list[Any]:
     """Move bytes a -> b; returns b's events."""
-    return b.receive_data(a.data_to_send())
+    events: list[Any] = b.receive_data(a.data_to_send())
+    return events
 
 
 def pair() -> tuple[H2Client, H2Server]:
