@@ -17,7 +17,7 @@ import httptools
 
 from hybridmesh.proxy.protocols._h1events import Headers, Limits, ParsedHeaders
 
-__all__ = ["head_bounds", "llhttp_fields"]
+__all__ = ["llhttp_fields"]
 
 _HeadParser = type[httptools.HttpRequestParser] | type[httptools.HttpResponseParser]
 
@@ -32,17 +32,6 @@ class _Collector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fields.append((name.lower(), value))
-
-
-def head_bounds(buf: bytes, start: int, limits: Limits) -> tuple[int, int] | None:
-    """(end of start line, end of head) if a whole head within the limits is buffered."""
-    end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)
-    if end < 0:
-        return None
-    line_end = buf.find(b"\r\n", start)
-    if line_end - start > limits.max_start_line:
-        return None
-    return line_end, end + 4
 
 
 def llhttp_fields(parser_type: _HeadParser, head: bytes, limits: Limits) -> Headers | None:

@@ -105,6 +105,11 @@ TRANSITIONS: dict[tuple[ReaderState, Step], ReaderState] = {
     (_S.PAUSED, Step.RESUME): _S.IDLE,
     (_S.PAUSED, Step.SWITCH): _S.SWITCHED,
 }
+_IDLE, _BODY, _END = _S.IDLE, _S.BODY, _S.END  # an Enum member lookup is ~5x a global read
+_LENGTH, _NONE = Framing.LENGTH, Framing.NONE
+_AFTER_END = {step: nxt for (state, step), nxt in TRANSITIONS.items() if state is _END}
+"""The state after a message's end, by what the head said comes after (the fast path's
+shortcut through the table for END's transitions)."""
 _HEAD_STEP = {
     Framing.NONE: Step.HEAD_NO_BODY,
     Framing.LENGTH: Step.HEAD_LENGTH,
@@ -190,28 +195,27 @@ class Reader:
         same code makes them); this only saves the calls for the common case of a small
         message arriving in one read.
         """
-        before = self._state  # a local: the checks below must not narrow self._state
-        if not (before is ReaderState.IDLE and self._section is None and self._fast
+        if not (self._state is _IDLE and self._section is None and self._fast
                 and self._pos >= len(self._buf) and not self._eof and data):
             self.receive_data(data)
             return None
-        self._buf, self._pos = data if type(data) is bytes else bytes(data), 0
-        head = self._whole_head()
+        buf = self._buf = data if type(data) is bytes else bytes(data)
+        self._pos = 0
+        head = self._fast_head(0)
         if head is None:
             return None
-        state, buf, pos = self._state, self._buf, self._pos
-        if state is ReaderState.END and pos == len(buf):
-            return head, b"", self._on_end()
-        if state is ReaderState.BODY and self._remaining == len(buf) - pos:
+        state, pos = self._state, self._pos
+        if state is _END and pos == len(buf):
+            body = b""
+        elif state is _BODY and self._remaining == len(buf) - pos:
             self._pos = len(buf)
             self._remaining = 0
-            self._advance(Step.BODY_DONE)
-            return head, buf[pos:], self._on_end()
-        return head, b"", None
-
-    def _whole_head(self) -> Event | None:
-        """Subclass hook: the fast-path head at the start of the buffer, or None."""
-        return None
+            body = buf[pos:]  # BODY_DONE: BODY -> END
+        else:
+            return head, b"", None
+        eom, self._eom = self._eom, END_OF_MESSAGE  # _on_end
+        self._state = _AFTER_END[self._after_eom]
+        return head, body, eom
 
     def next_event(self) -> Event | NeedData:
         """The next event, or NEED_DATA; raises RemoteProtocolError (forever) on bad input."""
@@ -268,7 +272,8 @@ class Reader:
         return self._slow_section(self._section, self.limits.max_start_line)
 
     def _fast_head(self, start: int) -> Event | None:
-        """Subclass hook: the head at ``start`` parsed by llhttp, or None to go slow."""
+        """Subclass hook: the head at ``start`` parsed by llhttp, or None to go slow (also
+        whenever the slow path would raise, or do anything but parse a head there)."""
         return None
 
     def _slow_section(self, sec: _Section, first_line_limit: int) -> Event | NeedData | None:
@@ -338,8 +343,8 @@ class Reader:
         self._remaining = length or 0
         self._eom = END_OF_MESSAGE
         self._after_eom = after
-        if framing is Framing.LENGTH and not length:
-            framing = Framing.NONE
+        if not length and framing is _LENGTH:
+            framing = _NONE
         self._advance(_HEAD_STEP[framing])
 
     # -- bodies --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from hybridmesh.proxy.protocols._h1events import (
     NeedData,
     Request,
 )
-from hybridmesh.proxy.protocols._h1fast import head_bounds, llhttp_fields
+from hybridmesh.proxy.protocols._h1fast import llhttp_fields
 from hybridmesh.proxy.protocols._h1framing import request_head
 from hybridmesh.proxy.protocols._h1grammar import REQUEST_LINE, check_target, parse_request_line
 from hybridmesh.proxy.protocols._h1reader import Reader, Step
@@ -27,6 +27,8 @@ from hybridmesh.proxy.protocols.errors import RemoteProtocolError
 __all__ = ["RequestReader"]
 
 _VERSIONS = (b"1.1", b"1.0")
+_CHUNKED, _LENGTH = Framing.CHUNKED, Framing.LENGTH  # Enum member lookups cost, globals less
+_CLOSE, _TUNNEL, _KEEP_ALIVE = Step.CLOSE, Step.TUNNEL, Step.KEEP_ALIVE
 
 
 class RequestReader(Reader):
@@ -53,26 +55,30 @@ class RequestReader(Reader):
                     return None
         return self._start_head()
 
-    def _whole_head(self) -> Event | None:
-        if self._buf[0] == 13:
-            return None  # an empty line first: _on_idle's tolerance, on the slow path
-        return self._fast_head(0)
-
     def _fast_head(self, start: int) -> Event | None:
         buf = self._buf
-        bounds = head_bounds(buf, start, self.limits)
-        if bounds is None:
+        if buf[start] == 13:
+            return None  # an empty line first: _on_idle's tolerance, on the slow path
+        limits = self.limits
+        end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
+        if end < 0:
             return None
-        line_end, head_end = bounds
+        line_end = buf.find(b"\r\n", start)
+        if line_end - start > limits.max_start_line:
+            return None
         match = REQUEST_LINE.fullmatch(buf, start, line_end)
-        if match is None or match.group(3) not in _VERSIONS:
+        if match is None:
             return None
         method, target, version = match.groups()
-        fields = llhttp_fields(httptools.HttpRequestParser, buf[start:head_end], self.limits)
+        if version not in _VERSIONS:
+            return None
+        head_end = end + 4
+        fields = llhttp_fields(httptools.HttpRequestParser, buf[start:head_end], limits)
         if fields is None:
             return None
         try:
-            check_target(method, target)
+            if method == b"CONNECT" or target[:1] != b"/" or target.find(b"#") >= 0:
+                check_target(method, target)  # (an origin-form target without '#' passes)
             event = self._request(method, target, version, fields)
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
@@ -88,8 +94,8 @@ class RequestReader(Reader):
 
     def _request(self, method: bytes, target: bytes, version: bytes, fields: Headers) -> Request:
         length, keep_alive = request_head(method, target, version, fields)
-        framing = Framing.CHUNKED if length is None else Framing.LENGTH
-        after = Step.TUNNEL if method == b"CONNECT" else Step.KEEP_ALIVE
-        self._enter_body(framing, length, after=after if keep_alive else Step.CLOSE)
+        framing = _CHUNKED if length is None else _LENGTH
+        after = _TUNNEL if method == b"CONNECT" else _KEEP_ALIVE
+        self._enter_body(framing, length, after=after if keep_alive else _CLOSE)
         self._crlf_skipped = False
         return Request(method, target, fields, version, keep_alive, length)

@@ -20,7 +20,7 @@ from hybridmesh.proxy.protocols._h1events import (
     NeedData,
     Response,
 )
-from hybridmesh.proxy.protocols._h1fast import head_bounds, llhttp_fields
+from hybridmesh.proxy.protocols._h1fast import llhttp_fields
 from hybridmesh.proxy.protocols._h1framing import response_head
 from hybridmesh.proxy.protocols._h1grammar import STATUS_LINE, parse_status_line
 from hybridmesh.proxy.protocols._h1reader import Reader, Step
@@ -29,6 +29,7 @@ from hybridmesh.proxy.protocols.errors import ErrorCode, RemoteProtocolError
 __all__ = ["ResponseReader"]
 
 _VERSIONS = (b"1.1", b"1.0")
+_CLOSE, _TUNNEL, _KEEP_ALIVE = Step.CLOSE, Step.TUNNEL, Step.KEEP_ALIVE  # globals: cheaper
 
 
 class ResponseReader(Reader):
@@ -55,25 +56,27 @@ class ResponseReader(Reader):
                 )
         return self._start_head()
 
-    def _whole_head(self) -> Event | None:
+    def _fast_head(self, start: int) -> Event | None:
         if not self._methods:
             return None  # unsolicited: _on_idle names the error
-        return self._fast_head(0)
-
-    def _fast_head(self, start: int) -> Event | None:
         buf = self._buf
-        bounds = head_bounds(buf, start, self.limits)
-        if bounds is None:
+        limits = self.limits
+        end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
+        if end < 0:
             return None
-        line_end, head_end = bounds
+        line_end = buf.find(b"\r\n", start)
+        if line_end - start > limits.max_start_line:
+            return None
         match = STATUS_LINE.fullmatch(buf, start, line_end)
-        if match is None or match.group(1) not in _VERSIONS or match.group(2)[:1] == b"0":
-            return None
-        head = buf[start:head_end]
-        fields = llhttp_fields(httptools.HttpResponseParser, head, self.limits)
-        if fields is None:
+        if match is None:
             return None
         version, status, reason = match.groups()
+        if version not in _VERSIONS or status[:1] == b"0":
+            return None
+        head_end = end + 4
+        fields = llhttp_fields(httptools.HttpResponseParser, buf[start:head_end], limits)
+        if fields is None:
+            return None
         try:
             event = self._response(version, int(status), reason or b"", fields)
         except RemoteProtocolError:
@@ -101,9 +104,9 @@ class ResponseReader(Reader):
         method = self._methods[0]
         length, keep_alive, framing = response_head(method, status, version, fields)
         if method == b"CONNECT" and status < 300:
-            after = Step.TUNNEL
+            after = _TUNNEL
         else:
-            after = Step.KEEP_ALIVE if keep_alive else Step.CLOSE
+            after = _KEEP_ALIVE if keep_alive else _CLOSE
         self._methods.popleft()
         self._enter_body(framing, length, after=after)
         return Response(status, reason, fields, version, keep_alive, length)
