@@ -63,6 +63,7 @@ class H2Stream:
         self.reset = False
         self._read_paused = 0
         self._unacked = 0
+        self._held = b""  # the last body chunk, sent with END_STREAM if the end follows
 
     @property
     def lost(self) -> bool:
@@ -93,6 +94,18 @@ class H2Stream:
         return True
 
     def send_body(self, data: bytes) -> None:
+        """Held until the end or the session's flush, whichever comes first: a body read
+        whole with its end then leaves as one DATA frame carrying END_STREAM, not two."""
+        if not data:
+            return
+        if self._held:
+            self.send_held()
+        self._held = data
+        self.session.hold(self)
+
+    def send_held(self) -> None:
+        """Send the held chunk (the session flushes, or another chunk follows)."""
+        data, self._held = self._held, b""
         if data and self.session.conn.send_data(self.sid, data) and self.exchange is not None:
             self.write_paused = True  # beyond the client's window: stop reading upstream
             self.exchange.client_writable(False)
@@ -100,9 +113,11 @@ class H2Stream:
     def send_end(self, trailers: Headers) -> None:
         fields = h2_fields(trailers)
         if fields:
+            self.send_held()
             self.session.conn.send_trailers(self.sid, fields)
-        else:
-            self.session.conn.send_data(self.sid, b"", end_stream=True)
+        else:  # complete: a queued remainder needs no pause, nothing more is read for it
+            data, self._held = self._held, b""
+            self.session.conn.send_data(self.sid, data, end_stream=True)
 
     def send_error(self, err: ProxyError, keep_alive: bool) -> None:
         body = render_body(err, self.ctx.proxy_name)
@@ -120,6 +135,7 @@ class H2Stream:
         self.session.stream_done(self.sid)
 
     def abort(self) -> None:
+        self._held = b""
         self.session.conn.reset(self.sid, H2ErrorCode.INTERNAL_ERROR)
         self.session.stream_done(self.sid)
         self.session.flush_soon()
@@ -145,6 +161,7 @@ class H2Session(asyncio.Protocol):
         self.draining = False
         self._starting: list[Exchange] = []  # requests read in this data_received call
         self._flush_pending = False
+        self._held: dict[H2Stream, None] = {}  # streams holding a body chunk, in order
 
     # -- lifecycle (Closable) -----------------------------------------------------------------
     def start(self, buffered: bytes, eof: bool) -> None:
@@ -286,10 +303,20 @@ class H2Session(asyncio.Protocol):
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def hold(self, stream: H2Stream) -> None:
+        """``stream`` holds a chunk: it leaves with the stream's end, or at the latest with
+        this iteration's flush."""
+        self._held[stream] = None
+        self.flush_soon()
+
     def flush(self) -> None:
         self._flush_pending = False
         if self.lost or self.transport.is_closing():
             return
+        if self._held:
+            held, self._held = self._held, {}
+            for stream in held:
+                stream.send_held()
         try:
             data = self.conn.data_to_send()
         except LocalProtocolError:  # pragma: no cover - the core's own bug; do not loop

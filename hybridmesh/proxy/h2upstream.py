@@ -67,6 +67,7 @@ class H2UpstreamStream:
         self.received = False
         self._paused = False
         self._unacked = 0
+        self._held = b""  # the last body chunk, sent with END_STREAM if the end follows
 
     @property
     def closed(self) -> bool:
@@ -95,16 +96,29 @@ class H2UpstreamStream:
         self.conn.flush_soon()
 
     def send_body(self, data: bytes) -> None:
-        if self.conn.client.send_data(self.sid, data) and self.sink is not None:
+        """Held until the end or the connection's flush, whichever comes first: a body
+        whose end follows leaves as one DATA frame carrying END_STREAM, not two."""
+        if not data:
+            return
+        if self._held:
+            self.send_held()
+        self._held = data
+        self.conn.hold(self)
+
+    def send_held(self) -> None:
+        """Send the held chunk (the connection flushes, or another chunk follows)."""
+        data, self._held = self._held, b""
+        if data and self.conn.client.send_data(self.sid, data) and self.sink is not None:
             self.sink.on_upstream_writable(False)  # queued beyond the window
-        self.conn.flush_soon()
 
     def send_end(self, trailers: Headers) -> None:
         fields = h2_fields(trailers)
         if fields:
+            self.send_held()
             self.conn.client.send_trailers(self.sid, fields)
-        else:
-            self.conn.client.send_data(self.sid, b"", end_stream=True)
+        else:  # complete: a queued remainder needs no pause, nothing more is read for it
+            data, self._held = self._held, b""
+            self.conn.client.send_data(self.sid, data, end_stream=True)
         self.conn.flush_soon()
 
     def acknowledge(self, n: int) -> None:
@@ -124,6 +138,7 @@ class H2UpstreamStream:
         self.sink = None
 
     def abort(self) -> None:
+        self._held = b""
         if self.sid:
             self.conn.client.reset(self.sid, H2ErrorCode.CANCEL)
             self.conn.streams.pop(self.sid, None)
@@ -147,6 +162,7 @@ class H2Connection(asyncio.Protocol):
         self.draining = False
         self.uses = 0
         self._flush_pending = False
+        self._held: dict[H2UpstreamStream, None] = {}  # streams holding a chunk, in order
 
     @property
     def usable(self) -> bool:
@@ -220,8 +236,18 @@ class H2Connection(asyncio.Protocol):
             sink.on_upstream_writable(True)
 
     # -- writing --------------------------------------------------------------------------------
+    def hold(self, stream: H2UpstreamStream) -> None:
+        """``stream`` holds a chunk: it leaves with the stream's end, or at the latest with
+        this iteration's flush."""
+        self._held[stream] = None
+        self.flush_soon()
+
     def flush(self) -> None:
         self._flush_pending = False
+        if self._held:
+            held, self._held = self._held, {}
+            for stream in held:
+                stream.send_held()
         data = self.client.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
