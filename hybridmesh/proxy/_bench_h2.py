@@ -1,7 +1,7 @@
 """Benchmark: the proxy's HTTP/2 paths on loopback, CPU per request (no root).
 
-    python -m hybridmesh.proxy._bench_h2 [--load grpc|http1] [--mesh] [--duration 3]
-        [--conns 4] [--streams 16] [--profile FILE.prof]
+    python -m hybridmesh.proxy._bench_h2 [--load grpc|http1] [--mesh [--upgrade]]
+        [--duration 3] [--conns 4] [--streams 16] [--profile FILE.prof]
 
 ``--load grpc``: h2load sends gRPC unary calls (a 64-byte framed message, ``-c conns -m
 streams``) to a grpcio ``grpcsvc`` app, the bench's ``grpc`` scenario. ``--load http1``: wrk
@@ -9,9 +9,12 @@ streams``) to a grpcio ``grpcsvc`` app, the bench's ``grpc`` scenario. ``--load 
 
 Without ``--mesh`` one worker's outbound listener forwards to the app (gRPC: h2 in, h2 out).
 With ``--mesh`` a second worker is the app's sidecar and the two talk mTLS as meshed proxies
-do: HTTP/1.1 requests cross that hop multiplexed on HTTP/2 (the transparent upgrade), gRPC
-stays HTTP/2. Both workers run in this process, on one event loop: the CPU figure is the
-pair's (``getrusage`` over the measured run, divided by the requests the load tool counted).
+do: gRPC stays HTTP/2; HTTP/1.1 stays HTTP/1.1 unless ``--upgrade`` (the proxies'
+``--upgrade-h2``, Linkerd's transparent upgrade: requests multiplexed on HTTP/2). Both
+workers run in this process, on one event loop: the CPU figure is the pair's (``getrusage``
+over the measured run, divided by the requests the load tool counted); ``busy`` and
+``runnable_waiting`` are the shares of the run it computed and waited for a CPU (the rest:
+idle, waiting on I/O).
 The same load straight at the app is measured first, so req/s reads as a ratio against
 ``direct`` from the same run; absolute figures move with the neighbours on a shared machine.
 """
@@ -78,8 +81,8 @@ def _config(tmp: Path, pod: str, **kw: Any) -> ProxyConfig:
     return replace(base, **kw)
 
 
-async def _workers(cp: FakeControlPlane, tmp: Path, load: str, app_port: int, mesh: bool
-                   ) -> list[Worker]:
+async def _workers(cp: FakeControlPlane, tmp: Path, load: str, app_port: int, *, mesh: bool,
+                   upgrade: bool) -> list[Worker]:
     """The client's sidecar (and with ``mesh`` the app's), configured and ready."""
     protocol = "grpc" if load == "grpc" else "http"
     inbound = _free_port(_SERVER)
@@ -93,7 +96,7 @@ async def _workers(cp: FakeControlPlane, tmp: Path, load: str, app_port: int, me
                                          service_account="web"))
     (tmp / "client-0.token").write_text(cp.issue_token("default/client-0"))
     (tmp / "web-0.token").write_text(cp.issue_token("default/web-0"))
-    workers = [Worker(_config(tmp, "client-0", bind_host=_CLIENT),
+    workers = [Worker(_config(tmp, "client-0", bind_host=_CLIENT, upgrade_h2=upgrade),
                       original_dst=lambda _s, d: _VIP if d == "outbound" else None)]
     if mesh:
         workers.append(Worker(_config(tmp, "web-0", bind_host=_SERVER, inbound_port=inbound),
@@ -141,7 +144,8 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     try:
         await _wait_port(_APP, port)
         direct = await _measure(args, f"http://{_APP}:{port}", body)
-        workers = await _workers(cp, tmp, args.load, port, args.mesh)
+        workers = await _workers(cp, tmp, args.load, port, mesh=args.mesh,
+                                 upgrade=args.upgrade)
         url = f"http://{_CLIENT}:{workers[0].outbound_port}"
         await _measure(replace_duration(args, 1.0), url, body)  # warm pools
         profiler = cProfile.Profile(time.process_time) if args.profile else None
@@ -160,7 +164,8 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         app.terminate()
         app.wait(5)
     n = max(int(proxied["requests"]), 1)
-    return {"load": args.load, "mesh": args.mesh, "direct": direct, "proxied": proxied,
+    return {"load": args.load, "mesh": args.mesh, "upgrade": args.upgrade,
+            "direct": direct, "proxied": proxied,
             "rps_ratio": round(proxied["rps"] / max(direct["rps"], 1.0), 3),
             "cpu_us_per_request": round((sum(cpu1) - sum(cpu0)) / n * 1e6, 1),
             "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
@@ -176,7 +181,9 @@ def replace_duration(args: argparse.Namespace, seconds: float) -> argparse.Names
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m hybridmesh.proxy._bench_h2")
     p.add_argument("--load", choices=("grpc", "http1"), default="grpc")
-    p.add_argument("--mesh", action="store_true", help="two meshed workers (mTLS, HTTP/2 hop)")
+    p.add_argument("--mesh", action="store_true", help="two meshed workers (mTLS)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="with --mesh: HTTP/1.1 crosses the mTLS hop on HTTP/2 (--upgrade-h2)")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--streams", type=int, default=16)
