@@ -40,7 +40,7 @@ from hybridmesh.proxy.protocols.http2 import (
     StreamReset,
     Trailers,
     WindowOpened,
-    h1_request_to_h2,
+    h1_request_head,
     h2_response_to_h1,
 )
 from hybridmesh.proxy.streams import ResponseSink
@@ -78,16 +78,10 @@ class H2UpstreamStream:
 
     def send_request(self, request: Request, body: list[bytes], end: EndOfMessage | None
                      ) -> None:
-        fields = h1_request_to_h2(request)
-        split = next(i for i, (name, _) in enumerate(fields) if name[:1] != b":") \
-            if any(name[:1] != b":" for name, _ in fields) else len(fields)
-        pseudo = dict(fields[:split])
+        method, scheme, authority, path, fields = h1_request_head(request)
         only_head = end is not None and not body and not end.trailers
-        client = self.conn.client
-        self.sid = client.send_request(
-            pseudo[b":method"], pseudo.get(b":scheme", b"http"), pseudo.get(b":authority", b""),
-            pseudo.get(b":path", b""), headers=fields[split:], end_stream=only_head,
-        )  # fmt: skip
+        self.sid = self.conn.client.send_request(method, scheme, authority, path,
+                                                 headers=fields, end_stream=only_head)
         self.conn.streams[self.sid] = self
         for chunk in body:
             self.send_body(chunk)

@@ -94,6 +94,7 @@ __all__ = [
     "Trailers",
     "WindowOpened",
     "check_fields",
+    "h1_request_head",
     "h1_request_to_h2",
     "h1_response_to_h2",
     "h2_request_to_h1",
@@ -362,14 +363,21 @@ def _end_to_end(headers: Headers) -> list[tuple[bytes, bytes]]:
 
 
 def h1_request_to_h2(req: Request, *, scheme: bytes = b"http") -> list[tuple[bytes, bytes]]:
-    """HTTP/2 header list for an HTTP/1 request (RFC 9113 §8.3.1).
+    """HTTP/2 header list for an HTTP/1 request (RFC 9113 §8.3.1), checked."""
+    return request_fields(*h1_request_head(req, scheme=scheme))
+
+
+def h1_request_head(req: Request, *, scheme: bytes = b"http") -> tuple[
+        bytes, bytes, bytes, bytes, list[tuple[bytes, bytes]]]:
+    """``(method, scheme, authority, path, fields)`` of the HTTP/2 request for an HTTP/1 one,
+    not yet checked: :meth:`H2Client.send_request` checks them (once, as it sends).
 
     ``:authority`` comes from an absolute-form target, else from Host (and Host is dropped:
     the two must not disagree); ``scheme`` is used unless the target names one.
     """
     target, authority = req.target, b""
     if req.method == b"CONNECT":
-        return request_fields(b"CONNECT", b"", target, b"", _end_to_end(req.headers))
+        return b"CONNECT", b"", target, b"", _end_to_end(req.headers)
     if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
         scheme, _, rest = target.partition(b"://")
         scheme = scheme.lower()
@@ -377,7 +385,7 @@ def h1_request_to_h2(req: Request, *, scheme: bytes = b"http") -> list[tuple[byt
         authority, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
     else:
         authority = next((v for n, v in req.headers if n == b"host"), b"")
-    return request_fields(req.method, scheme, authority, target, _end_to_end(req.headers))
+    return req.method, scheme, authority, target, _end_to_end(req.headers)
 
 
 def h1_response_to_h2(resp: Response) -> list[tuple[bytes, bytes]]:
@@ -427,14 +435,14 @@ def h2_request_to_h1(ev: RequestHeaders) -> Request:
     )
 
 
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
 def h2_response_to_h1(ev: ResponseHeaders) -> Response:
     """HTTP/1.1 response head for an HTTP/2 one (reason phrase from the status)."""
-    try:
-        reason = HTTPStatus(ev.status).phrase.encode()
-    except ValueError:
-        reason = b""
     return Response(
-        status=ev.status, reason=reason, headers=tuple(_joined_cookies(ev.headers)),
+        status=ev.status, reason=_REASONS.get(ev.status, b""),
+        headers=tuple(_joined_cookies(ev.headers)),
         content_length=_content_length(ev.headers, ev.end_stream),
     )
 
