@@ -23,7 +23,10 @@ The transport is handed over with ``transport.set_protocol`` and the bytes alrea
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import sys
+import termios
 
 from hybridmesh.proxy._sockopt import tune_stream
 from hybridmesh.proxy.context import ProxyContext
@@ -42,6 +45,19 @@ log = logging.getLogger(__name__)
 
 OUTBOUND = "outbound"
 INBOUND = "inbound"
+_MAX_EXTENSIONS = 50  # of 1 ms each, only while bytes sit unread in the socket
+
+
+def _unread(transport: asyncio.BaseTransport | None) -> bool:
+    """Bytes waiting in the socket's receive queue (FIONREAD): the client has spoken."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(got, sys.byteorder) > 0
 
 
 def _steered_dst(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
@@ -68,6 +84,7 @@ class Accepted(asyncio.Protocol):
         self._remote = ""
         self._pre: Preconnect | None = None
         self._pre_task: asyncio.Task[None] | None = None
+        self._extensions = 0
 
     # -- Closable ------------------------------------------------------------------------------
     @property
@@ -182,8 +199,17 @@ class Accepted(asyncio.Protocol):
 
     def _window_ended(self) -> None:
         self._timer = None
-        if self.detector is not None:
-            self._decided(self.detector.timeout(), eof=False)
+        if self.detector is None:
+            return
+        if _unread(self.transport) and self._extensions < _MAX_EXTENSIONS:
+            # The client did speak in time, the loop just has not read it yet: libuv runs
+            # timers *before* polling for I/O, so after a stall longer than the window (a
+            # loaded machine) the timer wins over bytes already queued. They are delivered
+            # in this iteration's poll phase; a HTTP client must not become "opaque TCP".
+            self._extensions += 1
+            self._timer = asyncio.get_running_loop().call_later(0.001, self._window_ended)
+            return
+        self._decided(self.detector.timeout(), eof=False)
 
     def _decided(self, outcome: Detection, *, eof: bool) -> None:
         detector, self.detector = self.detector, None
