@@ -140,6 +140,9 @@ class SvidManager:
         self._rng = rng or random.Random()
         self._retry = (retry_initial_s, retry_max_s, retry_max_expired_s)
         self._keygen = key_maker
+        self._spawn: Callable[..., asyncio.Task[Any]] | None = None
+        self._spare: asyncio.Task[keygen.KeyAndCsr] | None = None  # the next issuance's key
+        self._spare_for: SpiffeId | None = None
         self._material: TlsMaterial | None = None
         self._wanted: SpiffeId | None = None
         self._renew_at = 0.0
@@ -189,13 +192,15 @@ class SvidManager:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
+        self._spawn = spawn
         self._task = spawn(self._run(), name="hm-proxy-identity")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._spare):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, keygen.KeygenError):
+                    await task
         await self._client.close()
 
     async def _run(self) -> None:
@@ -215,9 +220,10 @@ class SvidManager:
     async def _sleep_until(self, when: float) -> None:
         self._wake.clear()
         delay = when - self._clock()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+        if delay > 0:  # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that
+            with contextlib.suppress(TimeoutError):  # races the wake-up (close() then hung)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
         if self._wanted is None:
             await self._wake.wait()
 
@@ -249,12 +255,26 @@ class SvidManager:
                  svid.not_after.isoformat(), _iso(self._renew_at))
 
     async def _new_key(self, identity: SpiffeId) -> keygen.KeyAndCsr:
-        """A fresh key and CSR, by default from the key generator child (``keygen.generate``,
-        looked up at each call)."""
+        """A fresh key and CSR: the spare made after the last issuance when it is for
+        `identity`, else one made now. Either way the next spare starts at once, so a renewal
+        never waits for the key generator child (~0.2 s of CPU; seconds on a loaded machine,
+        which a minute-scale certificate cannot afford at renewal time)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and self._spare_for != identity:
+            spare.cancel()
+            spare = None
         try:
-            return await (self._keygen or keygen.generate)(identity)
+            made = await spare if spare is not None else await self._make_key(identity)
         except keygen.KeygenError as exc:
             raise _SignFailed(str(exc)) from None
+        if self._spawn is not None:
+            self._spare_for = identity
+            self._spare = self._spawn(self._make_key(identity), name="hm-proxy-keygen")
+        return made
+
+    async def _make_key(self, identity: SpiffeId) -> keygen.KeyAndCsr:
+        """``keygen.generate`` (looked up at each call) unless another maker was given."""
+        return await (self._keygen or keygen.generate)(identity)
 
     def _read_token(self) -> str:
         try:

@@ -4,6 +4,7 @@ fail-closed at expiry, and the fake control plane's CA routes it talks to."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -17,6 +18,7 @@ import uvloop
 from mtls_harness import CLIENT_POD, Pair, mesh_pair
 
 from hybridmesh._http import HttpClient
+from hybridmesh.identity import keygen
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.identity.workload import make_csr, new_key
 from hybridmesh.proxy.discovery import build_tables
@@ -100,6 +102,16 @@ async def _load(pair: Pair, seconds: float, conns: int = 4) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture
+def keys_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For 3-second certificates: the keygen child costs ~0.3 s of wall time (seconds on a
+    loaded CI machine), and a certificate renewed every 1.5 s would then test the machine's
+    load, not the renewal logic. The child path is covered by the key-leak tests and by the
+    integration rotation test (2-minute certificates, forced renewals under load)."""
+    monkeypatch.setattr(keygen, "generate", keygen.generate_here)
+
+
+@pytest.mark.usefixtures("keys_in_process")
 def test_rotation_under_load_drops_no_request(tmp_path: Path) -> None:
     async def main() -> None:
         async with mesh_pair(tmp_path, cert_ttl=timedelta(seconds=3)) as p:
@@ -123,6 +135,7 @@ def test_rotation_under_load_drops_no_request(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.usefixtures("keys_in_process")
 def test_ca_outage_keeps_the_valid_certificate_then_fails_closed_then_recovers(
         tmp_path: Path) -> None:
     async def main() -> None:
@@ -192,5 +205,43 @@ def test_not_ready_until_a_certificate_is_held(tmp_path: Path) -> None:
             p.cp.ca_available = True
             await p.wait_identity()
             assert p.client.ready and p.server.ready
+
+    run(main())
+
+
+def test_renewal_uses_the_spare_key_made_after_the_last_issuance(tmp_path: Path) -> None:
+    """The next key is made right after an issuance, so a renewal never waits for the key
+    generator; a spare for an identity we no longer want is thrown away."""
+
+    async def main() -> None:
+        cp = FakeControlPlane(tmp_path / "cp.sock")
+        await cp.start()
+        cp.enable_identity()
+        cp.set(CLIENT_POD, pod_snapshot("client-0", "127.0.0.1"))
+        token_file = tmp_path / "token"
+        token_file.write_text(cp.issue_token(CLIENT_POD))
+        made: list[keygen.KeyAndCsr] = []
+
+        async def maker(identity: SpiffeId) -> keygen.KeyAndCsr:
+            made.append(await keygen.generate_here(identity))
+            return made[-1]
+
+        manager = SvidManager(cp.path, token_file, key_maker=maker)
+        manager.set_tables(build_tables({**pod_snapshot("client-0", "127.0.0.1"), "version": 1}))
+        manager.start(lambda coro, name: asyncio.get_running_loop().create_task(coro))
+        try:
+            for generation in (1, 2):
+                async with asyncio.timeout(5):
+                    while manager.material is None or manager.material.generation < generation:
+                        await asyncio.sleep(0.01)
+                    while len(made) < generation + 1:  # ...and the next key is made at once
+                        await asyncio.sleep(0.01)
+                spki = manager.material.svid.describe()["public_key_sha256"]
+                assert spki == hashlib.sha256(made[generation - 1].public_key).hexdigest()
+                manager.renew_now()
+            assert len(made) == 3  # two issuances, one spare: no key made per renewal wait
+        finally:
+            await manager.close()
+            await cp.close()
 
     run(main())
