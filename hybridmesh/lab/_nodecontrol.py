@@ -19,10 +19,7 @@ from hybridmesh.control.api import register_routes
 from hybridmesh.control.identity import IdentityAuthority, register_identity_routes
 from hybridmesh.control.plane import ControlPlane
 
-__all__ = ["LabAuthority", "node_control_router", "node_control_socket"]
-
-LabAuthority = IdentityAuthority
-"""Kept for ``lab/daemon.py``: the CA hook now lives in ``IdentityAuthority`` itself."""
+__all__ = ["node_control_router", "node_control_socket"]
 
 
 def node_control_socket() -> Path:

@@ -24,11 +24,11 @@ from hybridmesh._http.message import HttpError, Request, Response
 from hybridmesh._http.router import Router
 from hybridmesh._http.server import HttpServer
 from hybridmesh.control.api import register_routes
-from hybridmesh.control.identity import load_ca, register_identity_routes
+from hybridmesh.control.identity import IdentityAuthority, load_ca, register_identity_routes
 from hybridmesh.control.ipam import AddressError
 from hybridmesh.control.plane import ControlPlane
 from hybridmesh.identity.ca import CaError
-from hybridmesh.lab._nodecontrol import LabAuthority, node_control_router, node_control_socket
+from hybridmesh.lab._nodecontrol import node_control_router, node_control_socket
 from hybridmesh.lab.cgroups import detect_layout
 from hybridmesh.lab.lab import Lab, PlacementError, pod_environment
 from hybridmesh.lab.nodeproxies import UpgradeError
@@ -63,14 +63,14 @@ def resources_from(sources: list[dict[str, str]]) -> list[Resource]:
     return merged
 
 
-def make_authority(control: ControlPlane) -> LabAuthority:
+def make_authority(control: ControlPlane) -> IdentityAuthority:
     """The mesh CA for the topology's trust domain, its key in this process's memory only;
     an intermediate under the user's root when ``HM_CA_CERT``/``HM_CA_KEY`` name one. It also
     signs node proxies' requests for their own node's pods (node tokens)."""
     cert, key = os.environ.get(hm_env.CA_CERT_ENV), os.environ.get(hm_env.CA_KEY_ENV)
     ca = load_ca(control.topology.mesh.spec.trust_domain,
                  root_cert=Path(cert) if cert else None, root_key=Path(key) if key else None)
-    return LabAuthority(ca, control)
+    return IdentityAuthority(ca, control)
 
 
 class Daemon:
