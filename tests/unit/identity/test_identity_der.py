@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Pki
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -20,6 +20,9 @@ from hybridmesh.identity import _x509
 from hybridmesh.identity._der import DerError, csr_public_key, parse_certificate, pem_blocks
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.identity.workload import make_csr, new_key
+
+if TYPE_CHECKING:
+    from conftest import Pki
 
 DER = serialization.Encoding.DER
 

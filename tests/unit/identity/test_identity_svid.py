@@ -6,16 +6,19 @@ from __future__ import annotations
 import contextlib
 import pickle
 import ssl
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Pki, key_pem
 from cryptography.hazmat.primitives import serialization
 
 from hybridmesh.identity import _x509
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.identity.svid import InvalidPemSvid, PemSvid, TrustRoots
 from hybridmesh.identity.tls import check_peer, client_context, server_context
-from hybridmesh.identity.workload import Svid
+from hybridmesh.identity.workload import Svid, private_key_pem
+
+if TYPE_CHECKING:
+    from conftest import Pki
 
 
 def _pem_svid(svid: Svid, pki: Pki) -> PemSvid:
@@ -63,7 +66,7 @@ def test_refuses_what_is_not_an_svid(pki: Pki, forge: dict[str, object], reason:
     chain = cert.public_bytes(serialization.Encoding.PEM)
     roots = TrustRoots(pki.trust_domain, pki.ca.bundle_pem)
     with pytest.raises(InvalidPemSvid, match=reason):
-        PemSvid(chain, key_pem(key), roots, public_key=_x509.spki_der(key.public_key()))
+        PemSvid(chain, private_key_pem(key), roots, public_key=_x509.spki_der(key.public_key()))
 
 
 def test_trust_roots_accept_only_ca_certificates(pki: Pki) -> None:
