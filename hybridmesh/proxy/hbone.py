@@ -34,6 +34,7 @@ from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError, TunnelPool
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.proxy.config import TUNNEL_PORT
 from hybridmesh.proxy.errors import Reason
+from hybridmesh.proxy.hbone_sidecar import NO_WAYPOINT, VIA_WAYPOINT
 from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey
 
 if TYPE_CHECKING:
@@ -145,11 +146,7 @@ class HboneDialer:
         if material is None:
             raise ConnectFailed(key, "HBONE: no valid certificate of our own",
                                 reason=Reason.PEER_AUTH.value)
-        addresses, hosted = self._facts()
-        address = addresses.get(node)
-        if address is None:
-            raise ConnectFailed(key, f"HBONE: no tunnel address for node {node!r} in the snapshot")
-        allowed = hosted.get(node, frozenset()) | {expected}
+        address, allowed = self._where(key, expected, node)
         try:
             async with asyncio.timeout(timeout):
                 conn = await self._pool.get((material.svid.identity, node), address, material,
@@ -161,6 +158,22 @@ class HboneDialer:
         except TunnelDialError as exc:
             raise ConnectFailed(key, f"HBONE tunnel to node {node}: {exc}",
                                 reason=_REFUSAL_REASONS.get(exc.reason)) from None
+
+    def _where(self, key: EndpointKey, expected: SpiffeId, node: str
+               ) -> tuple[Addr, frozenset[SpiffeId]]:
+        """(tunnel address, identities allowed to answer) for ``node``: a node proxy (one of
+        its pods' identities), or ``waypoint:<ip>:<port>`` (hbone_sidecar.py), whose server
+        must be exactly the waypoint's identity."""
+        if node.startswith(VIA_WAYPOINT):
+            host, _, port = node.removeprefix(VIA_WAYPOINT).rpartition(":")
+            if not host:
+                raise ConnectFailed(key, f"{NO_WAYPOINT}: the Service's waypoint is not ready")
+            return (host, int(port)), frozenset({expected})
+        addresses, hosted = self._facts()
+        address = addresses.get(node)
+        if address is None:
+            raise ConnectFailed(key, f"HBONE: no tunnel address for node {node!r} in the snapshot")
+        return address, hosted.get(node, frozenset()) | {expected}
 
     async def open(self, conn: TunnelConn, key: EndpointKey, factory: Callable[[], P]
                    ) -> tuple[asyncio.Transport, P]:

@@ -34,6 +34,7 @@ from hybridmesh.proxy.config import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, TUN
 from hybridmesh.proxy.discovery import EndpointMeta, Tables
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.h2upstream import H2Pool
+from hybridmesh.proxy.hbone_sidecar import WAYPOINT_PLACEMENT, via_meta
 from hybridmesh.proxy.identity import ALPN_H1, ALPN_H2, SvidManager
 from hybridmesh.proxy.peer_identity import with_principal
 from hybridmesh.proxy.plan import Plan
@@ -53,6 +54,7 @@ PEER_PROXY_PORTS: Final = frozenset((ADMIN_PORT, 15021, TUNNEL_PORT, OUTBOUND_PO
                                      INBOUND_PORT))
 """Every mesh proxy's own ports (the lab's capture exempts them): plaintext, never wrapped."""
 _PROXIED: Final = MESHED_PLACEMENTS | {"node"}  # node: its node proxy answers (hbone.py)
+_VIA: Final = frozenset(("node", WAYPOINT_PLACEMENT))  # reached by HBONE (hbone.py)
 STRICT: Final = "STRICT"
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -99,6 +101,8 @@ class MeshTls:
         tables = self._ctx.tables
         if tables is None or key[0] == tables.pod.ip:
             return None
+        if (via := via_meta(tables, key)) is not None:  # a Service's waypoint (hbone_sidecar)
+            return via
         meta = None
         if plan is not None and plan.balancer is not None:
             meta = plan.balancer.meta.get(key)
@@ -250,8 +254,9 @@ class MeshTls:
 
 
 def _via_node(meta: EndpointMeta) -> str | None:
-    """The node whose proxy answers for a ``node`` endpoint (None: the endpoint's own proxy)."""
-    return meta.node if meta.placement == "node" else None
+    """The node whose proxy answers for a ``node`` endpoint, or the waypoint's HBONE address
+    (hbone_sidecar.py); None: the endpoint's own proxy."""
+    return meta.node if meta.placement in _VIA else None
 
 
 class _Held(asyncio.Protocol):

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterator, Mapping
 from hybridmesh.proxy.context import ProxyContext
 from hybridmesh.proxy.discovery import ServicePort, Tables
 from hybridmesh.proxy.errors import ProxyError, Reason
+from hybridmesh.proxy.hbone_sidecar import pick_via, plan_via, waypoint_hop
 from hybridmesh.proxy.plan import NO_RETRY, Plan, finite
 from hybridmesh.proxy.protocols.http1 import Headers, Request
 from hybridmesh.proxy.routing import NoBackendError, RouteAction
@@ -87,10 +88,14 @@ class OutboundRoute:
         self._static: Plan | None = None
         self._routed = sp is not None and tables.routes.static_action(sp.service,
                                                                       sp.port) is None
+        # a Service with a waypoint: everything goes through it (hbone_sidecar.py)
+        self._waypoint = waypoint_hop(tables, sp.service) if sp is not None else None
 
     # -- opaque TCP --------------------------------------------------------------------------
     def pick_tcp(self, tried: Collection[EndpointKey]) -> tuple[EndpointKey, Peer] | None:
         sp = self._sp
+        if self._waypoint is not None:
+            return pick_via(self._waypoint, self._orig)
         if sp is None:
             ep = self._tables.by_ip.get(self._orig[0])
             return self._orig, ep.peer if ep is not None else Peer.unknown()
@@ -104,7 +109,7 @@ class OutboundRoute:
     def finish_tcp(self, key: EndpointKey, started: float, ok: bool) -> None:
         sp = self._sp
         bal = self._ctx.balancers.get(sp.service, sp.port) if sp is not None else None
-        if bal is None:
+        if bal is None or self._waypoint is not None:
             return
         bal.lb.finish(key, started, ok)
         if bal.record(key, ok):
@@ -125,6 +130,9 @@ class OutboundRoute:
         sp = self._sp
         if sp is None:
             static = self._static = self._passthrough()
+            return static
+        if self._waypoint is not None:
+            static = self._static = plan_via(self._waypoint, sp, self._orig)
             return static
         method = request.method.decode("latin-1")
         path = request_path(request.target)

@@ -1,0 +1,96 @@
+"""A sidecar calling a Service that has a waypoint goes through the waypoint (hbone_sidecar.py):
+HTTP and opaque, judged there with the sidecar's identity; no ready waypoint → refused."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from hbone_harness import CLIENT_ID, WAYPOINT_ID, Bed, deny, hbone_bed
+from proxy_harness import get
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def uv(case: Callable[[Path], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:
+    """Run the async test body on uvloop (the proxy's loop)."""
+
+    @functools.wraps(case)
+    def run(tmp_path: Path) -> None:
+        uvloop.run(case(tmp_path))
+
+    return run
+
+
+async def _client_sees_waypoint(bed: Bed, *, ready: bool = True) -> None:
+    """Wait until client-0's tables list the waypoint Service (with an endpoint if ready)."""
+    async with asyncio.timeout(10):
+        while True:
+            tables = bed.workers["client-0"].ctx.tables
+            entry = tables.services.get("default/waypoint-web") if tables else None
+            if entry is not None and bool(entry.endpoints) == ready:
+                return
+            await asyncio.sleep(0.02)
+
+
+@uv
+async def test_a_sidecar_sends_a_waypointed_service_through_its_waypoint(tmp_path: Path) -> None:
+    async with hbone_bed(tmp_path, policies=[deny("no-admin", paths=["/admin"])],
+                         waypoint=True) as bed:
+        await _client_sees_waypoint(bed)
+        ok = await bed.request(get("/x"))
+        denied = await bed.request(get("/admin"))
+        assert ok.startswith(b"HTTP/1.1 200") and b"ok GET /x" in ok, ok
+        assert denied.startswith(b"HTTP/1.1 403") and b"default/no-admin" in denied, denied
+        assert [r.path for r in bed.web.seen] == ["/x"]
+        waypoint = bed.workers["waypoint-web-0"].exposition().decode()
+        # the waypoint judged the sidecar's own identity (its tunnel's), both requests
+        assert bed.metric(waypoint, "request_total", reporter="waypoint",
+                          source_principal=CLIENT_ID) == 2, waypoint
+        # the pods' node proxy saw only the waypoint, never the sidecar directly
+        text = bed.node_metrics()
+        assert bed.metric(text, "tcp_open_total", source_principal=WAYPOINT_ID) >= 1, text
+        assert bed.metric(text, "tcp_open_total", source_principal=CLIENT_ID) == 0, text
+        client = bed.workers["client-0"].exposition().decode()
+        assert bed.metric(client, "request_total", reporter="source",
+                          destination_principal=WAYPOINT_ID) == 2, client
+
+
+@uv
+async def test_opaque_tcp_to_a_waypointed_service_goes_through_the_waypoint(
+        tmp_path: Path) -> None:
+    async with hbone_bed(tmp_path, web_protocol="tcp", waypoint=True) as bed:
+        await _client_sees_waypoint(bed)
+        answer = await bed.request(get("/raw", close=True))
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        text = bed.node_metrics()
+        assert bed.metric(text, "tcp_open_total", source_principal=WAYPOINT_ID) >= 1, text
+        assert bed.metric(text, "tcp_open_total", source_principal=CLIENT_ID) == 0, text
+
+
+def _unready(bed: Bed) -> list[dict[str, Any]]:
+    """The bed's Services with the waypoint Service listed but without a ready endpoint."""
+    svcs = Bed.services(bed)
+    for svc in svcs:
+        if svc["name"] == "waypoint-web":
+            svc["endpoints"] = []
+    return svcs
+
+
+@uv
+async def test_no_ready_waypoint_refuses_instead_of_bypassing(tmp_path: Path) -> None:
+    async with hbone_bed(tmp_path, policies=[deny("no-admin", paths=["/admin"])],
+                         waypoint=True) as bed:
+        bed.services = functools.partial(_unready, bed)  # type: ignore[method-assign]
+        bed.publish()
+        await _client_sees_waypoint(bed, ready=False)
+        answer = await bed.request(get("/admin"))
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"no-waypoint" in answer, answer
+        assert bed.web.seen == []
+        assert bed.metric(bed.node_metrics(), "tcp_open_total") == 0
