@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,6 +15,7 @@ from hybridmesh.agent.nodeproxy.source import SourceResolver
 from hybridmesh.agent.nodeproxy.tunnels import TunnelPool
 from hybridmesh.agent.nodeproxy.upstream import SocketFactory, plain_socket
 from hybridmesh.agent.nodeproxy.view import NodeView
+from hybridmesh.proxy.config import TUNNEL_PORT
 
 __all__ = ["PROXY_MARK", "NodeConfig", "NodeContext"]
 
@@ -52,6 +54,8 @@ class NodeContext:
         self.outbound_limits = Limiter(config.limits)
         self.inbound_limits = Limiter(config.limits)
         self.pool = TunnelPool(tasks, mark=config.mark)
+        # a sidecar pod's HBONE port, by pod IP (sidecar.py): 15008; tests move it
+        self.sidecar_hbone_port: Callable[[str], int] = lambda _ip: TUNNEL_PORT
         self.rng = random.Random()
         self.draining = False
         self.active = 0  # open connections and streams this process carries

@@ -7,8 +7,9 @@ on the pod's behalf): source from the kernel (:mod:`source`) → the pod is one 
 - a ``node`` pod on this node: authorized here by the source's identity (the destination's
   policies, the engine of ``hybridmesh.policy``), then a plain local connection — no tunnel;
 - a ``node`` pod on another node: a CONNECT stream in the tunnel of (source identity, node);
-- a ``sidecar``/``sidecar+ebpf`` pod: mTLS (ALPN ``hm-tcp``) with the source pod's SVID, the
-  server verified as the endpoint's identity (:mod:`upstream`);
+- a ``sidecar``/``sidecar+ebpf`` pod: an HBONE stream to the pod's 15008 with the source pod's
+  SVID, the server verified as the endpoint's identity, so the sidecar applies L7 policy and
+  counts requests as the real caller (:mod:`sidecar`); its proxy's own ports: plain TCP;
 - anything else (a ``kernel``/``none`` pod, an address outside the mesh): plain TCP from the
   source pod's own network namespace, as the pod would have connected without the mesh (see
   docs/node.md §4 "mixing placements").
@@ -25,15 +26,15 @@ from typing import Final, cast
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
 from hybridmesh.agent.nodeproxy.identities import sni_name
+from hybridmesh.agent.nodeproxy.sidecar import via_sidecar
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
-from hybridmesh.agent.nodeproxy.upstream import MESHED_PLACEMENTS, DialError, dial_mesh, dial_plain
+from hybridmesh.agent.nodeproxy.upstream import MESHED_PLACEMENTS, DialError, dial_plain
 from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView, Remote
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.policy import RequestAttributes
 from hybridmesh.proxy.hbone_via import via_waypoint, waypoint_of
 from hybridmesh.proxy.identity import TlsMaterial
 from hybridmesh.proxy.mtls import PEER_PROXY_PORTS
-from hybridmesh.proxy.peer_identity import with_principal
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SOURCE, Peer
 
@@ -149,7 +150,11 @@ class _Flow:
             expected = self._expected(view, remote) if meshed else None
             if meshed and expected is None:
                 return self._refuse("peer-identity")
-            self._relay(dest, (material, expected) if expected else None)
+            if expected is not None:  # a sidecar: HBONE as the source pod (sidecar.py)
+                self.ctx.tasks.spawn(via_sidecar(self, dest, expected, (identity, material)),
+                                     name="hm-node-sidecar")
+                return None
+            self._relay(dest)
         elif remote.node == view.node:
             # the only proxy on this edge: its attempts count for both sides (stat --from and
             # --to), its tcp series as the destination's, as they always have
@@ -177,33 +182,24 @@ class _Flow:
             return None
 
     # -- relay (same node, or to another placement) -------------------------------------------
-    def _relay(self, dest: Destination,
-               mesh: tuple[TlsMaterial, SpiffeId] | None = None) -> None:
+    def _relay(self, dest: Destination) -> None:
         if self.down.is_closing():
             return self._release()
-        if mesh is not None:
-            self.dest_peer = with_principal(self.dest_peer, mesh[1])
         relay = Relay(self._closed)
         relay.start_downstream(self.down, self.holder.take())
         if self.holder.eof:
             relay.downstream_eof()
-        self.ctx.tasks.spawn(self._dial(relay, dest, mesh), name="hm-node-dial")
+        self.ctx.tasks.spawn(self._dial(relay, dest), name="hm-node-dial")
         return None
 
-    async def _dial(self, relay: Relay, dest: Destination,
-                    mesh: tuple[TlsMaterial, SpiffeId] | None) -> None:
+    async def _dial(self, relay: Relay, dest: Destination) -> None:
         ctx, pod = self.ctx, self.pod
         assert pod is not None
         addr, mark, timeout = (dest.ip, dest.port), ctx.config.mark, ctx.config.connect_timeout_s
         make, source = (_node_socket, ("", "")) if self._reporters is _BOTH else \
             (ctx.source_socket, (pod.namespace, pod.name))  # same-node node pod: node netns
         try:
-            if mesh is None:
-                await dial_plain(make, source, addr, lambda: relay.up, mark=mark,
-                                 timeout=timeout)
-            else:
-                await dial_mesh(make, source, addr, lambda: relay.up, identity=mesh, mark=mark,
-                                timeout=timeout)
+            await dial_plain(make, source, addr, lambda: relay.up, mark=mark, timeout=timeout)
         except DialError as exc:
             log.info("%s -> %s:%d: %s", pod.key, dest.ip, dest.port, exc)
             ctx.metrics.refuse(exc.reason, self.source)
