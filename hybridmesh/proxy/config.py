@@ -7,6 +7,7 @@ can build a proxy on loopback (port 0, a fake control plane) without touching ar
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python3 -m hybridmesh.proxy",
         description="hybridmesh sidecar proxy (runs inside the pod's network namespace)",
+        # A fixed width: the default formatter asks shutil for the terminal size, and shutil
+        # drags bz2/lzma (~0.4 MB RSS) into every proxy worker for a help text nobody reads.
+        formatter_class=functools.partial(argparse.HelpFormatter, width=100),
     )
     p.add_argument("--pod", required=True, metavar="NS/NAME", help="the pod this proxy serves")
     p.add_argument("--control", required=True, metavar="SOCKET",
