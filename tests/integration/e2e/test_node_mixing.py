@@ -3,8 +3,9 @@
 The demo in ``node`` placement plus one ``sidecar`` pod (node-1) and one ``kernel`` pod
 (node-2), mesh mTLS STRICT:
 
-- node -> sidecar: mTLS as the source pod (STRICT accepts it, the sidecar's metrics name the
-  node pod's principal, a DENY naming that principal closes it);
+- node -> sidecar: HBONE as the source pod (STRICT accepts it, the sidecar's request metrics
+  name the node pod's principal, a DENY of ``/admin`` for that principal answers 403 naming
+  the policy while ``/`` passes, a DENY naming that principal refuses it);
 - node -> kernel: plain TCP from the source pod's own address (a kernel DENY naming the node
   pod's principal drops it while another node pod passes: the kernel judged the real pod);
 - kernel/sidecar -> node: plaintext straight to the pod, judged by the node pod's L4 rules in
@@ -191,14 +192,89 @@ def test_stat_shows_node_placement_edges_from_the_node_proxies(
         assert rows[name]["successRate"] == 1.0, rows[name]
 
 
-def test_policies_judge_the_real_caller_in_every_direction(mixed_lab: dict[str, Any]) -> None:
-    assert mixed_lab["pods"]
+# one request per "host/path"; prints {spec: [status, body head]}
+PATHS = """
+import json, socket, sys
+out = {}
+for spec in sys.argv[1:]:
+    host, _, path = spec.partition("/")
+    try:
+        s = socket.create_connection((host, 80), timeout=4)
+        s.settimeout(4)
+        s.sendall(f"GET /{path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        head, _, body = data.partition(b"\\r\\n\\r\\n")
+        out[spec] = [int(head.split()[1]) if head else 0, body[:300].decode(errors="replace")]
+    except OSError as exc:
+        out[spec] = [0, type(exc).__name__]
+print(json.dumps(out))
+"""
+SC_NO_ADMIN = """
+apiVersion: hybridmesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: sc-no-admin, namespace: shop}
+spec:
+  selector: {matchLabels: {app: sc}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]}}]
+    to: [{operation: {paths: ["/admin"]}}]
+"""
+
+
+def paths(pod: str, *specs: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = json.loads(
+        hm("lab", "exec", pod, "--", "python3", "-c", PATHS, *specs).stdout)
+    return out
+
+
+def _apply(text: str) -> None:
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        f.write(DENIES)
+        f.write(text)
         f.flush()
         hm("lab", "apply", f.name)
+
+
+def test_node_to_sidecar_is_hbone_so_the_sidecars_l7_policy_applies(
+    mixed_lab: dict[str, Any],
+) -> None:
+    """The node proxy opens an HBONE stream to the sidecar as the node pod: the sidecar
+    detects HTTP, judges paths for that principal (403 naming the policy, not a closed
+    connection) and counts requests, not only bytes, for the node pod's principal."""
+    pods = {p["name"]: p for p in mixed_lab["pods"]}
+    before = _sidecar_metrics(pods["sc-0"]["ip"])
+    _apply(SC_NO_ADMIN)
+    deadline = time.monotonic() + 15
+    while True:  # the sidecar's snapshot carries the new policy
+        seen = paths("shop/frontend-1", "sc/", "sc/admin")
+        if seen["sc/admin"][0] == 403 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert seen["sc/"][0] == 200, seen
+    assert seen["sc/admin"][0] == 403 and "shop/sc-no-admin" in seen["sc/admin"][1], seen
+    assert paths("shop/loadgen-0", "sc/admin")["sc/admin"][0] == 200  # another principal
+    after = _sidecar_metrics(pods["sc-0"]["ip"])
+    frontend = {"reporter": "destination", "source_principal": f"{TD}/frontend"}
+    assert _count(after, "request_total", **frontend) >= \
+        _count(before, "request_total", **frontend) + 2, after[-3000:]
+    assert _count(after, "request_total", response_code="403", **frontend) >= 1, after[-3000:]
+
+
+def _count(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_policies_judge_the_real_caller_in_every_direction(mixed_lab: dict[str, Any]) -> None:
+    assert mixed_lab["pods"]
+    _apply(DENIES)
     time.sleep(1.0)  # snapshots to the sidecar, the node proxies and the agents' maps
     for caller in ("frontend-0", "frontend-1"):
         seen = get(f"shop/{caller}", "sc", "kn")
