@@ -4,7 +4,9 @@ Two nodes, mTLS STRICT, ``node`` placement by default: ``front`` (node-1) calls 
 versions, both nodes) which has an HTTPRoute (header ``x-version: v2`` → web-v2, else
 web-v1) and a DENY on ``/admin`` (``targetRefs: web``), so the control plane gives it a
 waypoint; ``db`` and ``api`` are L4-only. One ``sidecar`` pod (``sc``) calls node pods through
-their node proxies as itself (HBONE), so ``db``'s DENY of its principal holds. Killing the
+their node proxies as itself (HBONE), so ``db``'s DENY of its principal holds, and calls ``web``
+through its waypoint (HBONE as itself, CONNECT to the cluster IP), so ``/admin`` gets the
+waypoint's 403. Killing the
 waypoint's proxy only hurts ``web``. Runs as root in a sandbox; never skips.
 """
 
@@ -228,6 +230,20 @@ def test_the_waypoint_denies_admin_naming_the_policy(lab: dict[str, Any]) -> Non
     admin, other = call("shop/front-0", "web/admin", "web/other")
     assert admin["status"] == 403 and "shop/web-no-admin" in admin["body"], admin
     assert other["status"] == 200, other
+
+
+def test_a_sidecar_sends_the_waypointed_service_through_the_waypoint(
+        lab: dict[str, Any]) -> None:
+    """Istio's rule: the sidecar does not balance ``web`` itself (node-2's proxy would judge
+    the L7 DENY at L4 and refuse everything): the waypoint judges sc's identity per request."""
+    before = waypoint_metrics(lab)
+    root, admin, v2 = call("shop/sc-0", "web/", "web/admin", "web/|x-version: v2")
+    assert (root["status"], root["size"]) == (200, 11), root  # the waypoint's route: v1
+    assert admin["status"] == 403 and "shop/web-no-admin" in admin["body"], admin
+    assert (v2["status"], v2["size"]) == (200, 22), v2
+    after = waypoint_metrics(lab)
+    sc = {"reporter": "waypoint", "source_principal": f"{TD}/sc"}
+    assert counter(after, "request_total", **sc) == counter(before, "request_total", **sc) + 3
 
 
 def test_l4_only_traffic_never_passes_the_waypoint(lab: dict[str, Any]) -> None:
