@@ -17,6 +17,10 @@ Secure naming: the tunnel's server must be one of the identities of the ``node``
 node hosts (only that node's proxy can hold them: the CA signs a pod's SVID for its own node
 only); the SNI asks for the destination pod's certificate. One tunnel per (our identity,
 destination node), as between node proxies.
+
+A Service with a waypoint is reached the same way, through the waypoint instead of a node proxy
+(hbone_sidecar.py): its "node" is ``waypoint:<ip>:<port>``, the server must be exactly the
+waypoint's identity and the CONNECT names the Service's cluster IP:port.
 """
 
 from __future__ import annotations
