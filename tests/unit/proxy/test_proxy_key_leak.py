@@ -45,7 +45,10 @@ def keys_of(*workers: Worker) -> list[ec.EllipticCurvePrivateKey]:
     for worker in workers:
         mesh = worker.ctx.mtls
         assert mesh is not None and mesh.identity.material is not None
-        key = mesh.identity.material.svid.private_key
+        # the proxy holds its key as PEM (made by the keygen child); the test parses it to
+        # know every spelling worth grepping for
+        key = serialization.load_pem_private_key(
+            mesh.identity.material.svid.private_key_pem(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         out.append(key)
     return out
