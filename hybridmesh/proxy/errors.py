@@ -24,6 +24,7 @@ class Reason(enum.Enum):
     """Why the proxy answered itself; ``value`` is the stable name (header, metrics, logs)."""
 
     NO_ENDPOINTS = "no-endpoints"
+    NO_WAYPOINT = "no-waypoint"
     NO_BACKEND = "no-backend"
     CONNECT_REFUSED = "connect-refused"
     CONNECT_TIMEOUT = "connect-timeout"
@@ -52,6 +53,7 @@ class Reason(enum.Enum):
 
 _STATUS = {
     Reason.NO_ENDPOINTS: 503,
+    Reason.NO_WAYPOINT: 503,
     Reason.NO_BACKEND: 500,
     Reason.CONNECT_REFUSED: 502,
     Reason.CONNECT_TIMEOUT: 504,
@@ -67,6 +69,7 @@ _STATUS = {
 }
 _FLAG = {
     Reason.NO_ENDPOINTS: "UH",
+    Reason.NO_WAYPOINT: "UH",
     Reason.NO_BACKEND: "NR",
     Reason.CONNECT_REFUSED: "UF",
     Reason.CONNECT_TIMEOUT: "UF",
@@ -82,6 +85,8 @@ _FLAG = {
 }
 _TEXT = {
     Reason.NO_ENDPOINTS: "no ready endpoint for the destination",
+    Reason.NO_WAYPOINT: "the Service needs L7 and its waypoint is not ready "
+                        "(never bypassed: its policies live there)",
     Reason.NO_BACKEND: "the matched route has no usable backend (every weight is 0)",
     Reason.CONNECT_REFUSED: "the upstream refused or dropped the connection",
     Reason.CONNECT_TIMEOUT: "the upstream did not accept the connection in time",

@@ -129,9 +129,8 @@ def plan_via(hop: SidecarHop, sp: ServicePort, vip: EndpointKey) -> Plan:
     """Every request to the Service: fixed to the cluster IP, through the waypoint (which
     applies the routes, retries and timeouts); ProxyError ``no-waypoint`` if none is ready."""
     if hop.waypoint is None:
-        raise ProxyError(Reason.NO_ENDPOINTS, f"{sp.fqdn}:{sp.port}",
-                         f"{NO_WAYPOINT}: the Service's waypoint is not ready "
-                         "(its L7 policy is never bypassed)")
+        raise ProxyError(Reason.NO_WAYPOINT, f"{sp.fqdn}:{sp.port}",
+                         f"no ready endpoint of waypoint-{sp.service.partition('/')[2]}")
     return Plan(service=sp.fqdn, destination=f"{sp.fqdn}:{sp.port}", route=None,
                 retry=NO_RETRY, request_timeout_s=None, backend_timeout_s=None, fixed=vip,
                 fixed_peer=hop.peer, app_protocol=sp.app_protocol)

@@ -100,7 +100,8 @@ async def test_no_ready_waypoint_refuses_instead_of_bypassing(tmp_path: Path) ->
         await _client_sees_waypoint(bed, ready=False)
         answer = await bed.request(get("/admin"))
         assert answer.startswith(b"HTTP/1.1 503"), answer
-        assert b"no-waypoint" in answer, answer
+        assert b"hm-proxy-error: no-waypoint" in answer, answer
+        assert b"waypoint-web" in answer, answer
         assert bed.web.seen == []
         assert bed.metric(bed.node_metrics(), "tcp_open_total") == 0
 
