@@ -32,8 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
-from hybridmesh.agent.nodeproxy.identities import sni_name
-from hybridmesh.agent.nodeproxy.tunnel import Addr
+from hybridmesh.agent.nodeproxy.tunnel import Addr, sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError, TunnelPool
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.proxy.config import TUNNEL_PORT

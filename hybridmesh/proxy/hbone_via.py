@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from hybridmesh.agent.nodeproxy.identities import sni_name
+from hybridmesh.agent.nodeproxy.tunnel import sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
 from hybridmesh.control.model import WAYPOINT_SERVICE_ACCOUNT
 from hybridmesh.identity.spiffe import SpiffeId

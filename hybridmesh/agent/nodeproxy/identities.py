@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridmesh.agent.nodeproxy.credentials import node_request_token
+from hybridmesh.agent.nodeproxy.tunnel import sni_name
 from hybridmesh.agent.nodeproxy.view import NodeView
 from hybridmesh.identity.keygen import generate_here
 from hybridmesh.identity.spiffe import SpiffeId
@@ -32,11 +33,6 @@ __all__ = ["NodeIdentities", "PodSvid", "sni_name"]
 log = logging.getLogger(__name__)
 
 Spawn = Callable[..., asyncio.Task[Any]]
-
-
-def sni_name(identity: SpiffeId) -> str:
-    """The SNI a tunnel client sends to ask for ``identity``'s certificate."""
-    return f"{identity.service_account}.{identity.namespace}.svid.hm"
 
 
 class PodSvid(SvidManager):

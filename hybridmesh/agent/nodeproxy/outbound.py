@@ -25,8 +25,8 @@ from typing import Final, cast
 
 from hybridmesh.agent.nodeproxy._tunnelio import StreamBridge, TunnelConn
 from hybridmesh.agent.nodeproxy.context import NodeContext
-from hybridmesh.agent.nodeproxy.identities import sni_name
 from hybridmesh.agent.nodeproxy.sidecar import via_sidecar
+from hybridmesh.agent.nodeproxy.tunnel import sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
 from hybridmesh.agent.nodeproxy.upstream import MESHED_PLACEMENTS, DialError, dial_plain
 from hybridmesh.agent.nodeproxy.view import Destination, LocalPod, NodeView, Remote

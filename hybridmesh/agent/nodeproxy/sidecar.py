@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from hybridmesh.agent.nodeproxy.identities import sni_name
+from hybridmesh.agent.nodeproxy.tunnel import sni_name
 from hybridmesh.agent.nodeproxy.tunnels import TunnelDialError
 from hybridmesh.proxy.peer_identity import with_principal
 

@@ -25,9 +25,12 @@ engine is :mod:`_tunnelio`, the h2 state machine ``proxy.protocols.http2``.
 from __future__ import annotations
 
 import ipaddress
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hybridmesh.proxy.protocols.http2 import H2Client, H2Limits, H2Server, ResponseHeaders
+
+if TYPE_CHECKING:
+    from hybridmesh.identity.spiffe import SpiffeId
 
 __all__ = [
     "ERROR_HEADER",
@@ -40,6 +43,7 @@ __all__ = [
     "parse_authority",
     "refusal_reason",
     "refuse",
+    "sni_name",
 ]
 
 ERROR_HEADER: Final = b"hm-proxy-error"
@@ -55,6 +59,12 @@ TUNNEL_LIMITS: Final = H2Limits(max_concurrent_streams=2048, stream_window=256 *
 and a client closing many connections at once resets many streams legitimately."""
 
 Addr = tuple[str, int]
+
+
+def sni_name(identity: SpiffeId) -> str:
+    """The SNI a tunnel client sends to ask for ``identity``'s certificate (a node proxy
+    serves every local pod's; a sidecar serves its own)."""
+    return f"{identity.service_account}.{identity.namespace}.svid.hm"
 
 
 class TunnelRequestError(Exception):
