@@ -69,7 +69,7 @@ class Exchange:
 
     __slots__ = ("_attempt", "_deadline", "_end", "_finished", "_fresh", "_keep_alive",
                  "_kept", "_kept_size", "_key", "_lb_started", "_mtls_peer", "_mtls_pools",
-                 "_pending", "_pending_size",
+                 "_paused_down", "_pending", "_pending_size",
                  "_plan", "_sent_body", "_timer", "_tried", "_waiting", "authz", "ctx", "down",
                  "flags",
                  "grpc_status", "method", "request", "request_complete", "request_sent",
@@ -100,6 +100,7 @@ class Exchange:
         self.grpc_status = ""
         self._pending: list[bytes] = []  # body not yet written to an upstream
         self._pending_size = 0
+        self._paused_down = False  # we paused the client's reads (PAUSE_PREATTACH)
         self._kept: list[bytes] | None = []  # whole body for replays (None: too big)
         self._kept_size = 0
         self._sent_body = False
@@ -148,6 +149,7 @@ class Exchange:
             self._pending.append(data)
             self._pending_size += len(data)
             if self._pending_size > MAX_REPLAY_BODY:
+                self._paused_down = True
                 self.down.pause_reading(PAUSE_PREATTACH, True)
 
     def request_end(self, event: EndOfMessage) -> None:
@@ -309,13 +311,17 @@ class Exchange:
         plan, key = self._plan, self._key
         assert plan is not None and key is not None
         att = self._attempt = Attempt(self, conn, key, self._lb_started)
-        conn.attach(att, self.request.method)
+        request = self.request
+        conn.attach(att, request.method)
         body = self._body_to_send() if self._pending or self._sent_body else []
-        conn.send_request(self._request_for(self.upstream_h2), body,
-                          self._end if self.request_complete else None)
-        self.request_sent = self.request_complete
         down = self.down
-        down.pause_reading(PAUSE_PREATTACH, False)
+        if self.upstream_h2 or down.protocol != "http1":
+            request = self._request_for(self.upstream_h2)
+        conn.send_request(request, body, self._end if self.request_complete else None)
+        self.request_sent = self.request_complete
+        if self._paused_down:
+            self._paused_down = False
+            down.pause_reading(PAUSE_PREATTACH, False)
         if down.write_paused:
             conn.pause_reading(True)
         if plan.backend_timeout_s is not None or self._deadline is not None:

@@ -255,7 +255,7 @@ class Http1Session(asyncio.Protocol):
         keep_alive = keep_alive and framing is not Framing.CLOSE
         self._wbuf.append(serialize_response(response, request_method=request.method,
                                              http_version=request.http_version,
-                                             keep_alive=keep_alive))
+                                             keep_alive=keep_alive, framing=framing))
         return keep_alive
 
     def send_body(self, data: bytes) -> None:

@@ -231,11 +231,15 @@ class H1Upstream(asyncio.Protocol):
         """The head (re-serialized canonically), the body so far and maybe its end, in one
         write."""
         framing = self._framing = request_framing(request)
-        parts = [serialize_request(request)]
-        parts += (frame_data(framing, chunk) for chunk in body)
-        if end is not None:
-            parts.append(frame_end(framing, end.trailers))
-        self.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        head = serialize_request(request, framing=framing)
+        if body or (end is not None and framing is Framing.CHUNKED):
+            parts = [head]
+            parts += (frame_data(framing, chunk) for chunk in body)
+            if end is not None:
+                parts.append(frame_end(framing, end.trailers))
+            head = b"".join(parts)
+        if self.transport is not None and not self.closed:  # write(), inlined
+            self.transport.write(head)
 
     def send_body(self, data: bytes) -> None:
         self.write(frame_data(self._framing, data))

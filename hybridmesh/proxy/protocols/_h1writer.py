@@ -51,38 +51,46 @@ _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 _LOWER_NAMES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9a-z]+:)*")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _PLAIN_OPTIONS = frozenset((b"keep-alive", b"close", b"host"))
+# module constants: an Enum member lookup costs ~5x a global read, and these run per message
+_NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 
 
 def request_framing(req: Request) -> Framing:
     """How :func:`serialize_request` frames the body of ``req``."""
-    if req.content_length is None:
-        return Framing.CHUNKED
-    if req.content_length or req.method in _BODY_METHODS:
-        return Framing.LENGTH
-    return Framing.NONE
+    length = req.content_length
+    if length is None:
+        return _CHUNKED
+    if length or req.method in _BODY_METHODS:
+        return _LENGTH
+    return _NONE
 
 
 def response_framing(resp: Response, request_method: bytes, http_version: bytes) -> Framing:
     """How :func:`serialize_response` frames the body, given the request and client version."""
-    if request_method == b"HEAD" or resp.status in (204, 304):
-        return Framing.NONE
-    if request_method == b"CONNECT" and resp.status < 300:
-        return Framing.NONE
+    status = resp.status
+    if request_method == b"HEAD" or status in (204, 304):
+        return _NONE
+    if request_method == b"CONNECT" and status < 300:
+        return _NONE
     if resp.content_length is not None:
-        return Framing.LENGTH
-    return Framing.CHUNKED if http_version == b"1.1" else Framing.CLOSE
+        return _LENGTH
+    return _CHUNKED if http_version == b"1.1" else _CLOSE
 
 
-def serialize_request(req: Request, *, keep_alive: bool = True) -> bytes:
-    """Request head for an upstream, always HTTP/1.1 (so it needs a host field)."""
-    if TOKEN.fullmatch(req.method) is None or _TARGET.fullmatch(req.target) is None:
-        raise LocalProtocolError(f"invalid method or target {req.method!r} {req.target[:64]!r}")
-    parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
+def serialize_request(req: Request, *, keep_alive: bool = True,
+                      framing: Framing | None = None) -> bytes:
+    """Request head for an upstream, always HTTP/1.1 (so it needs a host field).
+    ``framing``: :func:`request_framing` of ``req``, when the caller has it."""
+    method, target = req.method, req.target
+    if TOKEN.fullmatch(method) is None or _TARGET.fullmatch(target) is None:
+        raise LocalProtocolError(f"invalid method or target {method!r} {target[:64]!r}")
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     _fields(parts, req.headers, request=True)
-    framing = request_framing(req)
-    if framing is Framing.LENGTH:
+    if framing is None:
+        framing = request_framing(req)
+    if framing is _LENGTH:
         parts.append(b"content-length: %d\r\n" % (req.content_length or 0))
-    elif framing is Framing.CHUNKED:
+    elif framing is _CHUNKED:
         parts.append(b"transfer-encoding: chunked\r\n")
     if not keep_alive:
         parts.append(b"connection: close\r\n")
@@ -99,21 +107,24 @@ def serialize_response(
     request_method: bytes = b"GET",
     http_version: bytes = b"1.1",
     keep_alive: bool = True,
+    framing: Framing | None = None,
 ) -> bytes:
     """Response head for a client that sent ``request_method`` over HTTP/``http_version``.
 
     A body of unknown length goes chunked to HTTP/1.1 clients and close-delimited to
     HTTP/1.0 ones (then the connection must close: we write ``connection: close``).
+    ``framing``: :func:`response_framing` of the same arguments, when the caller has it.
     """
-    framing = response_framing(resp, request_method, http_version)
+    if framing is None:
+        framing = response_framing(resp, request_method, http_version)
     parts = [_status_line(resp.status, resp.reason)]
     _fields(parts, resp.headers)
     declared = resp.content_length
-    if framing is Framing.LENGTH or (request_method == b"HEAD" and declared is not None):
+    if framing is _LENGTH or (request_method == b"HEAD" and declared is not None):
         parts.append(b"content-length: %d\r\n" % (declared or 0))
-    elif framing is Framing.CHUNKED:
+    elif framing is _CHUNKED:
         parts.append(b"transfer-encoding: chunked\r\n")
-    if not keep_alive or framing is Framing.CLOSE:
+    if not keep_alive or framing is _CLOSE:
         parts.append(b"connection: close\r\n")
     elif http_version == b"1.0":
         parts.append(b"connection: keep-alive\r\n")
@@ -133,9 +144,9 @@ def serialize_informational(resp: InformationalResponse) -> bytes:
 
 def frame_data(framing: Framing, data: bytes) -> bytes:
     """Body bytes as they go on the wire under ``framing``."""
-    if framing is Framing.CHUNKED:
+    if framing is _CHUNKED:
         return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-    if framing is Framing.NONE and data:
+    if framing is _NONE and data:
         raise LocalProtocolError("body data for a message without a body")
     return data
 
@@ -145,7 +156,7 @@ def frame_end(framing: Framing, trailers: Headers = ()) -> bytes:
 
     Trailers cannot travel without chunking; they are dropped then.
     """
-    if framing is not Framing.CHUNKED:
+    if framing is not _CHUNKED:
         return b""
     parts = [b"0\r\n"]
     _fields(parts, trailers)
@@ -160,13 +171,32 @@ def _status_line(status: int, reason: bytes) -> bytes:
 
 
 def _fields(parts: list[bytes], headers: Headers, *, request: bool = False) -> None:
-    """Append the end-to-end fields of ``headers`` to ``parts``."""
+    """Append the end-to-end fields of ``headers`` to ``parts``.
+
+    One pass for the usual head without ``Connection``; a head with one starts over in
+    :func:`_fields_named`, which first collects the fields it names.
+    """
     if type(headers) is not ParsedHeaders:
         _check_fields(headers)
-    drop = HOP_BY_HOP
+    start = len(parts)
+    trailers_ok = False
+    for name, value in headers:
+        if name not in HOP_BY_HOP:
+            parts += (name, b": ", value, b"\r\n")
+        elif name == b"connection":
+            del parts[start:]
+            _fields_named(parts, headers, request=request)
+            return
+        elif request and name == b"te" and b"trailers" in options(value):
+            trailers_ok = True
+    if trailers_ok:
+        parts.append(b"te: trailers\r\n")
+
+
+def _fields_named(parts: list[bytes], headers: Headers, *, request: bool) -> None:
+    """:func:`_fields` for a head with ``Connection``: the fields it names are dropped too."""
     named = [value for name, value in headers if name == b"connection"]
-    if named:
-        drop = drop | _connection_named(named)
+    drop = HOP_BY_HOP | _connection_named(named)
     trailers_ok = False
     for name, value in headers:
         if name not in drop:
