@@ -40,7 +40,12 @@ from hybridmesh.policy.engine import (
     compile_policies,
     read_policies,
 )
-from hybridmesh.policy.normalize import BadRequest, normalize_host, normalize_path
+from hybridmesh.policy.normalize import (
+    BadRequest,
+    NormalizedPath,
+    normalize_host,
+    normalize_path,
+)
 from hybridmesh.proxy.authz_metrics import AuthzMetrics
 from hybridmesh.proxy.errors import ProxyError, Reason
 from hybridmesh.proxy.protocols.http1 import Request
@@ -95,6 +100,10 @@ class InboundAuthz:
         self._by_port: dict[int, str | None] = {}  # targetPort → the only Service, or None
         self._broken: str | None = None
         self._cache: dict[tuple[object, ...], Decision] = {}
+        # per-request work that depends on one input only, remembered like decisions: the
+        # normalized path per raw target, the evaluator per (Host, port)
+        self._paths: dict[bytes, tuple[NormalizedPath, bytes]] = {}
+        self._routes: dict[tuple[bytes | None, int], Evaluator | None] = {}
         self.policies: tuple[str, ...] = ()
         self.version = -1
 
@@ -126,22 +135,27 @@ class InboundAuthz:
             self.policies = self._evaluators[None].policies
         self.version = tables.version
         self._cache = {}
+        self._routes = {}
 
     # -- decisions ---------------------------------------------------------------------------
     def admit_request(self, peer: SpiffeId | None, port: int, request: Request,
                       destination: str) -> tuple[Request, Verdict]:
         """The request to forward (normalized target) and the verdict; raises the proxy's
         400 (bad path/host) or 403 (denied)."""
-        target, host = _origin_form(request)
-        try:
-            path = normalize_path(target)
-        except BadRequest as exc:
-            raise ProxyError(Reason.BAD_REQUEST, destination, f"request path {exc}") from None
-        if path.target.encode("ascii") != request.target:
-            request = replace(request, target=path.target.encode("ascii"))
-        if host is not None:
+        target, host, absolute = _origin_form(request)
+        path, encoded = self._normalized(target, destination)
+        if encoded != request.target:
+            request = replace(request, target=encoded)
+        if absolute and host is not None:  # (an origin-form request has this Host already)
             request = _with_host(request, host)
-        evaluator = self._evaluator(host, port)
+        route = (host, port)
+        if route in self._routes:
+            evaluator = self._routes[route]
+        else:
+            evaluator = self._evaluator(host, port)
+            if len(self._routes) >= CACHE_SIZE:
+                self._routes.clear()
+            self._routes[route] = evaluator
         if evaluator is None:
             self._deny_broken(destination, "http")
         if not evaluator.policies:
@@ -165,6 +179,20 @@ class InboundAuthz:
         if not decision.allowed:
             raise PolicyDenied(destination, denial_detail(decision), verdict)
         return request, verdict
+
+    def _normalized(self, target: bytes, destination: str) -> tuple[NormalizedPath, bytes]:
+        """The normalized path of an origin-form target, and its target as bytes."""
+        got = self._paths.get(target)
+        if got is None:
+            try:
+                path = normalize_path(target)
+            except BadRequest as exc:
+                raise ProxyError(Reason.BAD_REQUEST, destination,
+                                 f"request path {exc}") from None
+            if len(self._paths) >= CACHE_SIZE:
+                self._paths.clear()
+            got = self._paths[target] = (path, path.target.encode("ascii"))
+        return got
 
     def check_connection(self, peer: SpiffeId | None, port: int) -> Decision | None:
         """The decision for an opaque connection (None: the policies are broken: deny)."""
@@ -222,17 +250,19 @@ def authorize_connection(ctx: ProxyContext, peer: SpiffeId | None, port: int) ->
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _origin_form(request: Request) -> tuple[bytes, bytes | None]:
-    """(origin-form target, Host): absolute-form ``http://a/b`` becomes ``/b`` with Host ``a``
-    (RFC 9112 §3.2.2: the target's authority wins over the Host header)."""
-    host = next((v for n, v in request.headers if n == b"host"), None)
+def _origin_form(request: Request) -> tuple[bytes, bytes | None, bool]:
+    """(origin-form target, Host, whether the target was absolute): absolute-form
+    ``http://a/b`` becomes ``/b`` with Host ``a`` (RFC 9112 §3.2.2: the target's authority
+    wins over the Host header)."""
     target = request.target
-    lowered = target[:8].lower()
-    if lowered.startswith((b"http://", b"https://")):
+    if target[:1] != b"/" and target[:8].lower().startswith((b"http://", b"https://")):
         rest = target.split(b"://", 1)[1]
         authority, slash, path = rest.partition(b"/")
-        return slash + path if slash else b"/", authority
-    return target, host
+        return slash + path if slash else b"/", authority, True
+    for name, value in request.headers:
+        if name == b"host":
+            return target, value, False
+    return target, None, False
 
 
 def _with_host(request: Request, host: bytes) -> Request:
