@@ -514,7 +514,8 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         if self._waiting is not None:
             self._waiting.cancel()
             self._waiting = None
@@ -523,9 +524,12 @@ class Exchange:
         ctx.requests += 1
         plan, key, down = self._plan, self._key, self.down
         route = down.route
-        destination = plan.peer(key) if plan is not None and key is not None else Peer.unknown()
         if self._mtls_peer is not None:
             destination = self._mtls_peer
+        elif plan is not None and key is not None:
+            destination = plan.peer(key)
+        else:
+            destination = Peer.unknown()
         service = plan.service if plan is not None else route.service
         latency = time.monotonic() - self.started
         grpc = self.grpc_status

@@ -91,6 +91,9 @@ class AccessLog:
         max_pending: int = 65536,
     ) -> None:
         self.stream = stream
+        # False when there is no stream (or once closed): callers can skip building records
+        # altogether. An attribute, not a property: the proxy reads it once per request.
+        self.enabled = stream is not None
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
         self.dropped = 0
@@ -102,10 +105,6 @@ class AccessLog:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_thread(ref))
 
-    @property
-    def enabled(self) -> bool:
-        """False when there is no stream: callers can skip building records altogether."""
-        return self.stream is not None and not self._closed
 
     def log(self, record: Mapping[str, object]) -> None:
         """Queue one record; never blocks. Dropped (and counted) when the queue is full."""
@@ -136,6 +135,7 @@ class AccessLog:
             return
         self.flush(timeout)
         self._closed = True
+        self.enabled = False
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
