@@ -3,10 +3,10 @@
 The :class:`Attempt` decides, when the response head arrives, whether it is *held* for a retry
 (the exchange's policy, budget and deadline agree) or forwarded; forwarded heads, bodies and
 trailers go to the downstream as they arrive. It reports to its exchange by plain calls:
-``head_forwarded`` (the response is on its way), ``head_failed`` with an :class:`Outcome`
+``start_response`` (the head goes to the client), ``head_failed`` with an :class:`Outcome`
 (held for a retry, or failed before any byte of the response went to the client),
-``response_end`` and ``response_failed`` — no futures and no task to wake, so a response that
-arrives in one read is forwarded within that read's callback.
+``response_end``/``response_message`` and ``response_failed`` — no futures and no task to
+wake, so a response that arrives in one read is forwarded within that read's callback.
 """
 
 from __future__ import annotations
@@ -77,8 +77,7 @@ class Attempt:
             ex.head_failed(Outcome(RETRY, status=event.status))
             return
         self.forwarding = True
-        ex.start_response(event)
-        ex.head_forwarded(self)
+        ex.start_response(event, self)
 
     def on_body(self, data: bytes) -> None:
         if self.forwarding:

@@ -358,14 +358,6 @@ class Exchange:
         return left if per_try is None else min(per_try, left)
 
     # -- head outcomes (from the attempt) ------------------------------------------------------
-    def head_forwarded(self, att: Attempt) -> None:
-        """The head went to the client; the rest follows within the request deadline."""
-        if self._timer is not None:
-            self._cancel_timer()
-        if self._deadline is not None:
-            left = max(self._deadline - time.monotonic(), 0.0)
-            self._timer = self._loop().call_later(left, self._response_timeout, att)
-
     def head_failed(self, outcome: Outcome) -> None:
         """Held for a retry or failed: decided on the next loop turn, outside the upstream's
         callback."""
@@ -444,12 +436,22 @@ class Exchange:
             self.ctx.metrics.ejection(plan.service)
 
     # -- the response --------------------------------------------------------------------------
-    def start_response(self, resp: Response) -> None:
+    def start_response(self, resp: Response, att: Attempt) -> None:
+        """``att``'s response head goes to the client; the rest follows within the request
+        deadline."""
         self.response_started = True
         self.status = resp.status
-        keep = self.request.keep_alive and self.request_complete and not self.ctx.draining
-        self._keep_alive = self.down.send_head(self.request, resp, keep)
-        self._grpc_status(resp.headers)
+        request = self.request
+        keep = request.keep_alive and self.request_complete and not self.ctx.draining
+        self._keep_alive = self.down.send_head(request, resp, keep)
+        for name, value in resp.headers:  # _grpc_status, inlined: this runs per response
+            if name == b"grpc-status":
+                self.grpc_status = value.decode("latin-1")
+        if self._timer is not None:
+            self._cancel_timer()
+        if self._deadline is not None:
+            left = max(self._deadline - time.monotonic(), 0.0)
+            self._timer = self._loop().call_later(left, self._response_timeout, att)
 
     def response_end(self, event: EndOfMessage) -> None:
         if event.trailers:
