@@ -23,7 +23,7 @@ from hybridmesh.proxy.upstream import Pool
 from hybridmesh.telemetry.proxy_metrics import AccessLog, ProxyMetrics
 
 if TYPE_CHECKING:
-    from hybridmesh.proxy.h2upstream import H2Pool
+    from hybridmesh.proxy.h2pool import H2Pool
     from hybridmesh.proxy.mtls import MeshTls
     from hybridmesh.proxy.policy_hook import InboundAuthz
 
@@ -93,7 +93,7 @@ class ProxyContext:
         worker) are imported only once some request needs HTTP/2 upstream."""
         pool = self._h2pool
         if pool is None:
-            from hybridmesh.proxy.h2upstream import H2Pool
+            from hybridmesh.proxy.h2pool import H2Pool
 
             pool = self._h2pool = H2Pool(mark=self.mark,
                                          connect_timeout=self.config.connect_timeout_s)

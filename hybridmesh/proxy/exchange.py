@@ -50,7 +50,7 @@ from hybridmesh.proxy.upstream import ConnectFailed, EndpointKey, Pool
 from hybridmesh.telemetry.proxy_metrics import Peer
 
 if TYPE_CHECKING:
-    from hybridmesh.proxy.h2upstream import H2Pool
+    from hybridmesh.proxy.h2pool import H2Pool
 
 __all__ = ["H2_APP_PROTOCOLS", "MAX_REPLAY_BODY", "ORIG_PROTO", "Exchange"]
 

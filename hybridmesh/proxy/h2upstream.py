@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from hybridmesh.proxy.h2pool import H2Pool
 from hybridmesh.proxy.protocols.http1 import (
     END_OF_MESSAGE,
     EndOfMessage,
@@ -44,7 +45,7 @@ from hybridmesh.proxy.protocols.http2 import (
     h2_response_to_h1,
 )
 from hybridmesh.proxy.streams import ResponseSink
-from hybridmesh.proxy.upstream import Connector, EndpointKey, connect
+from hybridmesh.proxy.upstream import EndpointKey
 
 __all__ = ["H2Connection", "H2Pool", "H2UpstreamStream", "h2_fields"]
 
@@ -256,70 +257,3 @@ class H2Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-class H2Pool:
-    """HTTP/2 connections per endpoint; a request gets a stream on one with room."""
-
-    def __init__(self, *, mark: int | None, connect_timeout: float,
-                 connector: Connector = connect) -> None:
-        self.mark = mark
-        self.connect_timeout = connect_timeout
-        self.connector = connector
-        self._conns: dict[EndpointKey, list[H2Connection]] = {}
-        self._dialling: dict[EndpointKey, asyncio.Future[H2Connection]] = {}
-        self.opened = 0
-
-    def ready_stream(self, key: EndpointKey) -> H2UpstreamStream | None:
-        """A stream on an open connection to ``key`` with room, if any: no await needed."""
-        for conn in self._conns.get(key, ()):
-            if conn.usable:
-                return conn.new_stream()
-        return None
-
-    async def open_stream(self, key: EndpointKey) -> H2UpstreamStream:
-        """A stream on a connection to ``key`` with room, dialling one if needed
-        (:class:`~hybridmesh.proxy.upstream.ConnectFailed`)."""
-        while True:
-            stream = self.ready_stream(key)
-            if stream is not None:
-                return stream
-            dialling = self._dialling.get(key)
-            if dialling is None:
-                break
-            await asyncio.shield(dialling)  # share the connection being made
-        fut: asyncio.Future[H2Connection] = asyncio.get_running_loop().create_future()
-        self._dialling[key] = fut
-        try:
-            _, conn = await self.connector(key, lambda: H2Connection(self, key),
-                                           mark=self.mark, timeout=self.connect_timeout)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                fut.cancel()
-            else:
-                fut.set_exception(exc)
-                fut.exception()  # retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            self._dialling.pop(key, None)
-        self.opened += 1
-        self._conns.setdefault(key, []).append(conn)
-        fut.set_result(conn)
-        return conn.new_stream()
-
-    def forget(self, conn: H2Connection) -> None:
-        conns = self._conns.get(conn.key)
-        if conns is not None and conn in conns:
-            conns.remove(conn)
-
-    def sweep(self) -> None:
-        """Close connections that drained (GOAWAY) and carry no stream."""
-        for conns in self._conns.values():
-            for conn in [c for c in conns if c.draining and not c.streams]:
-                conn.close()
-
-    def close(self) -> None:
-        for conns in self._conns.values():
-            for conn in conns:
-                conn.close()
-        self._conns.clear()

@@ -44,13 +44,12 @@ from hybridmesh.proxy.plan import ConnRoute
 from hybridmesh.proxy.policy_hook import authorize_connection
 from hybridmesh.proxy.protocols.detect import Protocol
 from hybridmesh.proxy.protocols.http2 import H2Server, RequestHeaders
-from hybridmesh.proxy.worker import ListenError
 
 if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
     from hybridmesh.proxy.discovery import Tables
 
-__all__ = ["HBONE", "HboneServer", "StreamAccepted", "listen_hbone", "route_for"]
+__all__ = ["HBONE", "HboneServer", "StreamAccepted", "route_for"]
 
 log = logging.getLogger(__name__)
 
@@ -226,19 +225,3 @@ class HboneServer(asyncio.AbstractServer):
 
     def describe(self) -> dict[str, Any]:
         return {"port": self.port, "tunnels": len(self._conns), "streams": self.streams}
-
-
-def listen_hbone(ctx: ProxyContext, host: str, port: int, *, reuse_port: bool) -> HboneServer:
-    """Listen for HBONE on ``host:port`` (0: any free port, tests); ListenError if it cannot."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return HboneServer(ctx, sock)

@@ -33,7 +33,7 @@ from hybridmesh.identity.tls import PeerIdentityError, check_peer
 from hybridmesh.proxy.config import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT
 from hybridmesh.proxy.discovery import EndpointMeta, Tables
 from hybridmesh.proxy.errors import ProxyError, Reason
-from hybridmesh.proxy.h2upstream import H2Pool
+from hybridmesh.proxy.h2pool import H2Pool
 from hybridmesh.proxy.hbone_sidecar import WAYPOINT_PLACEMENT, via_meta
 from hybridmesh.proxy.identity import ALPN_H1, ALPN_H2, SvidManager
 from hybridmesh.proxy.peer_identity import with_principal

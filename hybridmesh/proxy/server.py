@@ -107,8 +107,9 @@ class _Supervisor:
 
     async def spawn(self, index: int) -> None:
         argv = [*to_argv(self.config), "--worker-admin", self.admin_path(index)]
+        optimize = ["-" + "O" * sys.flags.optimize] if sys.flags.optimize else []  # -OO: lab
         self.procs[index] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hybridmesh.proxy", *argv
+            sys.executable, *optimize, "-m", "hybridmesh.proxy", *argv
         )
 
     async def watch(self, index: int) -> None:

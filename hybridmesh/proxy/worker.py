@@ -90,7 +90,7 @@ class Worker:
         self.outbound_port = await self._listen(OUTBOUND, self.config.outbound_port)
         self.inbound_port = await self._listen(INBOUND, self.config.inbound_port)
         if self.ctx.mtls is not None:  # HBONE on 15008; any port when 15006 is moved (tests)
-            from hybridmesh.proxy.hbone_server import listen_hbone
+            from hybridmesh.proxy.hbone_listen import listen_hbone
 
             port = TUNNEL_PORT if self.config.inbound_port == INBOUND_PORT else 0
             self._servers.append(listen_hbone(self.ctx, self.config.bind_host, port,

@@ -31,7 +31,7 @@ from hybridmesh.agent.nodeproxy.view import LocalPod
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.hbone import bridged_pair
-from hybridmesh.proxy.hbone_server import HboneServer
+from hybridmesh.proxy.hbone_listen import HboneListener
 from hybridmesh.proxy.hbone_waypoint import WAYPOINT_LABEL
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
 from hybridmesh.proxy.worker import Worker
@@ -126,7 +126,7 @@ class Bed:
             writer.close()
 
     def hbone_port(self, pod: str) -> int:
-        server = next(s for s in self.workers[pod]._servers if isinstance(s, HboneServer))
+        server = next(s for s in self.workers[pod]._servers if isinstance(s, HboneListener))
         return server.port
 
     async def stream(self, ip: str, pod: str, authority: tuple[str, int], *,

@@ -62,3 +62,35 @@ def test_http1_proxy_never_imports_h2_or_prometheus_client(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert lines == {"import": "[]", "status": "200", "served": "[]"}, out.stdout
+
+
+_MTLS_SCRIPT = textwrap.dedent("""
+    import asyncio, socket, sys
+    HEAVY = {heavy!r}
+    import hybridmesh.proxy.__main__, hybridmesh.proxy.mtls
+    from hybridmesh.proxy.h2pool import H2Pool
+    from hybridmesh.proxy.hbone_listen import HboneListener
+
+    async def main():
+        H2Pool(mark=None, connect_timeout=1.0)  # what MeshTls makes per peer identity
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        listener = HboneListener(object(), sock)  # bound, not yet served
+        print("bound", sorted(m for m in HEAVY if m in sys.modules))
+        listener.close()
+        await listener.wait_closed()
+
+    asyncio.run(main())
+""")
+
+
+def test_mtls_worker_loads_http2_only_when_it_is_used() -> None:
+    """An mTLS worker makes an HTTP/2 pool per peer identity and binds the HBONE port at
+    start; neither may pull in h2/hpack before an HTTP/2 connection exists."""
+    script = _MTLS_SCRIPT.format(heavy=(*_HEAVY, "hybridmesh.proxy.hbone_server"))
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "bound []", out.stdout
