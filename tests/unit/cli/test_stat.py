@@ -138,7 +138,8 @@ def test_json_output() -> None:
     assert rows["web"] == {
         "namespace": "shop", "name": "web", "meshedPods": 3, "pods": 3, "requests": 200,
         "successRate": 0.95, "rps": 20.0,
-        "latencyMs": {"p50": 0.763, "p95": 1.0, "p99": 4.5}, "tcpConnections": 2, "unit": "requests",
+        "latencyMs": {"p50": 0.763, "p95": 1.0, "p99": 4.5}, "tcpConnections": 2,
+        "unit": "requests",
     }  # fmt: skip
     assert rows["db"]["successRate"] is None and rows["db"]["rps"] is None
     assert rows["db"]["tcpConnections"] is None
