@@ -187,6 +187,7 @@ class ControlPlane:
             "trustDomain": spec.trust_domain,
             "mtlsMode": spec.mtls.mode,
             "defaultPlacement": spec.default_placement,
+            "h2UpgradePolicy": spec.h2_upgrade_policy,
             "certificateTTLSeconds": int(spec.certificate_ttl.total_seconds()),
         }
 

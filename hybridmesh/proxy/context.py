@@ -59,6 +59,7 @@ class ProxyContext:
         original_dst: OriginalDst | None = None,
     ) -> None:
         self.config = config
+        self.upgrade_h2 = config.upgrade_h2  # or the mesh's h2UpgradePolicy (install)
         self.proxy_name = config.pod_key
         self.rng = rng or random.Random()
         self.balancers = Balancers(self.rng)
@@ -85,6 +86,8 @@ class ProxyContext:
     def install(self, tables: Tables) -> None:
         """Swap in a new snapshot's tables (balancer state of surviving endpoints is kept)."""
         self.balancers.sync(tables)
+        mesh = tables.snapshot.get("mesh") or {}
+        self.upgrade_h2 = self.config.upgrade_h2 or mesh.get("h2UpgradePolicy") == "UPGRADE"
         self._tables = tables
 
     @property

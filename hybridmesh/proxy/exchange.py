@@ -294,7 +294,7 @@ class Exchange:
             return not any(name == ORIG_PROTO for name, _ in self.request.headers)
         if plan.app_protocol in H2_APP_PROTOCOLS:
             return True
-        return self.ctx.config.upgrade_h2 and plan.placement(key) == "sidecar"
+        return self.ctx.upgrade_h2 and plan.placement(key) == "sidecar"
 
     def _request_for(self, h2: bool) -> Request:
         """The request as sent upstream: marked when upgraded, unmarked for the app."""

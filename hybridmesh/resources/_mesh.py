@@ -55,6 +55,11 @@ class MeshConfigSpec(Model):
     trust_domain: Annotated[str, AfterValidator(_check_trust_domain)] = "cluster.local"
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
     default_placement: Placement = "none"
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
+    """Istio's ``h2UpgradePolicy``: UPGRADE carries HTTP/1.1 requests between two meshed
+    proxies multiplexed on HTTP/2 (Linkerd's transparent upgrade; the destination proxy turns
+    them back into HTTP/1.1). Off by default, as in Istio: in this proxy an HTTP/2 hop costs
+    ~1.5x the CPU of a pooled keep-alive HTTP/1.1 one (docs/proxy.md)."""
     certificate_ttl: Annotated[Duration, AfterValidator(_check_ttl)] = Field(
         default=timedelta(hours=24), alias="certificateTTL"
     )

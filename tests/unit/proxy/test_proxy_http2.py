@@ -167,3 +167,32 @@ def test_h2_client_gets_proxy_errors_as_h2_responses(tmp_path: Path) -> None:
             assert b"hm-proxy-error: no-endpoints" in out and POD.encode() in out
 
     run(main())
+
+
+def test_mesh_h2_upgrade_policy_turns_the_upgrade_on_live(tmp_path: Path) -> None:
+    """MeshConfig ``h2UpgradePolicy: UPGRADE`` (the snapshot's ``mesh``) does what
+    ``--upgrade-h2`` does, without a restart; DO_NOT_UPGRADE (the default) keeps HTTP/1.1."""
+    async def main() -> None:
+        backends = await start_backends(1)
+        async with two_proxies(tmp_path, backends[0].port, upgrade=False) as (a, b):
+            services = mesh_services(b.inbound_port)
+
+            async def one(path: str) -> None:
+                reader, writer = await a.open()
+                writer.write(get(path))
+                resp = await asyncio.wait_for(read_response(reader), 5)
+                assert resp.startswith(b"HTTP/1.1 200 ")
+                writer.close()
+
+            await one("/before")
+            assert a.worker.ctx.h2pool_if_made is None  # HTTP/1.1 between the proxies
+            snap = pod_snapshot("client-0", "127.0.0.1", services)
+            snap["mesh"]["h2UpgradePolicy"] = "UPGRADE"
+            await a.wait_version(a.cp.set("default/client-0", snap))
+            await one("/after")
+            assert a.worker.ctx.h2pool.opened == 1  # now an HTTP/2 stream to the peer proxy
+            assert all("hm-orig-proto" not in r.headers for r in backends[0].seen)
+            assert [r.path for r in backends[0].seen] == ["/before", "/after"]
+        await backends[0].stop()
+
+    run(main())
