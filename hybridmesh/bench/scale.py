@@ -32,7 +32,7 @@ from hybridmesh.bench.blast import in_window
 from hybridmesh.bench.flowprobe import healthy
 from hybridmesh.bench.measure import RunError
 from hybridmesh.bench.model import SampleDoc
-from hybridmesh.bench.scenarios import CONTENDERS, Contender
+from hybridmesh.bench.scenarios import CONTENDERS, Contender, measures
 from hybridmesh.bench.schedule import Run
 from hybridmesh.bench.topology import (
     SCALE_SERVICE,
@@ -100,6 +100,7 @@ class ScaleRunner:
     def __init__(self, bed: TestBed) -> None:
         self.bed = bed
         self._refused: dict[int, str] = {}  # pods -> why the lab could not apply them
+        self._contenders = [c for c in bed.contenders if measures("scale", c)]
 
     def measure(self, run: Run) -> SampleDoc:
         pods = int(run.cell.level or 1)
@@ -149,12 +150,12 @@ class ScaleRunner:
 
     def _ensure(self, pods: int) -> None:
         """Apply ``pods`` replicas unless the lab already has them (also after a rebuild)."""
-        if all(len(self._cgroups(c)) == pods for c in self.bed.contenders):
+        if all(len(self._cgroups(c)) == pods for c in self._contenders):
             return
         if pods in self._refused:  # once is enough: every contender's run would retry it
             raise RunError(f"scale: {pods} pods could not be applied: {self._refused[pods]}")
         try:
-            self.bed.apply(scale_overlay(self.bed.contenders, pods))
+            self.bed.apply(scale_overlay(self._contenders, pods))
         except BedError as exc:
             self._refused[pods] = exc.message
             raise
