@@ -15,7 +15,7 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, Any
 
-from hybridmesh.proxy.worker import ListenError
+from hybridmesh.proxy.worker import listen_socket
 
 if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
@@ -81,15 +81,4 @@ class HboneListener(asyncio.AbstractServer):
 
 def listen_hbone(ctx: ProxyContext, host: str, port: int, *, reuse_port: bool) -> HboneListener:
     """Listen for HBONE on ``host:port`` (0: any free port, tests); ListenError if it cannot."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return HboneListener(ctx, sock)
+    return HboneListener(ctx, listen_socket(host, port, reuse_port=reuse_port))
