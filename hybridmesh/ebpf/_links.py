@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hybridmesh.ebpf import bpffs
 from hybridmesh.ebpf._libbpf import BpfLink, BpfProgram, prog_info
@@ -27,9 +28,13 @@ __all__ = [
     "prepare_pin_dirs",
     "program_ids",
     "program_stats",
+    "rebind_pinned_links",
     "remove_pins",
     "replace_program",
+    "sum_per_cpu",
 ]
+
+C = TypeVar("C")
 
 # a tracepoint (raw_tp) link cannot be detached, only released: its pin going is the detach
 TRACING_DETACH_ERRORS = (errno.ENOLINK, errno.EOPNOTSUPP, errno.EINVAL)
@@ -160,3 +165,18 @@ def program_stats(programs: Mapping[str, BpfProgram]) -> dict[str, ProgramStats]
 
 def program_ids(programs: Mapping[str, BpfProgram]) -> dict[str, int]:
     return {name: int(prog_info(p.fd).id) for name, p in programs.items()}
+
+
+def sum_per_cpu(per_cpu: Iterable[Any] | None, counters: type[C]) -> C:
+    """A per-CPU stats entry summed over CPUs into the ``counters`` dataclass, field by field
+    (its field names are the C struct's)."""
+    values = list(per_cpu or ())
+    return counters(**{f.name: sum(getattr(v, f.name) for v in values)
+                       for f in fields(counters)})  # type: ignore[arg-type]
+
+
+def rebind_pinned_links(pin_dir: Path, programs: Mapping[str, BpfProgram]) -> None:
+    """After a (re)load: point every pinned ``link-<hook>-*`` at the new ``programs[hook]``."""
+    for hook, program in programs.items():
+        for pin in sorted(pin_dir.glob(f"link-{hook}-*")):
+            replace_program(pin, program)

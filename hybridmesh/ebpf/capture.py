@@ -41,6 +41,7 @@ from hybridmesh.ebpf._libbpf import (
     map_update,
     prog_info,
 )
+from hybridmesh.ebpf._links import rebind_pinned_links
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError
 from hybridmesh.ebpf.maps import Map, PerCpuMap
@@ -179,18 +180,13 @@ class Capture:
                 obj.map(name).set_pin_path(pin_dir / name)
             obj.load()
             capture = cls(obj, pin_dir)
-            capture._rebind_links()
+            rebind_pinned_links(pin_dir, capture.programs)
         except BaseException:
             obj.close()
             raise
         return capture
 
     # links -------------------------------------------------------------------------------
-
-    def _rebind_links(self) -> None:
-        for hook, program in self.programs.items():
-            for pin in sorted(self.pin_dir.glob(f"link-{hook}-*")):
-                _replace_program(pin, program)
 
     def _ensure_link(self, pin: Path, program: BpfProgram, attach: Path, netns: bool) -> None:
         # a severed pin may share the number of a since-removed cgroup/netns: attach afresh then

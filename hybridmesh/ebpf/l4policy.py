@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import fields
 from pathlib import Path
 
 from hybridmesh.ebpf import _libbpf
@@ -44,7 +43,7 @@ from hybridmesh.ebpf._l4layout import (
     net32,
 )
 from hybridmesh.ebpf._libbpf import BpfObject, prog_info
-from hybridmesh.ebpf._links import CgroupLinks, prepare_pin_dirs, remove_pins
+from hybridmesh.ebpf._links import CgroupLinks, prepare_pin_dirs, remove_pins, sum_per_cpu
 from hybridmesh.ebpf._shared import EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
@@ -237,10 +236,7 @@ class L4Policy:
         return self._ring
 
     def stats(self) -> L4Stats:
-        per_cpu = self.stats_map.lookup(ctypes.c_uint32(0)) or []
-        return L4Stats(
-            **{f.name: sum(getattr(s, f.name) for s in per_cpu) for f in fields(L4Stats)}
-        )
+        return sum_per_cpu(self.stats_map.lookup(ctypes.c_uint32(0)), L4Stats)
 
     def program_stats(self) -> ProgramStats:
         info = prog_info(self.program.fd)

@@ -32,7 +32,13 @@ from pathlib import Path
 
 from hybridmesh.ebpf import _libbpf, bpffs
 from hybridmesh.ebpf._libbpf import BpfObject
-from hybridmesh.ebpf._links import ProgramStats, program_ids, program_stats
+from hybridmesh.ebpf._links import (
+    ProgramStats,
+    program_ids,
+    program_stats,
+    rebind_pinned_links,
+    sum_per_cpu,
+)
 from hybridmesh.ebpf.btf import BtfKind, check_layout
 from hybridmesh.ebpf.build import BPF_DIR
 from hybridmesh.ebpf.errors import BpfError, BtfLayoutError
@@ -228,18 +234,13 @@ class NodeSteer:
                 obj.map(name).set_pin_path(pin_dir / name)
             obj.load()
             ns = cls(obj, pin_dir, address)
-            ns._rebind_links()
+            rebind_pinned_links(pin_dir, ns.programs)
         except BaseException:
             obj.close()
             raise
         return ns
 
     # links -------------------------------------------------------------------------------
-
-    def _rebind_links(self) -> None:
-        for hook, program in self.programs.items():
-            for pin in sorted(self.pin_dir.glob(f"link-{hook}-*")):
-                _replace_program(pin, program)
 
     def attach(self, cgroup: Path) -> None:
         """Steer connects from ``cgroup`` (a pod's cgroup v2 directory) and its descendants.
@@ -292,8 +293,7 @@ class NodeSteer:
         return [entry_of(k, v) for k, v in found if v is not None]
 
     def counters(self) -> Counters:
-        per_cpu = self.stats_map.lookup(ctypes.c_uint32(0)) or []
-        return Counters(**{n: sum(getattr(s, n) for s in per_cpu) for n in _COUNTERS})
+        return sum_per_cpu(self.stats_map.lookup(ctypes.c_uint32(0)), Counters)
 
     def program_stats(self) -> dict[str, ProgramStats]:
         return program_stats(self.programs)

@@ -40,6 +40,7 @@ from hybridmesh.ebpf._links import (
     program_ids,
     program_stats,
     remove_pins,
+    sum_per_cpu,
 )
 from hybridmesh.ebpf._shared import BYTES_MAP, EPOCH_MAP, pin_shared, shared_fd
 from hybridmesh.ebpf.btf import BtfKind, check_layout
@@ -307,9 +308,7 @@ class SockMap:
         return new
 
     def counters(self) -> Counters:
-        per_cpu = self.stats_map.lookup(ctypes.c_uint32(0)) or []
-        names = [f.name for f in fields(Counters)]
-        return Counters(**{n: sum(getattr(s, n) for s in per_cpu) for n in names})
+        return sum_per_cpu(self.stats_map.lookup(ctypes.c_uint32(0)), Counters)
 
     def program_stats(self) -> dict[str, ProgramStats]:
         return program_stats(self.programs)
