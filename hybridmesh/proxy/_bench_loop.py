@@ -1,12 +1,19 @@
 """Benchmark: one proxy worker on loopback under wrk, CPU per request and memory (no root).
 
     python -m hybridmesh.proxy._bench_loop [--direction outbound|inbound] [--duration 5]
-        [--conns 32] [--profile FILE.prof] [--floor]
+        [--conns 32] [--profile FILE.prof] [--floor | --envoy]
 
 ``--floor`` replaces the worker with the least a Python proxy can do per request: the opaque
 TCP relay (no parsing, no routing, no metrics — a connection per client, bytes passed through),
 on the same event loop, backend and load. Its CPU per request is the floor under any L7 design
 built on asyncio/uvloop callbacks; the worker's figure minus it is what HTTP handling costs.
+
+``--envoy`` puts Envoy (``--concurrency 1``: one worker thread, HTTP connection manager +
+router to a static cluster, stats on, no access log; see ``_bench_envoy``) where the worker
+stands, under the same load and backend; its CPU is the Envoy process's own utime/stime over
+the measured run. That is issue #3's figure: req/s and CPU per request through ONE worker,
+ours against Envoy's, from the same harness (``--direction`` does not change Envoy: its
+inbound and outbound HTTP chains are the same HCM + router to a static cluster).
 
 The worker runs in this process (its ``original_dst`` hook stands in for iptables), the
 backend is one ``httpsvc`` process (1 KiB answers) on 127.0.0.2 and the load is ``wrk -t1``.
@@ -30,11 +37,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from hybridmesh._aio import TaskSet
 from hybridmesh._http import install_uvloop
+from hybridmesh.proxy._bench_envoy import EnvoyProcess, envoy_bootstrap, proc_cpu_s
 from hybridmesh.proxy.config import ProxyConfig
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
@@ -109,7 +118,10 @@ async def _wait_port(host: str, port: int) -> None:
     raise RuntimeError(f"backend {host}:{port} did not start")
 
 
-def _cpu_s() -> tuple[float, float]:
+def _cpu_s(pid: int | None = None) -> tuple[float, float]:
+    """User/system CPU seconds of this process, or of ``pid`` (the Envoy under test)."""
+    if pid is not None:
+        return proc_cpu_s(pid)
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime, ru.ru_stime
 
@@ -148,13 +160,36 @@ class _FloorRelay:
         await self.tasks.cancel_all()
 
 
-async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    port = _free_port(_BACKEND)
-    backend = subprocess.Popen([sys.executable, "-m", "hybridmesh.lab.workloads.httpsvc",
-                                "--host", _BACKEND, "--port", str(port)],
-                               stdout=subprocess.DEVNULL)
+async def _measure(url: str, args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
+    """Warm up, then the measured wrk run: CPU of this process (or ``pid``) and memory."""
+    idle = memory_kib(pid or "self")
+    await asyncio.to_thread(wrk, url, 1, args.conns)  # warm pools and caches
+    profiler = cProfile.Profile() if args.profile else None
+    cpu0 = _cpu_s(pid)
+    if profiler is not None:
+        profiler.enable()
+    result = await asyncio.to_thread(wrk, url, args.duration, args.conns)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    cpu1 = _cpu_s(pid)
+    n = max(int(result["requests"]), 1)
+    return {"wrk": result,
+            "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
+            "system_us_per_request": round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
+            "memory_kib": {"idle": idle, "loaded": memory_kib(pid or "self")}}  # fmt: skip
+
+
+async def _open_loop(url: str, direct_url: str, args: argparse.Namespace
+                     ) -> dict[str, dict[str, float]]:
+    direct = await asyncio.to_thread(loadgen, direct_url, args.rate, args.rate_duration)
+    proxied = await asyncio.to_thread(loadgen, url, args.rate, args.rate_duration)
+    return {"direct": direct, "proxied": proxied}
+
+
+def _worker(args: argparse.Namespace, tmp: Path, port: int) -> tuple[Worker, FakeControlPlane]:
+    """The worker under test and its fake control plane (one service, one endpoint)."""
     cp = FakeControlPlane(tmp / "cp.sock")
-    await cp.start()
     inbound = args.direction == "inbound"
     pod_ip = _BACKEND if inbound else "127.0.0.1"
     web = service("web", _VIP[0], [(_VIP[1], port)], [endpoint("web-0", _BACKEND)])
@@ -163,53 +198,53 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                          outbound_port=0, inbound_port=0, admin_port=0, bind_host="127.0.0.1",
                          mark=None)
     dialled = (_BACKEND, port) if inbound else _VIP
-    worker = Worker(config, original_dst=lambda _sock, _direction: dialled)
-    floor = _FloorRelay((_BACKEND, port)) if args.floor else None
-    open_loop: dict[str, dict[str, float]] = {}
+    return Worker(config, original_dst=lambda _sock, _direction: dialled), cp
+
+
+async def _subject(args: argparse.Namespace, tmp: Path, port: int, stack: AsyncExitStack
+                   ) -> tuple[int, int | None]:
+    """Start what stands between wrk and the backend; its listen port and (Envoy) PID."""
+    if args.envoy:
+        listen = _free_port("127.0.0.1")
+        envoy = EnvoyProcess(envoy_bootstrap(("127.0.0.1", listen), (_BACKEND, port)), tmp)
+        stack.callback(envoy.stop)
+        pid = envoy.start()
+        await _wait_port("127.0.0.1", listen)
+        return listen, pid
+    if args.floor:
+        floor = _FloorRelay((_BACKEND, port))
+        stack.push_async_callback(floor.close)
+        return await floor.start(), None
+    worker, cp = _worker(args, tmp, port)
+    await cp.start()
+    stack.push_async_callback(cp.close)
+    stack.push_async_callback(worker.close)
+    await worker.start()
+    await worker.wait_ready(5)
+    return (worker.inbound_port if args.direction == "inbound" else worker.outbound_port), None
+
+
+async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    port = _free_port(_BACKEND)
+    backend = subprocess.Popen([sys.executable, "-m", "hybridmesh.lab.workloads.httpsvc",
+                                "--host", _BACKEND, "--port", str(port)],
+                               stdout=subprocess.DEVNULL)
     try:
-        await _wait_port(_BACKEND, port)
-        if floor is not None:
-            listen = await floor.start()
-        else:
-            await worker.start()
-            await worker.wait_ready(5)
-            listen = worker.inbound_port if inbound else worker.outbound_port
-        url = f"http://127.0.0.1:{listen}/"
-        idle = memory_kib()
-        await asyncio.to_thread(wrk, url, 1, args.conns)  # warm pools and caches
-        profiler = cProfile.Profile() if args.profile else None
-        cpu0 = _cpu_s()
-        if profiler is not None:
-            profiler.enable()
-        result = await asyncio.to_thread(wrk, url, args.duration, args.conns)
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-        cpu1 = _cpu_s()
-        loaded = memory_kib()
-        if args.rate:
-            direct_url = f"http://{_BACKEND}:{port}/"
-            open_loop = {"direct": await asyncio.to_thread(loadgen, direct_url, args.rate,
-                                                           args.rate_duration),
-                         "proxied": await asyncio.to_thread(loadgen, url, args.rate,
-                                                            args.rate_duration)}
+        async with AsyncExitStack() as stack:
+            await _wait_port(_BACKEND, port)
+            listen, pid = await _subject(args, tmp, port, stack)
+            url = f"http://127.0.0.1:{listen}/"
+            measured = await _measure(url, args, pid)
+            if args.rate:
+                measured["open_loop"] = await _open_loop(url, f"http://{_BACKEND}:{port}/", args)
     finally:
-        if floor is not None:
-            await floor.close()
-        else:
-            await worker.close()
-        await cp.close()
         backend.terminate()
         backend.wait(5)
-    n = max(int(result["requests"]), 1)
-    extra = {"open_loop": open_loop} if args.rate else {}
-    return {**extra,
-        "direction": "floor (opaque relay)" if args.floor else args.direction, "wrk": result,
-        "user_us_per_request": round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
-        "system_us_per_request": round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
-        "memory_kib": {"idle": idle, "loaded": loaded},
-        "note": "memory of the bench process (worker + fake control plane + bench imports)",
-    }  # fmt: skip
+    what = ("envoy (--concurrency 1)" if args.envoy else
+            "floor (opaque relay)" if args.floor else args.direction)
+    note = ("memory of the Envoy process" if args.envoy else
+            "memory of the bench process (worker + fake control plane + bench imports)")
+    return {"direction": what, **measured, "note": note}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,8 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0,
                    help="then open-loop loadgen at this req/s, direct and proxied")
     p.add_argument("--rate-duration", type=float, default=10.0)
-    p.add_argument("--floor", action="store_true",
-                   help="measure a bare opaque relay instead of the worker (the Python floor)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--floor", action="store_true",
+                       help="measure a bare opaque relay instead of the worker (the Python floor)")
+    which.add_argument("--envoy", action="store_true",
+                       help="measure Envoy --concurrency 1 instead of the worker (the peer)")
     args = p.parse_args(argv)
     install_uvloop()
     with tempfile.TemporaryDirectory(prefix="hm-bench-") as tmp:
