@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 PLACEMENT = "sidecar+ebpf"
 DEFAULT_CONFIG = CaptureConfig()
 PROXY_LEAF = "proxy"  # lab/cgroups.py LEAVES: the pod's proxy runs in <pod cgroup>/proxy
-_KINDS = {"orig_by_cookie": "lru_hash", "orig_by_addr": "lru_hash", "proxy_cgroups": "hash",
+_KINDS = {"orig_by_addr": "lru_hash", "proxy_cgroups": "hash",
           "pods": "hash", "netns_pods": "hash", "listeners": "sockhash"}
 
 
@@ -172,6 +172,8 @@ class CaptureDatapath(Datapath):
         maps = [MapStatus(name, _KINDS[name], n, most,
                           capture.pin_dir / name)
                 for name, n, most in capture.map_entries()]
+        maps.append(MapStatus("peer_by_sock", "sk_storage", None, 0,
+                              capture.pin_dir / "peer_by_sock"))
         counters = capture.counters()
         detail = {
             "programmed": sorted(self.programmed),

@@ -8,6 +8,9 @@ What the kernel does is described in the C file; in short, per pod:
   dialling v4-mapped addresses (``::ffff:a.b.c.d``, the dual-stack default of Java, Node and
   Go) are captured too; native IPv6 is not (pods are IPv4-only). An original destination is
   deleted when the proxy's side of the connection closes, so the map holds live connections;
+- cgroup/getpeername4 + getpeername6 on the same cgroup make the app's ``getpeername()`` report
+  the address it dialled, as iptables REDIRECT does, for as long as the app's socket lives (the
+  destination is kept in the socket's own storage, ``peer_by_sock``);
 - sk_lookup on the pod's netns hands inbound TCP for the pod IP to the proxy's 15006 listener
   in the ``listeners`` sockhash (keyed by pod IP). The sockops program puts a listener there
   itself the moment the proxy listens (the pod's netns is in ``netns_pods``:
@@ -52,6 +55,7 @@ __all__ = [
     "MAPS",
     "NETNS_HOOK",
     "OBJECT",
+    "RETIRED_MAPS",
     "CapDst",
     "CapPod",
     "Capture",
@@ -62,13 +66,16 @@ __all__ = [
 
 OBJECT = BPF_DIR / "capture.bpf.o"
 CGROUP_HOOKS = {"connect4": "hm_cap_connect4", "connect6": "hm_cap_connect6",
-                "sockops": "hm_cap_sockops", "getsockopt": "hm_cap_getsockopt"}
+                "sockops": "hm_cap_sockops", "getsockopt": "hm_cap_getsockopt",
+                "getpeername4": "hm_cap_getpeername4", "getpeername6": "hm_cap_getpeername6"}
 NETNS_HOOK = ("sk_lookup", "hm_cap_lookup")
-MAPS = ("orig_by_cookie", "orig_by_addr", "proxy_cgroups", "pods", "netns_pods", "listeners",
+MAPS = ("peer_by_sock", "orig_by_addr", "proxy_cgroups", "pods", "netns_pods", "listeners",
         "counters")
+# pins an older object had, which no program uses any more: dropped at load
+RETIRED_MAPS = ("orig_by_cookie",)
 EXCLUDED_SLOTS = 8  # HM_CAP_EXCLUDED_PORTS
 MAX_PODS, MAX_CONNS = 1024, 65536  # HM_CAP_MAX_PODS, HM_CAP_MAX_CONNS
-_MAX_ENTRIES = {"orig_by_cookie": MAX_CONNS, "orig_by_addr": MAX_CONNS, "proxy_cgroups": MAX_PODS,
+_MAX_ENTRIES = {"orig_by_addr": MAX_CONNS, "proxy_cgroups": MAX_PODS,
                 "pods": MAX_PODS, "netns_pods": MAX_PODS, "listeners": MAX_PODS}
 _COUNTERS = ("redirected", "proxy", "answered", "unknown")  # HM_CAP_STAT_* order
 
@@ -176,6 +183,7 @@ class Capture:
         obj = BpfObject.open(obj_path)
         try:
             _configure(obj, config)
+            _drop_retired(pin_dir)
             for name in MAPS:
                 obj.map(name).set_pin_path(pin_dir / name)
             obj.load()
@@ -294,7 +302,8 @@ class Capture:
         return CaptureCounters(*values)
 
     def map_entries(self) -> Iterator[tuple[str, int, int]]:
-        """(name, entries, max_entries) for every map except the per-CPU counters."""
+        """(name, entries, max_entries) for every map except the per-CPU counters and the
+        socket storage (neither can be counted by key)."""
         for name, key_type in _KEYS.items():
             yield name, _count_keys(self._obj.map(name).fd, key_type), _MAX_ENTRIES[name]
 
@@ -325,7 +334,6 @@ class Capture:
 
 
 _KEYS: dict[str, type[ctypes.c_uint32 | ctypes.c_uint64 | CapAddr]] = {
-    "orig_by_cookie": ctypes.c_uint64,
     "orig_by_addr": CapAddr,
     "proxy_cgroups": ctypes.c_uint64,
     "pods": ctypes.c_uint32,
@@ -341,6 +349,12 @@ def _count_keys(map_fd: int, key_type: type[ctypes.c_uint32 | ctypes.c_uint64 | 
         if not map_next_key(map_fd, prev, nxt):
             return count
         count, prev = count + 1, nxt
+
+
+def _drop_retired(pin_dir: Path) -> None:
+    """Unpin maps of an older capture object (the pins of an agent before an upgrade)."""
+    for name in RETIRED_MAPS:
+        (pin_dir / name).unlink(missing_ok=True)
 
 
 def _configure(obj: BpfObject, config: CaptureConfig) -> None:

@@ -5,20 +5,33 @@
  * Outbound (cgroup hooks on the pod's cgroup):
  *   cgroup/connect4   a TCP connect by anything but the proxy, to anything but loopback, is
  *                     rewritten to 127.0.0.1:<outbound_port>; the destination the app asked
- *                     for is kept by socket cookie (the local port is not chosen yet).
- *   sockops           at TCP_CONNECT_CB the local port exists: the entry moves to a key the
- *                     proxy's accepted socket can name — its peer address, plus the netns.
+ *                     for is kept in the socket's own storage (peer_by_sock: the local port is
+ *                     not chosen yet, and the socket may outlive the proxy's side).
+ *   sockops           at TCP_CONNECT_CB the local port exists: the destination is copied to a
+ *                     key the proxy's accepted socket can name — its peer address, plus the
+ *                     netns (orig_by_addr).
  *   cgroup/connect6   the same for an AF_INET6 socket dialling a v4-mapped address
  *                     (::ffff:a.b.c.d: the dual-stack default of Java, Node and Go), sent to
  *                     ::ffff:127.0.0.1:<outbound_port> — an IPv4 connection the proxy accepts
  *                     like any other. Native IPv6 destinations are out of scope and left alone:
  *                     the lab's pods have IPv4 addresses only.
  *   cgroup/getsockopt getsockopt(SOL_IP, SO_ORIGINAL_DST) on a socket accepted on the outbound
- *                     port is answered from that map, so the proxy's iptables-era code works
- *                     unchanged (Merbridge's approach); a dual-stack proxy (listening on ::)
- *                     asking getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) on a v4-mapped
+ *                     port is answered from orig_by_addr, so the proxy's iptables-era code
+ *                     works unchanged (Merbridge's approach); a dual-stack proxy (listening on
+ *                     ::) asking getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) on a v4-mapped
  *                     connection gets the v4-mapped sockaddr_in6 netfilter would give.
- *   The entry lives until the proxy's accepted socket closes, once it was answered
+ *   cgroup/getpeername4, cgroup/getpeername6 (v4-mapped)
+ *                     a captured app socket reports the address it dialled, not
+ *                     127.0.0.1:<outbound_port>, as under iptables REDIRECT (NAT is invisible
+ *                     to the socket): apps log it, clients check it (Go RemoteAddr, Java's
+ *                     getInetAddress, TLS pinning by IP). Answered from peer_by_sock, never
+ *                     from orig_by_addr: that entry goes when the proxy's side closes, and a
+ *                     proxy that closes first (Connection: close, a server that hung up)
+ *                     leaves the app's socket in CLOSE_WAIT, where getpeername still answers.
+ *                     Socket storage lives exactly as long as the app's socket. Only a socket
+ *                     connect captured has it: the proxy's sockets, loopback connections
+ *                     (even to 127.0.0.1:<outbound_port> itself) keep their real peer.
+ *   An orig_by_addr entry lives until the proxy's accepted socket closes, once it was answered
  *   (sockops state callback): a busy pod never has live entries LRU-evicted by dead ones.
  *   Entries never answered (the proxy never accepted) are left to the LRU.
  * Inbound (sk_lookup on the pod's netns):
@@ -71,12 +84,14 @@ const volatile __u32 proxy_uid = 1337;
 const volatile __u32 proxy_mark = 0x539;
 const volatile __u16 excluded_ports[HM_CAP_EXCLUDED_PORTS] = {15001, 15006, 15008, 15020, 15021};
 
+/* Per captured socket, from connect to close: dies with the socket, so nothing to evict or
+ * leak, and getpeername answers for the socket's whole life. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, HM_CAP_MAX_CONNS);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct hm_cap_dst);
-} orig_by_cookie SEC(".maps");
+} peer_by_sock SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -146,25 +161,36 @@ static __always_inline bool is_proxy(struct bpf_sock_addr *ctx)
 	return sk && sk->mark == proxy_mark;
 }
 
-/* Remember where the app meant to go (by socket cookie: no local port yet) and whether to
- * send it to the proxy. False: leave the connect alone; -1: refuse it. */
+/* Remember where the app meant to go (in the socket's storage: no local port yet) and whether
+ * to send it to the proxy. False: leave the connect alone; -1: refuse it. */
 static __always_inline int capture(struct bpf_sock_addr *ctx, __be32 ip, __u32 port)
 {
-	struct hm_cap_dst dst = {.ip = ip, .port = (__u16)port};
-	__u64 cookie;
+	struct hm_cap_dst *dst;
 
-	if (ctx->protocol != IPPROTO_TCP || loopback(ip))
+	if (ctx->protocol != IPPROTO_TCP || loopback(ip) || !ctx->sk)
 		return 0;
 	if (is_proxy(ctx)) {
 		count(HM_CAP_STAT_PROXY);
 		return 0;
 	}
-	cookie = bpf_get_socket_cookie(ctx);
+	dst = bpf_sk_storage_get(&peer_by_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	/* No room to remember the destination means the proxy could not route it: refuse. */
-	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &dst, BPF_ANY))
+	if (!dst)
 		return -1;
+	dst->ip = ip;
+	dst->port = (__u16)port; /* a socket may connect again after a failed connect */
+	dst->answered = 0;
 	count(HM_CAP_STAT_REDIRECTED);
 	return 1;
+}
+
+/* The destination a captured socket dialled, if this socket was captured and still points at
+ * the proxy (ip, port: the peer getpeername is about to report, network order). */
+static __always_inline struct hm_cap_dst *dialled(struct bpf_sock *sk, __be32 ip, __u32 port)
+{
+	if (!sk || ip != bpf_htonl(0x7f000001) || (__u16)port != bpf_htons(outbound_port))
+		return NULL;
+	return bpf_sk_storage_get(&peer_by_sock, sk, 0, 0);
 }
 
 SEC("cgroup/connect4")
@@ -204,24 +230,51 @@ int hm_cap_connect6(struct bpf_sock_addr *ctx)
 	return SYS_PROCEED;
 }
 
-/* At TCP_CONNECT_CB the local port exists: move the entry to the key the proxy's accepted
- * socket can name. AF_INET6 sockets count too: a v4-mapped one has its IPv4 addresses in the
- * same fields, and only captured sockets have an orig_by_cookie entry. */
+SEC("cgroup/getpeername4")
+int hm_cap_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct hm_cap_dst *dst = dialled(ctx->sk, ctx->user_ip4, ctx->user_port);
+
+	if (dst) {
+		ctx->user_ip4 = dst->ip;
+		ctx->user_port = dst->port;
+	}
+	return SYS_PROCEED; /* getpeername hooks must return 1 */
+}
+
+SEC("cgroup/getpeername6")
+int hm_cap_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct hm_cap_dst *dst;
+
+	if (!v4_mapped(ctx))
+		return SYS_PROCEED;
+	dst = dialled(ctx->sk, ctx->user_ip6[3], ctx->user_port);
+	if (dst) {
+		ctx->user_ip6[3] = dst->ip;
+		ctx->user_port = dst->port;
+	}
+	return SYS_PROCEED;
+}
+
+/* At TCP_CONNECT_CB the local port exists: copy the destination to the key the proxy's
+ * accepted socket can name. AF_INET6 sockets count too: a v4-mapped one has its IPv4
+ * addresses in the same fields, and only captured sockets have peer_by_sock storage. */
 static __always_inline void on_connect(struct bpf_sock_ops *skops)
 {
 	struct hm_cap_addr addr = {};
+	struct bpf_sock *sk = skops->sk;
 	struct hm_cap_dst *dst;
-	__u64 cookie;
 
-	cookie = bpf_get_socket_cookie(skops);
-	dst = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	if (!sk)
+		return;
+	dst = bpf_sk_storage_get(&peer_by_sock, sk, 0, 0);
 	if (!dst)
 		return;
 	addr.netns = bpf_get_netns_cookie(skops);
 	addr.ip = skops->local_ip4;
 	addr.port = bpf_htons((__u16)skops->local_port);
 	bpf_map_update_elem(&orig_by_addr, &addr, dst, BPF_ANY);
-	bpf_map_delete_elem(&orig_by_cookie, &cookie);
 }
 
 /* The proxy's side of a captured connection (accepted on outbound_port) closed: the original

@@ -8,10 +8,13 @@ One setup for the module; the tests that restart things come last.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from capnet import CapNet
@@ -168,6 +171,8 @@ def test_status_reports_programs_and_pods(net: CapNet) -> None:
     assert attach["hm_cap_connect4"] == "cgroup/connect4 on 2 cgroups"
     assert attach["hm_cap_connect6"] == "cgroup/connect6 on 2 cgroups"
     assert attach["hm_cap_lookup"] == "sk_lookup on 2 netns"
+    assert attach["hm_cap_getpeername4"] == "cgroup/getpeername4 on 2 cgroups"
+    assert attach["hm_cap_getpeername6"] == "cgroup/getpeername6 on 2 cgroups"
     listeners = next(m for m in status.maps if m.name == "listeners")
     assert listeners.entries == 2
 
@@ -187,7 +192,9 @@ print("ok")
 
 def _orig_entries(net: CapNet) -> int:
     assert net.dp is not None
-    return next(m.entries for m in net.dp.status().maps if m.name == "orig_by_addr")
+    entries = next(m.entries for m in net.dp.status().maps if m.name == "orig_by_addr")
+    assert entries is not None  # a hash map: counted
+    return entries
 
 
 def test_closed_connections_leave_no_original_destination_behind(net: CapNet) -> None:
@@ -200,6 +207,70 @@ def test_closed_connections_leave_no_original_destination_behind(net: CapNet) ->
     while _orig_entries(net) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _orig_entries(net) <= before  # 60 connections came and went: the map did not grow
+
+
+PEER = """
+import json, socket, sys, time
+family, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if family == "6":
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    ip = "::ffff:" + ip
+else:
+    s = socket.socket()
+s.settimeout(5)
+s.connect((ip, port))
+seen = {"open": list(s.getpeername()[:2])}
+if len(sys.argv) > 4:  # a request: read the answer to EOF, the proxy closes its side first
+    s.sendall(b"GET /peer HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    while s.recv(65536):
+        pass
+    time.sleep(0.1)  # the proxy's socket is gone by now: ours is in CLOSE_WAIT
+    seen["eof"] = list(s.getpeername()[:2])
+print(json.dumps(seen))
+"""
+
+
+def _peers(net: CapNet, family: str, ip: str, port: int, *request: str,
+           leaf: str = "app") -> dict[str, list[Any]]:
+    """What getpeername() told an app in the client pod's ``leaf`` cgroup."""
+    argv = net.in_pod(CLIENT_NS, [sys.executable, "-c", PEER, family, ip, str(port), *request],
+                      leaf)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    assert out.returncode == 0, out.stderr
+    seen: dict[str, list[Any]] = json.loads(out.stdout)
+    return seen
+
+
+@pytest.mark.parametrize(("ip", "port"), [(WEB_VIP, 80), (SERVER_IPS[0], WEB_PORT)])
+def test_getpeername_reports_the_dialled_address_while_the_socket_lives(
+    net: CapNet, ip: str, port: int
+) -> None:
+    redirected, _ = _counts(net)
+    seen = _peers(net, "4", ip, port, "request")
+    assert _counts(net)[0] == redirected + 1  # captured: the peer really is 127.0.0.1:15001
+    # as under iptables REDIRECT, also once the proxy closed first (the app in CLOSE_WAIT)
+    assert seen == {"open": [ip, port], "eof": [ip, port]}
+
+
+def test_getpeername_of_a_v4_mapped_dual_stack_socket(net: CapNet) -> None:
+    redirected, _ = _counts(net)
+    seen = _peers(net, "6", WEB_VIP, 80, "request")
+    assert _counts(net)[0] == redirected + 1
+    mapped = [f"::ffff:{WEB_VIP}", 80]
+    assert seen == {"open": mapped, "eof": mapped}
+
+
+def test_getpeername_of_uncaptured_sockets_is_their_real_peer(net: CapNet) -> None:
+    redirected, _ = _counts(net)
+    # the app dialling the proxy's own port over loopback: the very peer the hook rewrites,
+    # but not a captured socket
+    assert _peers(net, "4", "127.0.0.1", 15001) == {"open": ["127.0.0.1", 15001]}
+    assert _peers(net, "6", "127.0.0.1", 15001) == {"open": ["::ffff:127.0.0.1", 15001]}
+    # the proxy's own sockets: never captured, so their peer is where they went
+    proxy_seen = _peers(net, "4", SERVER_IPS[1], WEB_PORT, "request", leaf="proxy")
+    assert proxy_seen == {"open": [SERVER_IPS[1], WEB_PORT], "eof": [SERVER_IPS[1], WEB_PORT]}
+    assert _peers(net, "4", "127.0.0.1", 15001, leaf="proxy") == {"open": ["127.0.0.1", 15001]}
+    assert _counts(net)[0] == redirected  # none of them was captured
 
 
 V4_MAPPED_GET = """
