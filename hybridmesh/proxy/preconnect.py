@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from hybridmesh.proxy.protocols.detect import http2_server_preface
 from hybridmesh.proxy.relay import Relay
 from hybridmesh.proxy.upstream import H1Upstream, Pool
 
@@ -45,7 +46,8 @@ class Preconnect(asyncio.Protocol):
         self.buffered.append(data)
         if self.transport is not None:
             self.transport.pause_reading()
-        self._activity()
+        if not http2_server_preface(self.buffered[0]):  # an h2 app's SETTINGS: client decides
+            self._activity()
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -9,6 +9,11 @@ prefix decides, no longer input can decide differently (tests check that).
 Server-first protocols (MySQL, SMTP) send nothing until the server speaks, so a short prefix
 can stay ambiguous forever: :class:`Detector` turns a ``timeout()`` (the caller's timer) or
 end of stream into ``OPAQUE``. At most :data:`MAX_DETECT_BYTES` bytes are ever examined.
+
+The upstream may speak first without being server-first: an HTTP/2 server sends its SETTINGS
+frame on accept (grpcio does) and still waits for the client's preface.
+:func:`http2_server_preface` tells that apart, so the inbound listener's early connection to
+the app (preconnect.py) does not end detection as opaque when the app is a gRPC server.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "Detector",
     "Protocol",
     "detect",
+    "http2_server_preface",
 ]
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -57,6 +63,11 @@ class Detection:
         """True once more bytes cannot change the outcome."""
         return self.protocol is not Protocol.NEED_MORE
 
+
+_H2_FRAME_HEADER = 9
+_H2_SETTINGS = 0x4
+_H2_ACK = 0x1
+_H2_MAX_PREFACE = 16384  # SETTINGS_MAX_FRAME_SIZE before the client's SETTINGS raised it
 
 _ANY = bytes(range(256))
 _VISIBLE = bytes(range(0x21, 0x7F))
@@ -149,3 +160,26 @@ class Detector:
         if self._result is None:
             self._result = Detection(Protocol.OPAQUE, why)
         return self._result
+
+
+def http2_server_preface(first: bytes) -> bool:
+    """Whether the bytes an upstream sent first are (the start of) an HTTP/2 server
+    connection preface: a SETTINGS frame, not an ACK, on stream 0, of a length that is a
+    multiple of 6 and fits the initial frame size (RFC 9113 §3.4, §6.5).
+
+    Such an upstream is not a server-first protocol: the client's bytes still decide. A
+    shorter read that is consistent so far counts too (the detection window bounds the
+    wait); a banner (``220 ...``, a MySQL greeting) fails on its first bytes."""
+    head = first[:_H2_FRAME_HEADER]
+    if not head or head[0] != 0:  # no bytes, or a length over 65535
+        return False
+    if len(head) >= 3:
+        length = int.from_bytes(head[:3], "big")
+        if length % 6 or length > _H2_MAX_PREFACE:
+            return False
+    if len(head) >= 4 and head[3] != _H2_SETTINGS:
+        return False
+    if len(head) >= 5 and head[4] & _H2_ACK:
+        return False
+    stream = head[5:]  # 31-bit id 0; the reserved top bit is ignored on receipt
+    return not (stream[:1] and stream[0] & 0x7F) and not any(stream[1:])

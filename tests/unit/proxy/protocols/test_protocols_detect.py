@@ -17,6 +17,7 @@ from hybridmesh.proxy.protocols.detect import (
     Detector,
     Protocol,
     detect,
+    http2_server_preface,
 )
 from hybridmesh.proxy.protocols.errors import LocalProtocolError
 
@@ -128,3 +129,47 @@ def test_detector_keeps_bytes_and_refuses_feeding_after_decision() -> None:
     assert detector.timeout().protocol is P.TLS  # a late timer does not override
     with pytest.raises(LocalProtocolError):
         detector.feed(b"more")
+
+
+# -- an upstream that speaks first: HTTP/2 server preface or a server-first banner ----------
+
+
+def _settings_frame(n_settings: int, *, flags: int = 0, stream: int = 0) -> bytes:
+    payload = b"".join(i.to_bytes(2, "big") + (i * 7).to_bytes(4, "big")
+                       for i in range(1, n_settings + 1))
+    return (len(payload).to_bytes(3, "big") + bytes([0x4, flags])
+            + stream.to_bytes(4, "big") + payload)
+
+
+def test_h2_servers_preface_is_recognized() -> None:
+    from hybridmesh.proxy.protocols.http2 import H2Server
+
+    ours = H2Server().data_to_send()  # what the proxy's own h2 server side sends on accept
+    grpcio = bytes.fromhex("000018040000000000000400400000000500400000000600004000fe03")
+    for preface in (ours, grpcio, _settings_frame(0), _settings_frame(0, stream=1 << 31)):
+        assert http2_server_preface(preface), preface
+        assert http2_server_preface(preface + b"\x00\x00\x04\x08")  # WINDOW_UPDATE follows
+
+
+@given(st.integers(0, 8), st.integers(1, 9))
+def test_every_prefix_of_a_settings_frame_waits_for_the_client(n: int, cut: int) -> None:
+    assert http2_server_preface(_settings_frame(n)[:cut])
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"",
+        b"220 hm-smtp ready\r\n",  # SMTP banner
+        b"J\x00\x00\x00\x0a5.7.42\x00",  # MySQL greeting (little-endian length)
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        _settings_frame(2, flags=0x1)[:9],  # a SETTINGS ACK is never a preface
+        _settings_frame(1, stream=1),  # SETTINGS on a stream
+        b"\x00\x00\x07\x04\x00\x00\x00\x00\x00",  # length not a multiple of 6
+        b"\x00\x40\x02\x04\x00\x00\x00\x00\x00",  # longer than the initial frame size
+        b"\x00\x00\x08\x06\x00\x00\x00\x00\x00",  # PING first
+    ],
+)
+def test_banners_and_other_frames_are_not_an_h2_preface(first: bytes) -> None:
+    assert not http2_server_preface(first)
