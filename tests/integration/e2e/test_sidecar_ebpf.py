@@ -9,6 +9,7 @@ Root, real namespaces, node agents and proxies; never skipped in CI.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -27,6 +28,32 @@ def _capture_status() -> list[dict[str, Any]]:
     for node in doc["nodes"]:
         found += [d for d in node["datapaths"] if d["name"] == "capture"]
     return found
+
+
+# what an app sees as its peer, open and after the server side closed (CLOSE_WAIT)
+PEER = """
+import json, socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((ip, port), timeout=5)
+seen = [s.getsockname()[0], list(s.getpeername())]
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+while s.recv(65536):
+    pass
+seen.append(list(s.getpeername()))
+print(json.dumps(seen))
+"""
+
+
+def _assert_peer_is_what_the_app_dialled(status: dict[str, Any]) -> None:
+    """getpeername() in a captured app reports the service IP, as under iptables REDIRECT."""
+    svc = next(s for s in status["services"] if s["name"] == "catalog")
+    ip, port = svc["clusterIP"], svc["ports"][0]["port"]
+    pod = next(p for p in status["pods"] if p["name"].startswith("frontend-"))
+    out = hm("lab", "exec", f"{pod['namespace']}/{pod['name']}", "--", sys.executable, "-c",
+             PEER, ip, str(port)).stdout
+    local, *peers = json.loads(out)
+    assert local == "127.0.0.1"  # captured: the kernel connected it to the proxy's 15001
+    assert peers == [[ip, port], [ip, port]]
 
 
 def test_demo_meshed_with_ebpf_captured_sidecars_end_to_end() -> None:
@@ -53,6 +80,7 @@ def test_demo_meshed_with_ebpf_captured_sidecars_end_to_end() -> None:
             saved = hm("lab", "exec", f"{pod['namespace']}/{pod['name']}", "--",
                        "iptables-save").stdout
             assert [r for r in saved.splitlines() if r.startswith("-A")] == [], (pod, saved)
+        _assert_peer_is_what_the_app_dialled(status)
 
         captures = _capture_status()
         assert captures, "no node agent runs the capture datapath"
