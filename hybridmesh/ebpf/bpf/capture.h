@@ -13,7 +13,9 @@
 #define HM_CAP_MAX_CONNS 65536     /* captured connections remembered for SO_ORIGINAL_DST */
 #define HM_CAP_EXCLUDED_PORTS 8    /* inbound ports never steered to the proxy */
 
-/* The original destination of a captured outbound connect. */
+/* The original destination of a captured outbound connect: the value of orig_by_addr (for the
+ * proxy's SO_ORIGINAL_DST) and of peer_by_sock (the app socket's own storage, for its
+ * getpeername; `answered` unused there). */
 struct hm_cap_dst {
 	__be32 ip;
 	__be16 port;
