@@ -48,6 +48,8 @@ MAP_NEEDS: tuple[TypeNeed, ...] = (
     TypeNeed("percpu_array", "counters", "CONFIG_BPF_SYSCALL"),
     TypeNeed("sockhash", "sockmap acceleration", "CONFIG_BPF_STREAM_PARSER"),
     TypeNeed("sockmap", "sockmap acceleration", "CONFIG_BPF_STREAM_PARSER"),
+    TypeNeed("sk_storage", "capture, L4 policy, node steering (per-socket state)",
+             "CONFIG_BPF_SYSCALL (kernel 5.2+)"),
     TypeNeed("ringbuf", "flow and drop events", "CONFIG_BPF_SYSCALL (kernel 5.8+)"),
 )
 

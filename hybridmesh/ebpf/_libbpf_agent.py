@@ -42,6 +42,7 @@ MAP_TYPES: dict[str, int] = {
     "lpm_trie": 11,
     "sockmap": 15,
     "sockhash": 18,
+    "sk_storage": 24,
     "ringbuf": 27,
 }
 """``enum bpf_map_type`` values (uapi, stable) of every map type hybridmesh creates."""
