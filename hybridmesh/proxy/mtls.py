@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.identity.tls import PeerIdentityError, check_peer
+from hybridmesh.proxy._tlsread import read_buffered
 from hybridmesh.proxy.config import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT
 from hybridmesh.proxy.discovery import EndpointMeta, Tables
 from hybridmesh.proxy.errors import ProxyError, Reason
@@ -281,6 +282,7 @@ class _Held(asyncio.Protocol):
 
     def hand_over(self, transport: asyncio.Transport, proto: P) -> P:
         transport.set_protocol(proto)
+        read_buffered(transport)  # no 256 KiB bytes per TLS read (_tlsread.py)
         proto.connection_made(transport)
         for chunk in self.data:
             proto.data_received(chunk)

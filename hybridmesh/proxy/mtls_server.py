@@ -34,6 +34,7 @@ import uvloop
 import uvloop.loop
 
 from hybridmesh.identity.tls import PeerIdentityError, check_peer
+from hybridmesh.proxy._tlsread import read_buffered
 from hybridmesh.proxy.h1session import Http1Session
 from hybridmesh.proxy.identity import ALPN_H1, ALPN_H2, TlsMaterial
 from hybridmesh.proxy.inbound import InboundRoute
@@ -176,6 +177,8 @@ class _Verifying(asyncio.Protocol):
         else:
             self.mesh.metrics.refuse(_REPORTER, "policy")
             tls.abort()
+            return
+        read_buffered(tls)  # the session set itself on tls: no 256 KiB bytes per read
 
     def _verify(self, tls: asyncio.Transport) -> VerifiedPeer | None:
         ssl_object: ssl.SSLObject = tls.get_extra_info("ssl_object")
