@@ -43,6 +43,7 @@ from hybridmesh.telemetry.stat_rows import (
     StatRow,
     View,
     build_rows,
+    edge_reporter,
     node_proxy_targets,
     scrape_targets,
 )
@@ -145,15 +146,17 @@ def _check_exists(pods: Sequence[Pod], name: str | None, namespace: str | None) 
 
 
 def _targets(pods: Sequence[Pod], view: View) -> list[Pod]:
-    """Only the proxies that can report on the view: the callers' when ``--from`` (for
-    ``node`` callers, the node proxies of their nodes)."""
+    """Only the proxies that can report on the view: the edge's reporting end's own (a
+    ``node`` pod's: its node's node proxy) — the caller's for ``--from``, the callee's for
+    ``--to`` when it has a proxy; every proxy otherwise."""
     targets = scrape_targets(pods) + node_proxy_targets(pods)
-    if view.kind != "from":
+    if view.kind == "workload" or (view.kind == "to" and edge_reporter(pods, view) == "source"):
         return targets
-    callers = [p for p in pods if p["workload"] == view.from_workload
-               and view.from_namespace in (None, p["namespace"])]
-    keys = {(p["namespace"], p["name"]) for p in callers}
-    keys |= {(NODE_PROXY_NAMESPACE, p.get("node")) for p in callers if p.get("placement") == "node"}
+    workload, namespace = ((view.from_workload, view.from_namespace) if view.kind == "from"
+                           else (view.to_workload, view.to_namespace))
+    ends = [p for p in pods if p["workload"] == workload and namespace in (None, p["namespace"])]
+    keys = {(p["namespace"], p["name"]) for p in ends}
+    keys |= {(NODE_PROXY_NAMESPACE, p.get("node")) for p in ends if p.get("placement") == "node"}
     return [p for p in targets if (p["namespace"], p["name"]) in keys]
 
 
@@ -199,11 +202,12 @@ def _cells(row: StatRow) -> list[str]:
     ]
 
 
-def _title(view: View, elapsed: float) -> str:
+def _title(view: View, reporter: str, elapsed: float) -> str:
     if view.kind == "from":
         edge = f"traffic from {_ref(view.from_namespace, view.from_workload)}, callers' proxies"
     elif view.kind == "to":
-        edge = f"traffic to {_ref(view.to_namespace, view.to_workload)}, callers' proxies"
+        whose = "callers'" if reporter == "source" else "its own"
+        edge = f"traffic to {_ref(view.to_namespace, view.to_workload)}, {whose} proxies"
     else:
         edge = "inbound traffic, workloads' own proxies"
     return f"{edge}, over {elapsed:.1f}s"
@@ -213,11 +217,11 @@ def _ref(namespace: str | None, name: str | None) -> str:
     return f"{namespace}/{name}" if namespace else str(name)
 
 
-def _print_table(rows: list[StatRow], view: View, elapsed: float) -> None:
+def _print_table(rows: list[StatRow], view: View, reporter: str, elapsed: float) -> None:
     columns = ["NAMESPACE", "NAME", "MESHED", "SUCCESS", "RPS"]
     columns += ["LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"]
     table = Table(*columns, box=None, pad_edge=False, header_style="bold", title_justify="left")
-    table.title = _title(view, elapsed)
+    table.title = _title(view, reporter, elapsed)
     for row in rows:
         table.add_row(*_cells(row))
     console.print(table, highlight=False)
@@ -237,10 +241,12 @@ def _print_errors(errors: Mapping[PodKey, str]) -> None:
 
 
 def _to_json(
-    rows: list[StatRow], view: View, elapsed: float, errors: Mapping[PodKey, str]
+    rows: list[StatRow], view: View, reporter: str, elapsed: float,
+    errors: Mapping[PodKey, str],
 ) -> dict[str, Any]:
     return {
         "view": view.kind,
+        "reporter": reporter,  # whose series the rows are: "source" or "destination"
         "from": _ref(view.from_namespace, view.from_workload) if view.from_workload else None,
         "to": _ref(view.to_namespace, view.to_workload) if view.to_workload else None,
         "windowSeconds": round(elapsed, 3),
@@ -302,10 +308,11 @@ def _run(sources: StatSources, view: View, window: float, output: OutputFormat) 
     _check_exists(pods, view.from_workload, view.from_namespace)
     _check_exists(pods, view.to_workload, view.to_namespace)
     rows, elapsed, errors = _collect(sources, pods, view, window)
+    reporter = edge_reporter(pods, view)
     if output is OutputFormat.json:
-        print_json(_to_json(rows, view, elapsed, errors))
+        print_json(_to_json(rows, view, reporter, elapsed, errors))
     else:
-        _print_table(rows, view, elapsed)
+        _print_table(rows, view, reporter, elapsed)
         _print_errors(errors)
     targets = _targets(pods, view)
     if targets and not _answered_any(errors, targets):

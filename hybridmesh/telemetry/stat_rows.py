@@ -5,8 +5,12 @@ Linkerd's ``viz stat`` shapes:
 
 - default: each workload's inbound traffic, from its own proxies (``reporter="destination"``);
 - ``--from W``: the destinations W called, from W's proxies (``reporter="source"``);
-- ``--to W``: the callers of W, from the callers' proxies (``reporter="source"``), which is how
-  traffic to a workload without a proxy becomes visible.
+- ``--to W``: the callers of W, from W's own proxies (``reporter="destination"``), Istio's
+  convention; when W runs no proxy (``none``, ``kernel``) nobody reports that end, so the
+  callers' proxies do (``reporter="source"``), which is how traffic to it becomes visible.
+
+Each view reads exactly one reporter (:func:`edge_reporter`), so an edge is counted once even
+where one proxy reports both of its ends (a ``node`` proxy's same-node connections).
 
 A workload whose pods run no proxy (placement ``none`` or ``kernel``) has no figures ("-"), as
 does a meshed one none of whose proxies could be scraped; a scraped one without traffic has
@@ -25,9 +29,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, REPORTER_SOURCE
 from hybridmesh.telemetry.scrape import (
     DESTINATION_KEYS,
     SOURCE_KEYS,
+    UNIT_CONNECTIONS,
+    UNIT_REQUESTS,
     SeriesKey,
     TrafficStats,
     connection_stats,
@@ -42,6 +49,7 @@ __all__ = [
     "StatRow",
     "View",
     "build_rows",
+    "edge_reporter",
     "has_sidecar",
     "is_meshed",
     "node_proxy_targets",
@@ -152,6 +160,18 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def edge_reporter(pods: Iterable[Pod], view: View) -> str:
+    """The one ``reporter`` a view reads: the callers' side for ``--from``; for ``--to`` the
+    destination's own proxies if it has any (sidecar or node proxy), else the callers'."""
+    if view.kind == "from":
+        return REPORTER_SOURCE
+    if view.kind == "workload":
+        return REPORTER_DESTINATION
+    meshed = any(is_meshed(p) for p in pods if p["workload"] == view.to_workload
+                 and view.to_namespace in (None, p["namespace"]))
+    return REPORTER_DESTINATION if meshed else REPORTER_SOURCE
+
+
 def _edge_query(view: View) -> tuple[Sequence[str], dict[str, str]]:
     """(labels naming a row, label filter) of an edge view."""
     if view.from_workload:
@@ -184,30 +204,36 @@ def build_rows(
     meshed = Counter(_workload(p) for p in pods if is_meshed(p))
     by: Sequence[str]
     where: dict[str, str]
+    reporter = edge_reporter(pods, view)
     if view.kind == "workload":
         by, where = DESTINATION_KEYS, {}
-        reporter, listed = "destination", set(totals)
-        answered = _answered(pods, scraped)
+        listed, answered = set(totals), _answered(pods, scraped)
     else:
-        (by, where), reporter = _edge_query(view), "source"
+        by, where = _edge_query(view)
         listed, answered = set(), set()
     stats = _pairs(connection_stats(window, window_s, reporter=reporter, by=by, where=where))
     stats.update(_pairs(group_stats(window, window_s, reporter=reporter, by=by, where=where)))
     conns = _pairs(open_connections(current, reporter=reporter, by=by, where=where))
     with_data = answered | set(stats) | set(conns)
-    idle = TrafficStats(0.0, 0.0, window_s, None, None, None)
+    l4 = {_workload(p) for p in pods if p.get("placement") == NODE_PLACEMENT}
     return [
         StatRow(
             namespace=key[0],
             name=key[1],
             meshed=meshed[key],
             pods=totals[key],
-            stats=stats.get(key, idle) if key in with_data else None,
+            stats=stats.get(key, _idle(window_s, key in l4)) if key in with_data else None,
             tcp_connections=conns.get(key, 0) if key in with_data else None,
         )
         for key in sorted(listed | with_data)
         if view.selects(key)
     ]
+
+
+def _idle(window_s: float, l4: bool) -> TrafficStats:
+    """No traffic in the window, in the unit the workload's proxy counts (node pods: cps)."""
+    unit = UNIT_CONNECTIONS if l4 else UNIT_REQUESTS
+    return TrafficStats(0.0, 0.0, window_s, None, None, None, unit)
 
 
 def _pairs(groups: Mapping[tuple[str, ...], _T]) -> dict[WorkloadKey, _T]:

@@ -22,8 +22,11 @@ from connection attempts, per edge (the TCP labels, ``reporter`` included):
 - ``tcp_connect_latency_ms``: from accepting it to the upstream being ready (or the refusal):
   what the mesh adds before the first byte flows.
 
-A same-node connection has one proxy on its edge: its attempts are counted under both
-reporters (so ``stat --from`` sees the caller's side too).
+A same-node connection has one proxy on its edge, which reports it as both ends, as Istio's
+two proxies would: every series of it (attempts, latency, opens, closes, bytes) is counted
+once under ``reporter="source"`` and once under ``reporter="destination"``. ``hybridmesh stat``
+reads one reporter per view (``--from``: source; ``--to`` and the workload view: destination),
+so each edge shows once, same-node or across nodes.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ class _Flow:
                 return None
             self._relay(dest)
         elif remote.node == view.node:
-            # the only proxy on this edge: its attempts count for both sides (stat --from and
-            # --to), its tcp series as the destination's, as they always have
+            # the only proxy on this edge reports it as both ends (Istio's reporter=source
+            # and reporter=destination): stat --from reads one, --to and plain stat the other
             self._reporters = _BOTH
             local = view.local_by_ip.get(dest.ip)
             denied = "not-local" if local is None else decide_local(view, identity, local,
@@ -209,17 +209,19 @@ class _Flow:
         if relay.down.lost:
             relay.abort()
             return
-        ctx.metrics.proxy.tcp_open(reporter=self._reporters[-1], source=self.source,
-                                   destination=self.dest_peer, service=self.service)
+        for reporter in self._reporters:
+            ctx.metrics.proxy.tcp_open(reporter=reporter, source=self.source,
+                                       destination=self.dest_peer, service=self.service)
         self._opened_relay = True
         self._attempt(ok=True)
         relay.upstream_connected()
 
     def _closed(self, read: int, written: int) -> None:
         if self._opened_relay:
-            self.ctx.metrics.proxy.tcp_close(
-                reporter=self._reporters[-1], source=self.source, destination=self.dest_peer,
-                service=self.service, read_bytes=read, write_bytes=written)
+            for reporter in self._reporters:  # bytes as the caller sent / was sent them
+                self.ctx.metrics.proxy.tcp_close(
+                    reporter=reporter, source=self.source, destination=self.dest_peer,
+                    service=self.service, read_bytes=read, write_bytes=written)
         self._release()
 
     # -- tunnel ---------------------------------------------------------------------------------

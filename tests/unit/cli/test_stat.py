@@ -173,6 +173,22 @@ def test_to_view_shows_callers() -> None:
     data = json.loads(result.stdout)
     assert (data["view"], data["to"]) == ("to", "db")
     assert [(r["name"], r["requests"], r["rps"]) for r in data["rows"]] == [("client", 50, 5.0)]
+    assert data["reporter"] == "source"  # db runs no proxy: its callers' proxies report
+
+
+def test_to_a_meshed_workload_reads_its_own_proxies() -> None:
+    """Istio's convention: --to reads the destination-reported series (web's own sidecars saw
+    10 of client's 200 requests fail; client's proxy, the source end, saw none fail)."""
+    lab = FakeLab(shop_traffic)
+    result = _invoke(lab, "--to", "deploy/web", "-w", "10", "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["reporter"] == "destination"
+    assert [(r["name"], r["requests"], r["successRate"], r["tcpConnections"])
+            for r in data["rows"]] == [("client", 200, 0.95, 2)]  # fmt: skip
+    assert set(lab.scraped) == {"web-0", "web-1"}  # web's ready proxies only
+    table = _invoke(FakeLab(shop_traffic), "--to", "web", "-w", "10")
+    assert table.stdout.splitlines()[0].startswith("traffic to web, its own proxies")
 
 
 def test_from_view_without_traffic_says_so() -> None:

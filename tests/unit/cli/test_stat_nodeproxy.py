@@ -97,3 +97,24 @@ def test_from_a_workload_without_node_pods_scrapes_no_node_proxy() -> None:
     result = _invoke(lab, "--from", "deploy/db", "-w", "1")
     assert result.exit_code == 0, result.output
     assert lab.scraped == []
+
+
+def test_to_view_reads_the_destinations_node_proxies_once_per_edge() -> None:
+    """api-0 (node-1) is called by amb-0 on its node (one proxy, both ends) and by amb-1 from
+    node-2 (the far end reports the destination side): 30 + 10 + 20, each counted once."""
+    lab = NodeLab()
+    result = _invoke(lab, "--to", "deploy/api", "-w", "10", "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["reporter"] == "destination"
+    assert [(r["name"], r["requests"], r["successRate"], r["unit"]) for r in data["rows"]] == [
+        ("amb", 60, 0.83333, "connections")]
+    assert sorted(set(lab.scraped)) == [("nodeproxy", "node-1", "127.0.0.1")]  # api's node
+
+
+def test_from_view_counts_same_node_and_cross_node_attempts_once() -> None:
+    lab = NodeLab()
+    result = _invoke(lab, "--from", "deploy/amb", "-w", "10", "-o", "json")
+    assert result.exit_code == 0, result.output
+    [api] = json.loads(result.stdout)["rows"]
+    assert (api["name"], api["requests"], api["successRate"]) == ("api", 60, 0.83333)

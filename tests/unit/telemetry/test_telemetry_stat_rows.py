@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybridmesh.telemetry.scrape import Samples, parse
-from hybridmesh.telemetry.stat_rows import View, build_rows, scrape_targets
+from hybridmesh.telemetry.stat_rows import View, build_rows, edge_reporter, scrape_targets
 
 
 def _pod(name: str, workload: str, placement: str, ready: bool = True) -> dict[str, Any]:
@@ -71,3 +71,36 @@ def test_json_nulls_for_unknown_figures() -> None:
         "successRate": None, "rps": None, "latencyMs": {"p50": None, "p95": None, "p99": None},
         "tcpConnections": None, "unit": None,
     }  # fmt: skip
+
+
+def _edge(reporter: str, source: str, dest: str, count: int) -> str:
+    return (f'tcp_connect_total{{reporter="{reporter}",source_workload="{source}",'
+            f'source_workload_namespace="ns",destination_workload="{dest}",'
+            f'destination_workload_namespace="ns",outcome="ok"}} {count}\n')
+
+
+def test_each_view_reads_one_reporter_so_a_doubly_reported_edge_counts_once() -> None:
+    # a -> a' same-node through one node proxy: reported as both ends; a -> c (kernel): only
+    # the caller's proxy can report it
+    both = parse(_edge("source", "a", "a", 5) + _edge("destination", "a", "a", 5)
+                 + _edge("source", "a", "c", 2))
+    assert edge_reporter(PODS, View(from_workload="a")) == "source"
+    assert edge_reporter(PODS, View(to_workload="a")) == "destination"  # meshed: its own
+    assert edge_reporter(PODS, View(to_workload="c")) == "source"  # kernel: the callers'
+    assert edge_reporter(PODS, View()) == "destination"
+
+    def requests(view: View) -> dict[str, float]:
+        rows = build_rows(PODS, both, both, 1.0, scraped=set(), view=view)
+        return {r.name: r.stats.requests for r in rows if r.stats is not None}
+
+    assert requests(View(from_workload="a")) == {"a": 5, "c": 2}
+    assert requests(View(to_workload="a")) == {"a": 5}
+    assert requests(View(to_workload="c")) == {"a": 2}
+    assert requests(View(name="a")) == {"a": 5}
+
+
+def test_an_idle_node_workload_counts_connections_and_a_sidecar_one_requests() -> None:
+    pods = [_pod("n-0", "n", "node"), _pod("s-0", "s", "sidecar")]
+    rows = build_rows(pods, {}, {}, 1.0, scraped={("ns", "s-0"), ("nodeproxy", "n")})
+    assert [(r.name, r.stats and r.stats.unit) for r in rows] == [
+        ("n", "connections"), ("s", "requests")]
