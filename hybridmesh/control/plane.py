@@ -137,6 +137,10 @@ class ControlPlane:
         mesh = self._mesh_json()
         fresh: dict[SnapshotKey, dict[str, Any]] = {}
         all_pods = [self._pod_json(p) for p in self._plan.pods]
+        # who is behind each pod IP, for the source labels of a caller that backs no Service
+        # (a load generator, a Job): Istio learns it by peer metadata exchange, we from here
+        peers = [{"ip": p.ip, "workload": p.workload, "namespace": p.namespace}
+                 for p in self._plan.pods if p.ip]
         nodes = [
             {"name": n.name, "fabricIP": n.fabric_ip, "podCIDR": n.pod_cidr, "gateway": n.gateway}
             for n in self._plan.nodes
@@ -150,6 +154,7 @@ class ControlPlane:
                 "routes": routes,
                 "policies": policies,
                 "nodes": nodes,  # sidecars reach node pods through these node proxies (HBONE)
+                "peers": peers,
             }
         node_side = node_policies(self._topology, policies)
         for node in self._plan.nodes:

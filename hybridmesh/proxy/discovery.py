@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ DEFAULT_RETRY = RetryPolicy(codes=frozenset({503}), attempts=2)
 """Istio's default: two retries of connect failures and 503s (bounded by the retry budget)."""
 
 _REPLICA = re.compile(r"-\d+$")
+_UNKNOWN = Peer.unknown()
 _OPAQUE = frozenset(("tcp", "opaque"))
 
 
@@ -118,11 +119,15 @@ class Tables:
     inbound: Mapping[int, InboundPort]
     routes: RouteTable
     snapshot: Mapping[str, Any] = field(repr=False)
+    sources: Mapping[str, Peer] = field(default_factory=dict, repr=False)
 
     def peer_of(self, ip: str) -> Peer:
-        """The telemetry identity of a peer address (unknown if it is no known pod)."""
+        """The telemetry identity of a peer address: a Service endpoint, else any pod of the
+        mesh (a caller that backs no Service, e.g. a load generator), else unknown."""
         meta = self.by_ip.get(ip)
-        return meta.peer if meta is not None else Peer.unknown()
+        if meta is not None:
+            return meta.peer
+        return self.sources.get(ip, _UNKNOWN)
 
     def config_dump(self) -> dict[str, Any]:
         """For ``/config_dump``: the snapshot plus the derived tables (never key material)."""
@@ -206,9 +211,21 @@ def build_tables(snapshot: Mapping[str, Any]) -> Tables:
         routes = RouteTable.compile(list(snapshot.get("routes") or ()), DEFAULT_RETRY)
         version = int(snapshot.get("version", 0))
         inbound = _inbound(snapshot)
+        sources = _sources(snapshot.get("peers") or ())
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"unusable snapshot: {type(exc).__name__}: {exc}") from None
-    return Tables(version, pod, by_vip, services, by_ip, inbound, routes, snapshot)
+    return Tables(version, pod, by_vip, services, by_ip, inbound, routes, snapshot, sources)
+
+
+def _sources(raws: Iterable[Mapping[str, Any]]) -> dict[str, Peer]:
+    """Pod IP → Peer (no principal: only a certificate names one), one object per workload:
+    Peers are metric-cache keys, equal-by-identity is the cheapest hit."""
+    interned: dict[tuple[str, str], Peer] = {}
+    out: dict[str, Peer] = {}
+    for raw in raws:
+        key = (str(raw["workload"]), str(raw["namespace"]))
+        out[str(raw["ip"])] = interned.setdefault(key, Peer(key[0], key[1], UNKNOWN))
+    return out
 
 
 class Watcher:

@@ -61,6 +61,15 @@ def test_version_bumps_only_for_changed_snapshots() -> None:
     assert [p["ready"] for p in node.content["pods"]] == [True, False]
 
 
+def test_pod_snapshots_name_every_pod_ip_for_source_labels() -> None:
+    cp = plane()
+    snap = cp.snapshot(("pod", "shop/web-0"))
+    assert snap is not None
+    ips = {p.ip for p in cp.plan.pods}
+    assert {p["ip"] for p in snap.content["peers"]} == ips and len(ips) == 2
+    assert {(p["workload"], p["namespace"]) for p in snap.content["peers"]} == {("web", "shop")}
+
+
 def test_watch_blocks_until_change_and_times_out_unchanged() -> None:
     async def run() -> None:
         cp = plane()

@@ -121,3 +121,21 @@ def test_sockaddr_in_decoding() -> None:
     assert decode_sockaddr_in(raw) == ("10.96.0.10", 8080)
     with pytest.raises(ValueError):
         decode_sockaddr_in(struct.pack("=H", socket.AF_INET6) + bytes(14))
+
+
+def test_callers_that_back_no_service_are_named_from_the_mesh_pod_list() -> None:
+    """A load generator backs no Service: the destination proxy still labels its requests with
+    its workload (Istio: peer metadata exchange; here the control plane's pod list)."""
+    peers = [{"ip": "10.244.1.20", "workload": "loadgen", "namespace": "shop"},
+             {"ip": "10.244.1.21", "workload": "loadgen", "namespace": "shop"},
+             {"ip": "10.244.1.5", "workload": "stale-name", "namespace": "shop"}]
+    t = build_tables(snapshot(peers=peers))
+    assert t.peer_of("10.244.1.20") == Peer("loadgen", "shop", "unknown")  # no cert: no principal
+    assert t.peer_of("10.244.1.20") is t.peer_of("10.244.1.21")  # one metric key per workload
+    assert t.peer_of("10.244.1.5") == Peer("web", "shop", "unknown")  # an endpoint wins
+    assert t.peer_of("192.0.2.1") == Peer.unknown()
+
+
+def test_a_malformed_peer_list_is_a_snapshot_error_not_a_crash() -> None:
+    with pytest.raises(SnapshotError):
+        build_tables(snapshot(peers=[{"ip": "10.244.1.20"}]))
