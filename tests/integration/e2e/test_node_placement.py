@@ -2,7 +2,8 @@
 
 Two nodes, one node proxy each (no sidecar anywhere): every edge of the demo answers, an
 AuthorizationPolicy denying one caller *by identity* holds while an allowed caller passes, the
-node proxies' metrics name the verified source identities, ``observe`` shows the pods' flows, a
+node proxies' metrics name the verified source identities, ``stat`` counts a same-node and a
+cross-node edge once in each view, ``observe`` shows the pods' flows, a
 pod forging a neighbour's source address gets nothing, ``hybridmesh node upgrade`` under 100
 long-lived connections and steady load interrupts nothing, and a connection storm from one pod
 leaves another pod's p99 within 2x. Runs as root in a sandbox; never skips.
@@ -15,13 +16,17 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from hmcli import HM, hm
+from typer.testing import CliRunner
 
+from hybridmesh.cli import stat
 from hybridmesh.lab import _sh, names
 from hybridmesh.lab.demo import with_placement
 
@@ -215,6 +220,80 @@ def test_stat_and_observe_show_the_traffic(node_lab: dict[str, Any]) -> None:
     text = node_metrics(pods_of(node_lab)["shop/loadgen-0"]["node"])
     assert counter(text, "tcp_open_total", reporter="source", source_principal=f"{TD}/loadgen")
     assert re.search(r"nodeproxy_svids [1-9]", text)
+
+
+def _stat(sources: stat.StatSources, *args: str) -> dict[str, Any]:
+    """`hybridmesh stat ARGS -o json` in this process, its window's traffic made by sources."""
+    root = typer.Typer()
+
+    @root.callback()
+    def _group() -> None:
+        """Force a command group, as the real root app is."""
+
+    stat.register(root, sources=lambda: sources)
+    result = CliRunner().invoke(root, ["stat", *args, "-w", "1", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+HOLD = """
+import socket, sys, time
+target, count, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+host, _, port = target.partition(":")
+conns = [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
+for s in conns:  # one keep-alive request each: the connection is through both proxies
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200"), "no answer"
+print("open", flush=True)
+time.sleep(hold)
+"""
+
+
+class _Holders:
+    """stat's window: each caller opens ``count`` connections and holds them past the second
+    scrape (so they are both counted and open); ``wait`` lets them close."""
+
+    def __init__(self, callers: tuple[str, ...], target: str, count: int) -> None:
+        self.args, self.procs = (callers, target, count), list[subprocess.Popen[str]]()
+
+    def __call__(self, _seconds: float) -> None:
+        callers, target, count = self.args
+        self.procs = [subprocess.Popen([*HM, "lab", "exec", c, "--", "python3", "-c", HOLD,
+                                        target, str(count), "4"], text=True,
+                                       stdout=subprocess.PIPE) for c in callers]
+        for proc in self.procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+
+    def wait(self) -> None:
+        for proc in self.procs:
+            assert proc.wait(timeout=30) == 0
+
+
+def test_stat_shows_same_node_and_cross_node_edges_once(node_lab: dict[str, Any]) -> None:
+    """catalog never calls ratings in the demo: the test's connections are that edge's only
+    traffic. catalog-0 -> ratings-0 share node-1 (one proxy reports both ends), catalog-1 ->
+    ratings-0 crosses a tunnel (each node proxy reports its end): 3 + 3 connections counted
+    and open, in the caller's view and in the callee's."""
+    pods = pods_of(node_lab)
+    ratings = f"{pods['shop/ratings-0']['ip']}:8080"
+    assert pods["shop/catalog-0"]["node"] == pods["shop/ratings-0"]["node"]
+    assert pods["shop/catalog-1"]["node"] != pods["shop/ratings-0"]["node"]
+    holders = _Holders(("shop/catalog-0", "shop/catalog-1"), ratings, 3)
+    sources = replace(stat.lab_sources(), sleep=holders)
+    try:
+        rows = {r["name"]: r for r in _stat(sources, "--from", "deploy/catalog")["rows"]}
+    finally:
+        holders.wait()
+    figures = ("requests", "successRate", "tcpConnections", "unit")
+    assert [rows["ratings"][k] for k in figures] == [6, 1.0, 6, "connections"], rows
+    try:
+        to = _stat(sources, "--to", "deploy/ratings")
+    finally:
+        holders.wait()
+    rows = {r["name"]: r for r in to["rows"]}
+    assert to["reporter"] == "destination", to
+    assert [rows["catalog"][k] for k in figures] == [6, 1.0, 6, "connections"], rows
 
 
 LONG_LIVED = """
