@@ -178,6 +178,7 @@ class TunnelConn(asyncio.Protocol):
         self.h2 = h2
         self.transport: asyncio.Transport | None = None
         self.peer: SpiffeId | None = None  # verified identity of the other end
+        self.trusted = False  # the h2 engine skips inbound header validation (start)
         self.bridges: dict[int, StreamBridge] = {}
         self.opening: dict[int, OnOpened] = {}
         self.paused = False
@@ -195,8 +196,19 @@ class TunnelConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def start(self, peer: SpiffeId | None) -> None:
-        """The peer is verified: send our preface and process what it already sent."""
+        """The peer is verified: send our preface and process what it already sent.
+
+        ``peer`` is the SPIFFE ID ``tunnels.dial``/``serve_tls`` checked after the mTLS
+        handshake: the other end holds an SVID, so it is a mesh proxy (node proxy, sidecar or
+        waypoint: only proxies hold SVIDs) that checks every head it sends; the HTTP/2 engine
+        skips h2's inbound header validation for it (``trust_peer``), as the sidecar does on
+        its mTLS connections. Nothing app-facing is an h2 tunnel: a pod's bytes only ever
+        arrive as DATA of a stream. Without a verified peer nothing is trusted.
+        """
         self.peer = peer
+        if peer is not None:
+            self.h2.trust_peer()  # before the early bytes: they are the peer's too
+            self.trusted = True
         self._started = True
         early, self._early = self._early, []
         for chunk in early:

@@ -50,6 +50,9 @@ async def test_sidecar_reaches_a_node_pod_through_its_node_proxy_as_itself(tmp_p
         assert mesh is not None
         assert mesh.hbone.tunnels == 1  # one tunnel to n2, reused
         assert mesh.hbone.streams >= 1
+        # the node proxy proved an SVID to the sidecar and the sidecar one to it: both trusted
+        assert [c.trusted for cs in mesh.hbone._pool._conns.values() for c in cs] == [True]
+        assert bed.node is not None and [c.trusted for c in bed.node._tunnels] == [True]
         # the destination node proxy saw the sidecar's own identity, not a plaintext peer
         text = bed.node_metrics()
         assert bed.metric(text, "tcp_open_total", source_principal=CLIENT_ID) >= 1, text

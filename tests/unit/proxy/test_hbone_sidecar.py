@@ -19,6 +19,7 @@ import uvloop
 from hbone_harness import API_IP, CLIENT_ID, FRONT_ID, WAYPOINT_ID, Bed, deny, hbone_bed
 from proxy_harness import get, read_response
 
+from hybridmesh.proxy.hbone_listen import HboneListener
 from hybridmesh.proxy.testing import endpoint, service
 
 API_VIP, FAKE_VIP = "10.96.0.11", "10.96.0.14"
@@ -136,6 +137,10 @@ async def test_a_node_pod_reaches_a_sidecar_pod_over_hbone_as_itself(tmp_path: P
         assert [r.path for r in seen] == ["/x", "/y"]
         assert seen[0].headers.get("x-hm-peer-identity") == FRONT_ID
         assert bed.node is not None and bed.node.ctx.pool.dials == 1  # one tunnel, reused
+        # both ends proved an SVID: each trusts the other's heads (trust_peer), as sidecars do
+        hbone = next(s for s in bed.workers["api-0"]._servers if isinstance(s, HboneListener))
+        assert hbone.server is not None and [c.trusted for c in hbone.server._conns] == [True]
+        assert [c.trusted for cs in bed.node.ctx.pool._conns.values() for c in cs] == [True]
         api = bed.workers["api-0"].exposition().decode()
         assert bed.metric(api, "request_total", reporter="destination",
                           source_principal=FRONT_ID) == 3, api
