@@ -5,7 +5,9 @@ Every ready pod with a proxy of its own is scraped twice, ``--window`` seconds a
 ``<pod ip>:15020/metrics`` (through a socket made inside the pod's node), and so is the node
 proxy of every node hosting ``node`` pods (``127.0.0.1:15020`` in the node netns; it reports
 per source/destination workload, in connections: RPS reads "cps"); the difference is the
-window's traffic. The figures are computed by ``hybridmesh.telemetry``; this module only parses
+window's traffic. A view reads one reporter (``stat_rows.edge_reporter``: ``--from`` the
+callers' end, ``--to`` the callee's own proxies when it has any) and scrapes only the proxies
+that report that end. The figures are computed by ``hybridmesh.telemetry``; this module only parses
 the command line, gathers the two scrapes and prints. Where pods and scrapes come from is a
 ``StatSources`` so tests (and later a dashboard) can feed their own.
 """
