@@ -23,7 +23,7 @@ from hybridmesh.agent.nodeproxy.view import LocalPod, NodeView
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.policy import RequestAttributes
 from hybridmesh.proxy.protocols.http2 import H2Server, RequestHeaders
-from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, UNKNOWN, Peer
+from hybridmesh.telemetry.proxy_metrics import REPORTER_DESTINATION, Peer
 
 __all__ = ["authorize_stream", "on_request"]
 
@@ -43,17 +43,11 @@ def authorize_stream(view: NodeView, peer: SpiffeId | None, authority: bytes
     return pod, port
 
 
-def _peer(identity: SpiffeId | None) -> Peer:
-    if identity is None or identity.namespace is None:
-        return Peer.unknown()
-    return Peer(identity.service_account or UNKNOWN, identity.namespace, str(identity))
-
-
 def on_request(ctx: NodeContext, conn: TunnelConn, ev: RequestHeaders) -> None:
     """Handle one CONNECT (called from the tunnel connection's read callback)."""
     assert isinstance(conn.h2, H2Server)
-    source, started = _peer(conn.peer), time.monotonic()
-    view = ctx.view
+    view, started = ctx.view, time.monotonic()
+    source = view.peer_of(conn.peer) if view is not None else Peer.unknown()
     try:
         if ctx.draining or view is None:
             raise TunnelRequestError("draining", "node proxy is handing over")

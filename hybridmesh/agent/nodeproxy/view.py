@@ -96,7 +96,10 @@ class NodeView:
     nodes: Mapping[str, str]  # node name -> tunnel address (fabric IP) when the snapshot has it
     policies: tuple[Mapping[str, Any], ...]
     selecting: Mapping[str, frozenset[str]]  # local pod key -> services selecting it
+    # (namespace, service account) -> its one workload, or "" when several share it
+    accounts: Mapping[tuple[str, str], str] = field(default_factory=dict)
     _evaluators: dict[str, Evaluator] = field(default_factory=dict, repr=False, compare=False)
+    _peers: dict[SpiffeId, Peer] = field(default_factory=dict, repr=False, compare=False)
 
     def served(self) -> tuple[LocalPod, ...]:
         """The local pods this proxy holds identities for."""
@@ -121,6 +124,20 @@ class NodeView:
                 except InvalidSpiffeId:
                     continue
         return frozenset(out)
+
+    def peer_of(self, identity: SpiffeId | None) -> Peer:
+        """Metric labels of a tunnel's verified client (``stat``'s destination-side edges):
+        the workload running as that identity, as the source side labels it, when exactly
+        one does; else the service account's name. The principal is the proof, the
+        workload only a label: several workloads sharing an account cannot be told apart."""
+        if identity is None or identity.namespace is None:
+            return Peer.unknown()
+        cached = self._peers.get(identity)
+        if cached is None:
+            account = identity.service_account or UNKNOWN
+            workload = self.accounts.get((identity.namespace, account)) or account
+            cached = self._peers[identity] = Peer(workload, identity.namespace, str(identity))
+        return cached
 
     def evaluator(self, pod: LocalPod) -> Evaluator:
         """The policies bound to a local destination pod, compiled once per view.
@@ -206,10 +223,23 @@ def _build(snapshot: Mapping[str, Any]) -> NodeView:
                                   if _selects(s, p)) for p in pods.values()}
     nodes = {str(n["name"]): str(n["fabricIP"]) for n in snapshot.get("nodes") or ()
              if n.get("fabricIP")}
+    accounts = _accounts(snapshot.get("pods") or ())
     return NodeView(
         node=name, version=int(snapshot.get("version", 0)),
         trust_domain=str(mesh.get("trustDomain") or "cluster.local"),
         mtls_mode=str(mesh.get("mtlsMode") or "STRICT").upper(), pods=pods,
         local_by_ip={p.ip: p for p in pods.values() if p.placement == "node" and p.ip},
         vips=vips, by_ip=by_ip, nodes=nodes,
-        policies=tuple(snapshot.get("policies") or ()), selecting=selecting)
+        policies=tuple(snapshot.get("policies") or ()), selecting=selecting,
+        accounts=accounts)
+
+
+def _accounts(pods: Any) -> dict[tuple[str, str], str]:
+    """Every pod of the mesh (any node): (namespace, service account) -> workload, "" when
+    the account runs several workloads."""
+    out: dict[tuple[str, str], str] = {}
+    for raw in pods:
+        pod = _local(raw)
+        key = (pod.namespace, pod.service_account)
+        out[key] = pod.workload if out.get(key, pod.workload) == pod.workload else ""
+    return out

@@ -91,3 +91,20 @@ def test_the_control_planes_unscoped_snapshot_keeps_only_this_nodes_pods_local()
     assert sorted(got.pods) == ["default/side-0", "default/web-0"]
     assert [p.key for p in got.served()] == ["default/web-0"]
     assert "10.244.1.9" not in got.local_by_ip
+
+
+def test_a_tunnel_client_is_labelled_as_the_workload_running_as_its_identity() -> None:
+    """stat's destination-side rows must name the caller as its source side does (the
+    workload), not by its service account, wherever in the mesh the caller runs."""
+    pods = [node_pod("api-0", "10.244.1.4", node="n1", service_account="client"),
+            node_pod("api-1", "10.244.2.4", node="n2", service_account="client"),
+            node_pod("a-0", "10.244.1.5", node="n1", service_account="shared"),
+            node_pod("b-0", "10.244.1.6", node="n1", service_account="shared"),
+            *PODS]
+    view = build_view(node_snapshot("n2", pods))
+    assert view.peer_of(CLIENT) == ("api", "default", str(CLIENT))  # another node's pod too
+    assert view.peer_of(CLIENT) is view.peer_of(CLIENT)  # one Peer per identity and view
+    shared = SpiffeId.parse("spiffe://cluster.local/ns/default/sa/shared")
+    assert view.peer_of(shared).workload == "shared"  # a and b: the account, not a guess
+    assert view.peer_of(OTHER).workload == "other"  # no pod runs as it: the account
+    assert view.peer_of(None) == ("unknown", "unknown", "unknown")
