@@ -18,6 +18,8 @@ __all__ = ["FORBIDDEN_TRAILERS", "check_trailers", "options", "request_head", "r
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")  # < 2**63: fits every peer's integer
 _FRAMING_NAMES = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection"))
 _NO_OPTIONS: frozenset[bytes] = frozenset()
+_HOSTS: set[bytes] = set()  # Host values already proven valid (HOST_VALUE), bounded
+_MAX_HOSTS = 1024
 FORBIDDEN_TRAILERS = frozenset(
     (
         b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
@@ -101,8 +103,12 @@ def _check_host(hosts: list[bytes], version: bytes, method: bytes, target: bytes
             raise RemoteProtocolError(ErrorCode.MISSING_HOST, "HTTP/1.1 request without Host")
         return
     host = hosts[0]
-    if HOST_VALUE.fullmatch(host) is None:
-        raise RemoteProtocolError(ErrorCode.BAD_HOST, f"invalid Host {host[:64]!r}")
+    if host not in _HOSTS:  # a connection's requests name the same few hosts: check each once
+        if HOST_VALUE.fullmatch(host) is None:
+            raise RemoteProtocolError(ErrorCode.BAD_HOST, f"invalid Host {host[:64]!r}")
+        if len(_HOSTS) >= _MAX_HOSTS:
+            _HOSTS.clear()  # bounded: clients naming ever new hosts only cost the check
+        _HOSTS.add(host)
     if target[:1] == b"/" or method == b"CONNECT":
         return
     authority = absolute_authority(target)

@@ -53,6 +53,10 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _PLAIN_OPTIONS = frozenset((b"keep-alive", b"close", b"host"))
 # module constants: an Enum member lookup costs ~5x a global read, and these run per message
 _NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
+# memos of what was checked once: valid methods, formatted status lines (bounded)
+_MEMO_SIZE = 256
+_METHODS: set[bytes] = set()
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 def request_framing(req: Request) -> Framing:
@@ -82,8 +86,13 @@ def serialize_request(req: Request, *, keep_alive: bool = True,
     """Request head for an upstream, always HTTP/1.1 (so it needs a host field).
     ``framing``: :func:`request_framing` of ``req``, when the caller has it."""
     method, target = req.method, req.target
-    if TOKEN.fullmatch(method) is None or _TARGET.fullmatch(target) is None:
-        raise LocalProtocolError(f"invalid method or target {method!r} {target[:64]!r}")
+    if method not in _METHODS:  # a handful of methods: each is checked once
+        if TOKEN.fullmatch(method) is None:
+            raise LocalProtocolError(f"invalid method {method[:64]!r}")
+        if len(_METHODS) < _MEMO_SIZE:
+            _METHODS.add(method)
+    if _TARGET.fullmatch(target) is None:
+        raise LocalProtocolError(f"invalid target {target[:64]!r}")
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     _fields(parts, req.headers, request=True)
     if framing is None:
@@ -165,9 +174,17 @@ def frame_end(framing: Framing, trailers: Headers = ()) -> bytes:
 
 
 def _status_line(status: int, reason: bytes) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` CRLF, checked; a few (status, reason) pairs make up
+    nearly all responses, so each is checked and formatted once (a bounded memo)."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is not None:
+        return line
     if not 100 <= status <= 999 or BAD_VALUE_CHAR.search(reason) is not None:
         raise LocalProtocolError(f"invalid status {status} or reason {reason[:64]!r}")
-    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
+    line = b"HTTP/1.1 %d %b\r\n" % (status, reason)
+    if len(_STATUS_LINES) < _MEMO_SIZE:  # bounded: a peer cannot grow it with odd reasons
+        _STATUS_LINES[status, reason] = line
+    return line
 
 
 def _fields(parts: list[bytes], headers: Headers, *, request: bool = False) -> None:
