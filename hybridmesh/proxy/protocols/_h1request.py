@@ -59,6 +59,10 @@ class RequestReader(Reader):
         buf = self._buf
         if buf[start] == 13:
             return None  # an empty line first: _on_idle's tolerance, on the slow path
+        recalled = self._recall(start)
+        if recalled is not None:
+            self._crlf_skipped = False
+            return recalled
         limits = self.limits
         end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
         if end < 0:
@@ -73,7 +77,8 @@ class RequestReader(Reader):
         if version not in _VERSIONS:
             return None
         head_end = end + 4
-        fields = llhttp_fields(httptools.HttpRequestParser, buf[start:head_end], limits)
+        head = buf[start:head_end]
+        fields = llhttp_fields(httptools.HttpRequestParser, head, limits)
         if fields is None:
             return None
         try:
@@ -83,6 +88,7 @@ class RequestReader(Reader):
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
+        self._remember(head, event)
         return event
 
     def _check_start_line(self, line: bytes) -> None:

@@ -41,6 +41,7 @@ class ResponseReader(Reader):
     def __init__(self, limits: Limits | None = None, *, fast_path: bool = True) -> None:
         super().__init__(limits, fast_path=fast_path)
         self._methods: deque[bytes] = deque()
+        self._memo_method = b""
 
     def expect(self, method: bytes) -> None:
         """Register a request just sent on this connection (responses come in order)."""
@@ -59,6 +60,12 @@ class ResponseReader(Reader):
     def _fast_head(self, start: int) -> Event | None:
         if not self._methods:
             return None  # unsolicited: _on_idle names the error
+        memo = self._memo
+        if memo is not None and self._methods[0] == self._memo_method:
+            recalled = self._recall(start)
+            if recalled is not None:
+                self._methods.popleft()
+                return recalled
         buf = self._buf
         limits = self.limits
         end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
@@ -74,14 +81,19 @@ class ResponseReader(Reader):
         if version not in _VERSIONS or status[:1] == b"0":
             return None
         head_end = end + 4
-        fields = llhttp_fields(httptools.HttpResponseParser, buf[start:head_end], limits)
+        head = buf[start:head_end]
+        fields = llhttp_fields(httptools.HttpResponseParser, head, limits)
         if fields is None:
             return None
+        method = self._methods[0]
         try:
             event = self._response(version, int(status), reason or b"", fields)
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
+        if type(event) is Response:  # the framing depends on the request method: it is keyed
+            self._memo_method = method
+            self._remember(head, event)
         return event
 
     def _check_start_line(self, line: bytes) -> None:
