@@ -1,12 +1,16 @@
 """Benchmark: one proxy worker on loopback under wrk, CPU per request and memory (no root).
 
     python -m hybridmesh.proxy._bench_loop [--direction outbound|inbound] [--duration 5]
-        [--conns 32] [--profile FILE.prof] [--floor | --envoy]
+        [--conns 32] [--profile FILE.prof] [--vary] [--floor | --envoy]
 
 ``--floor`` replaces the worker with the least a Python proxy can do per request: the opaque
 TCP relay (no parsing, no routing, no metrics — a connection per client, bytes passed through),
 on the same event loop, backend and load. Its CPU per request is the floor under any L7 design
 built on asyncio/uvloop callbacks; the worker's figure minus it is what HTTP handling costs.
+
+``--vary`` gives every request a unique ``x-request-id`` (a wrk Lua script), as traced
+traffic has: no two request heads are byte-identical, so the readers' head memo (see
+``protocols/_h1reader``) never recalls one and every head is parsed.
 
 ``--envoy`` puts Envoy (``--concurrency 1``: one worker thread, HTTP connection manager +
 router to a static cluster, stats on, no access log; see ``_bench_envoy``) where the worker
@@ -64,9 +68,22 @@ def memory_kib(pid: int | str = "self") -> dict[str, int]:
             "uss": got["Private_Clean"] + got["Private_Dirty"]}
 
 
-def wrk(url: str, duration: float, conns: int, *, netns: str | None = None) -> dict[str, float]:
-    """Run ``wrk -t1`` (inside ``netns`` if given); req/s, p50/p99 (ms), request count."""
+_VARY_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, {["X-Request-Id"] = tostring(n)})
+end
+"""
+
+
+def wrk(url: str, duration: float, conns: int, *, netns: str | None = None,
+        script: str | None = None) -> dict[str, float]:
+    """Run ``wrk -t1`` (inside ``netns`` if given, with a Lua ``script`` file if given);
+    req/s, p50/p99 (ms), request count."""
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", script]
     if netns is not None:
         from hybridmesh.lab import _sh
 
@@ -163,12 +180,13 @@ class _FloorRelay:
 async def _measure(url: str, args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
     """Warm up, then the measured wrk run: CPU of this process (or ``pid``) and memory."""
     idle = memory_kib(pid or "self")
-    await asyncio.to_thread(wrk, url, 1, args.conns)  # warm pools and caches
+    script = args.vary_script
+    await asyncio.to_thread(wrk, url, 1, args.conns, script=script)  # warm pools and caches
     profiler = cProfile.Profile() if args.profile else None
     cpu0 = _cpu_s(pid)
     if profiler is not None:
         profiler.enable()
-    result = await asyncio.to_thread(wrk, url, args.duration, args.conns)
+    result = await asyncio.to_thread(wrk, url, args.duration, args.conns, script=script)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -225,6 +243,10 @@ async def _subject(args: argparse.Namespace, tmp: Path, port: int, stack: AsyncE
 
 
 async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    args.vary_script = None
+    if args.vary:
+        args.vary_script = str(tmp / "hm-vary.lua")
+        Path(args.vary_script).write_text(_VARY_LUA)
     port = _free_port(_BACKEND)
     backend = subprocess.Popen([sys.executable, "-m", "hybridmesh.lab.workloads.httpsvc",
                                 "--host", _BACKEND, "--port", str(port)],
@@ -244,7 +266,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "floor (opaque relay)" if args.floor else args.direction)
     note = ("memory of the Envoy process" if args.envoy else
             "memory of the bench process (worker + fake control plane + bench imports)")
-    return {"direction": what, **measured, "note": note}
+    return {"direction": what, "vary": args.vary, **measured, "note": note}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0,
                    help="then open-loop loadgen at this req/s, direct and proxied")
     p.add_argument("--rate-duration", type=float, default=10.0)
+    p.add_argument("--vary", action="store_true",
+                   help="a unique x-request-id per request (no two request heads alike)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--floor", action="store_true",
                        help="measure a bare opaque relay instead of the worker (the Python floor)")
