@@ -34,7 +34,7 @@ from hybridmesh._malloc import MALLOC_ENV
 from hybridmesh.proxy._bench_loop import _free_port, loadgen, memory_kib, wrk
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
 
-__all__ = ["main", "peak_kib"]
+__all__ = ["main", "peak_kib", "rss_by_mapping"]
 
 _CLIENT, _SERVER, _APP = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 _VIP = ("10.96.0.10", 80)
@@ -47,6 +47,21 @@ def peak_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def rss_by_mapping(pid: int, top: int = 12) -> dict[str, int]:
+    """RSS (KiB) per mapped file (``[heap]``, ``[anon]``, libraries): where a process's
+    resident memory is, the largest ``top`` first."""
+    totals: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else "[anon]"
+        elif head and head[0] == "Rss:":
+            totals[name] = totals.get(name, 0) + int(head[1])
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return {name.rsplit("/", 1)[-1]: kib for name, kib in ranked[:top]}
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -112,8 +127,11 @@ def _proxy(args: argparse.Namespace, tmp: Path, pod: str, bind: str, dst: str,
     argv += [] if args.plaintext else ["--token", str(tmp / f"{pod}.token")]
     argv += ["--trace"] if args.trace else []
     argv += ["--copy-reads"] if args.copy_reads else []
+    argv += ["--no-gc-freeze"] if args.no_gc_freeze else []
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     env.update({} if args.no_malloc_env else MALLOC_ENV)
+    if args.trim_threshold is not None:
+        env["MALLOC_TRIM_THRESHOLD_"] = str(args.trim_threshold)
     return _Proxy(pod, argv, env, tmp / f"{pod}.json")
 
 
@@ -138,6 +156,8 @@ def _levels(args: argparse.Namespace, url: str, proxies: list[_Proxy]) -> list[d
         got = wrk(url, args.duration, conns)
         n = max(int(got["requests"]), 1)
         out.append({"conns": conns, "wrk": got, **{p.name: p.window(n) for p in proxies}})
+        if args.smaps:
+            out[-1]["mappings"] = {p.name: rss_by_mapping(p.proc.pid) for p in proxies}
     return out
 
 
@@ -150,6 +170,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cp.start_in_thread()
     proxies: list[_Proxy] = []
     report: dict[str, Any] = {"malloc_env": not args.no_malloc_env, "mtls": not args.plaintext,
+                              "trim_threshold": args.trim_threshold,
+                              "gc_freeze": not args.no_gc_freeze,
                               "tlsread": not args.copy_reads}
     try:
         _wait_port(_APP, app_port)
@@ -158,6 +180,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         proxies.append(_proxy(args, tmp, "client-0", _CLIENT, f"{_VIP[0]}:{_VIP[1]}"))
         url, direct = f"http://{_CLIENT}:{proxies[1].outbound}/", f"http://{_APP}:{app_port}/"
         report["idle_rss_kib"] = {p.name: memory_kib(p.proc.pid)["rss"] for p in proxies}
+        if args.smaps:
+            report["idle_mappings"] = {p.name: rss_by_mapping(p.proc.pid) for p in proxies}
         report["direct"] = wrk(direct, args.duration, args.conns[0])
         report["levels"] = _levels(args, url, proxies)
         if args.rate:
@@ -181,9 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0, help="then open loop at this req/s")
     p.add_argument("--rate-duration", type=float, default=5.0)
     p.add_argument("--no-malloc-env", action="store_true", help="proxies without MALLOC_ENV")
+    p.add_argument("--trim-threshold", type=int, default=None, metavar="BYTES",
+                   help="A/B: MALLOC_TRIM_THRESHOLD_ for the proxies instead of MALLOC_ENV's")
     p.add_argument("--plaintext", action="store_true", help="proxies without an identity")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="A/B: proxies without server.settle_gc (no gc.freeze)")
     p.add_argument("--copy-reads", action="store_true",
                    help="A/B: TLS reads through uvloop's 256 KiB copy (no _tlsread adapter)")
+    p.add_argument("--smaps", action="store_true", help="RSS per mapping, idle and loaded")
     p.add_argument("--trace", action="store_true", help="tracemalloc growth per phase")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hm-bench-tls-") as tmp:

@@ -27,6 +27,7 @@ from typing import Any
 
 from hybridmesh._http import install_uvloop
 from hybridmesh.proxy.config import ProxyConfig
+from hybridmesh.proxy.server import settle_gc
 from hybridmesh.proxy.worker import Worker
 
 __all__ = ["GcPauses", "main"]
@@ -116,11 +117,18 @@ class _Child:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR2, self.mark)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
+        if not self.args.no_gc_freeze:
+            await settle_gc(w)  # as the proxy's own main does (server.py)
         print("ready", w.outbound_port, w.inbound_port, flush=True)
         await w.wait_stopped()
 
     def _stop(self) -> None:
-        report = {"phases": [*self.phases, self._phase()], "frozen": gc.get_freeze_count()}
+        phases = [*self.phases, self._phase()]
+        tracked = len(gc.get_objects())
+        t0 = time.perf_counter()
+        gc.collect()  # what a full collection costs now (frozen objects are not traversed)
+        report = {"phases": phases, "frozen": gc.get_freeze_count(), "tracked": tracked,
+                  "full_collect_ms": round((time.perf_counter() - t0) * 1e3, 2)}
         Path(self.args.report).write_text(json.dumps(report))
         self.worker.request_drain()
 
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dst", required=True, help="the original destination of every connection")
     p.add_argument("--report", required=True)
     p.add_argument("--trace", action="store_true", help="tracemalloc (slows the worker)")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="A/B: skip settle_gc (no gc.freeze once ready)")
     p.add_argument("--copy-reads", action="store_true",
                    help="A/B: TLS sessions read through uvloop's copying path (no _tlsread)")
     args = p.parse_args(argv)
