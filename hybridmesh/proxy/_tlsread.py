@@ -48,8 +48,11 @@ class TlsReader(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.protocol.connection_lost(exc)
 
-    def eof_received(self) -> bool | None:
-        return self.protocol.eof_received()
+    def eof_received(self) -> None:
+        """The session's answer is dropped: a TLS transport closes after the peer's EOF
+        whatever it says, and uvloop logs a warning for each True (a session that keeps
+        plaintext half-open connections open says True)."""
+        self.protocol.eof_received()
 
     def pause_writing(self) -> None:
         self.protocol.pause_writing()
