@@ -128,6 +128,7 @@ def _proxy(args: argparse.Namespace, tmp: Path, pod: str, bind: str, dst: str,
     argv += ["--trace"] if args.trace else []
     argv += ["--copy-reads"] if args.copy_reads else []
     argv += ["--no-gc-freeze"] if args.no_gc_freeze else []
+    argv += ["--profile", f"{args.profile}.{pod}"] if args.profile else []
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     env.update({} if args.no_malloc_env else MALLOC_ENV)
     if args.trim_threshold is not None:
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trim-threshold", type=int, default=None, metavar="BYTES",
                    help="A/B: MALLOC_TRIM_THRESHOLD_ for the proxies instead of MALLOC_ENV's")
     p.add_argument("--plaintext", action="store_true", help="proxies without an identity")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="cProfile each proxy's measured phases into PREFIX.<pod>")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="A/B: proxies without server.settle_gc (no gc.freeze)")
     p.add_argument("--copy-reads", action="store_true",

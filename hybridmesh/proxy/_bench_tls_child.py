@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import json
 import signal
@@ -88,6 +89,7 @@ class _Child:
         self.gc = GcPauses()
         self.base: tracemalloc.Snapshot | None = None
         self.phases: list[dict[str, Any]] = []
+        self.profiler = cProfile.Profile() if args.profile else None
         host, port = args.dst.rsplit(":", 1)
         dst = (host, int(port))
         config = ProxyConfig(namespace=args.pod.split("/")[0], pod=args.pod.split("/")[1],
@@ -99,6 +101,8 @@ class _Child:
     def mark(self) -> None:
         """End the current phase (its report is kept) and start the next."""
         self.phases.append(self._phase())
+        if self.profiler is not None:
+            self.profiler.enable()  # from the first measured phase to the end
         self.gc.reset()
         if self.args.trace:
             self.base = tracemalloc.take_snapshot()
@@ -123,6 +127,9 @@ class _Child:
         await w.wait_stopped()
 
     def _stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+            self.profiler.dump_stats(self.args.profile)
         phases = [*self.phases, self._phase()]
         tracked = len(gc.get_objects())
         t0 = time.perf_counter()
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dst", required=True, help="the original destination of every connection")
     p.add_argument("--report", required=True)
     p.add_argument("--trace", action="store_true", help="tracemalloc (slows the worker)")
+    p.add_argument("--profile", metavar="FILE", help="cProfile the measured phases into FILE")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="A/B: skip settle_gc (no gc.freeze once ready)")
     p.add_argument("--copy-reads", action="store_true",
