@@ -108,6 +108,9 @@ TRANSITIONS: dict[tuple[ReaderState, Step], ReaderState] = {
 _IDLE, _BODY, _END = _S.IDLE, _S.BODY, _S.END  # an Enum member lookup is ~5x a global read
 _LENGTH, _NONE = Framing.LENGTH, Framing.NONE
 _KEEP_ALIVE = Step.KEEP_ALIVE
+_MEMO_MISSES = 8
+Memo = tuple[bytes, Event, Framing, "int | None", Step]
+"""(head bytes, event, framing, length, step after the message): a head to recall."""
 _AFTER_END = {step: nxt for (state, step), nxt in TRANSITIONS.items() if state is _END}
 """The state after a message's end, by what the head said comes after (the fast path's
 shortcut through the table for END's transitions)."""
@@ -148,8 +151,8 @@ class Reader:
         self._remaining = 0
         self._eom: EndOfMessage = END_OF_MESSAGE
         self._after_eom = Step.KEEP_ALIVE
-        self._entered: tuple[Framing, int | None, Step] = (_NONE, 0, Step.KEEP_ALIVE)
-        self._memo: tuple[bytes, Event, Framing, int | None, Step] | None = None
+        self._memo: Memo | None = None  # the last keep-alive head parsed fast: _recall
+        self._memo_misses = 0  # heads in a row that were not the memo's (see _missed)
         self._handlers = {
             _S.IDLE: self._on_idle,
             _S.BODY: self._on_body,
@@ -341,28 +344,36 @@ class Reader:
     def _finish_head(self, start_line: bytes, fields: Headers) -> Event | None:
         raise NotImplementedError
 
-    def _recall(self, start: int) -> Event | None:
-        """The head at ``start`` if its bytes are the last memoized head's (see
-        :meth:`_remember`): the same event, and the body set up as that head said."""
-        memo = self._memo
-        if memo is None or not self._buf.startswith(memo[0], start):
-            return None
+    def _recall(self, memo: Memo, start: int) -> Event:
+        """The head at ``start``, whose bytes the caller found to be ``memo``'s: the same
+        event, and the body set up as that head said.
+
+        The fast path memoizes the last head it parsed on a keep-alive connection (see
+        :meth:`_enter_body`), for a next head that is byte for byte the same: HTTP/1's
+        answer to HPACK's dynamic table. Parsing is a function of the bytes, the limits and
+        (responses) the request method, so identical bytes give the identical, immutable
+        event; any other head is parsed, at the cost of one failed ``startswith``."""
         head, event, framing, length, after = memo
+        self._memo_misses = 0
         self._enter_body(framing, length, after=after)
         self._pos = start + len(head)
         return event
 
-    def _remember(self, head: bytes, event: Event) -> None:
-        """Memoize a head the fast path just parsed, for a keep-alive connection whose next
-        head is byte for byte the same (HTTP/1's answer to HPACK's dynamic table): parsing
-        is a function of the bytes, the limits and (responses) the request method, so
-        identical bytes give the identical, immutable event."""
-        if self._after_eom is _KEEP_ALIVE:
-            self._memo = (head, event, *self._entered)
+    def _missed(self) -> None:
+        """A head that was not the memo's. A connection whose heads keep differing (traced
+        traffic: a unique id in every request) stops memoizing, so the memo costs it
+        nothing after the first few heads."""
+        self._memo_misses += 1
+        if self._memo_misses >= _MEMO_MISSES:
+            self._memo = None
+            self._memo_misses = -1  # off for good: _enter_body memoizes no more
 
-    def _enter_body(self, framing: Framing, length: int | None, *, after: Step) -> None:
-        """Set up body reading for the head just returned."""
-        self._entered = (framing, length, after)
+    def _enter_body(self, framing: Framing, length: int | None, *, after: Step,
+                    memo: tuple[bytes, Event] | None = None) -> None:
+        """Set up body reading for the head just returned; ``memo``: its (head bytes,
+        event) from the fast path, remembered for a keep-alive connection."""
+        if memo is not None and after is _KEEP_ALIVE and self._memo_misses >= 0:
+            self._memo = (*memo, framing, length, after)
         self._remaining = length or 0
         self._eom = END_OF_MESSAGE
         self._after_eom = after

@@ -59,10 +59,12 @@ class RequestReader(Reader):
         buf = self._buf
         if buf[start] == 13:
             return None  # an empty line first: _on_idle's tolerance, on the slow path
-        recalled = self._recall(start)
-        if recalled is not None:
-            self._crlf_skipped = False
-            return recalled
+        memo = self._memo
+        if memo is not None:
+            if buf.startswith(memo[0], start):
+                self._crlf_skipped = False
+                return self._recall(memo, start)
+            self._missed()
         limits = self.limits
         end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
         if end < 0:
@@ -84,11 +86,10 @@ class RequestReader(Reader):
         try:
             if method == b"CONNECT" or target[:1] != b"/" or target.find(b"#") >= 0:
                 check_target(method, target)  # (an origin-form target without '#' passes)
-            event = self._request(method, target, version, fields)
+            event = self._request(method, target, version, fields, head)
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
-        self._remember(head, event)
         return event
 
     def _check_start_line(self, line: bytes) -> None:
@@ -98,10 +99,14 @@ class RequestReader(Reader):
         method, target, version = parse_request_line(start_line)
         return self._request(method, target, version, fields)
 
-    def _request(self, method: bytes, target: bytes, version: bytes, fields: Headers) -> Request:
+    def _request(self, method: bytes, target: bytes, version: bytes, fields: Headers,
+                 head: bytes | None = None) -> Request:
+        """The event of a parsed head (``head``: its bytes, from the fast path: memoized)."""
         length, keep_alive = request_head(method, target, version, fields)
         framing = _CHUNKED if length is None else _LENGTH
         after = _TUNNEL if method == b"CONNECT" else _KEEP_ALIVE
-        self._enter_body(framing, length, after=after if keep_alive else _CLOSE)
+        event = Request(method, target, fields, version, keep_alive, length)
+        self._enter_body(framing, length, after=after if keep_alive else _CLOSE,
+                         memo=None if head is None else (head, event))
         self._crlf_skipped = False
-        return Request(method, target, fields, version, keep_alive, length)
+        return event

@@ -60,13 +60,13 @@ class ResponseReader(Reader):
     def _fast_head(self, start: int) -> Event | None:
         if not self._methods:
             return None  # unsolicited: _on_idle names the error
-        memo = self._memo
-        if memo is not None and self._methods[0] == self._memo_method:
-            recalled = self._recall(start)
-            if recalled is not None:
-                self._methods.popleft()
-                return recalled
         buf = self._buf
+        memo = self._memo
+        if memo is not None:
+            if buf.startswith(memo[0], start) and self._methods[0] == self._memo_method:
+                self._methods.popleft()
+                return self._recall(memo, start)
+            self._missed()
         limits = self.limits
         end = buf.find(b"\r\n\r\n", start, start + limits.max_head_size)  # a whole head?
         if end < 0:
@@ -85,15 +85,11 @@ class ResponseReader(Reader):
         fields = llhttp_fields(httptools.HttpResponseParser, head, limits)
         if fields is None:
             return None
-        method = self._methods[0]
         try:
-            event = self._response(version, int(status), reason or b"", fields)
+            event = self._response(version, int(status), reason or b"", fields, head)
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
         self._pos = head_end
-        if type(event) is Response:  # the framing depends on the request method: it is keyed
-            self._memo_method = method
-            self._remember(head, event)
         return event
 
     def _check_start_line(self, line: bytes) -> None:
@@ -104,8 +100,11 @@ class ResponseReader(Reader):
         return self._response(version, status, reason, fields)
 
     def _response(
-        self, version: bytes, status: int, reason: bytes, fields: Headers
+        self, version: bytes, status: int, reason: bytes, fields: Headers,
+        head: bytes | None = None,
     ) -> Response | InformationalResponse:
+        """The event of a parsed head (``head``: its bytes, from the fast path: memoized
+        with the request method, on which the framing depends)."""
         if status < 200:
             if status == 101:
                 raise RemoteProtocolError(
@@ -120,5 +119,9 @@ class ResponseReader(Reader):
         else:
             after = _KEEP_ALIVE if keep_alive else _CLOSE
         self._methods.popleft()
-        self._enter_body(framing, length, after=after)
-        return Response(status, reason, fields, version, keep_alive, length)
+        event = Response(status, reason, fields, version, keep_alive, length)
+        if head is not None and after is _KEEP_ALIVE:  # what _enter_body memoizes
+            self._memo_method = method
+        self._enter_body(framing, length, after=after,
+                         memo=None if head is None else (head, event))
+        return event

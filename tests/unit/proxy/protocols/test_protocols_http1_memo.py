@@ -28,6 +28,12 @@ from hybridmesh.proxy.protocols.http1 import (
     serialize_response,
 )
 
+
+def memo(reader: RequestReader) -> object:
+    """The reader's memo (a function: mypy would keep an asserted narrowing)."""
+    return reader._memo
+
+
 GET = b"GET /a HTTP/1.1\r\nHost: web\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 
@@ -55,6 +61,21 @@ def test_a_head_one_byte_longer_is_parsed_not_recalled() -> None:
     with pytest.raises(RemoteProtocolError):
         reader.receive_message(bad)
         reader.next_event()
+
+
+def test_a_connection_whose_heads_keep_differing_stops_memoizing() -> None:
+    reader = RequestReader()
+    for i in range(7):  # a hit in between starts the count again
+        assert reader.receive_message(GET.replace(b"/a", b"/%d" % i)) is not None
+    assert reader.receive_message(GET.replace(b"/a", b"/6")) is not None
+    assert memo(reader) is not None and reader._memo_misses == 0
+    for i in range(8):
+        assert reader.receive_message(GET.replace(b"/a", b"/x%d" % i)) is not None
+    assert memo(reader) is None
+    first, again = reader.receive_message(GET), reader.receive_message(GET)
+    assert first is not None and again is not None
+    assert again[0] == first[0] and again[0] is not first[0]  # parsed, not recalled
+    assert memo(reader) is None
 
 
 def test_a_closing_request_is_not_memoized() -> None:
