@@ -96,17 +96,30 @@ class Attempt:
             ex.response_end(event)
 
     def on_message(self, head: Response, body: bytes, end: EndOfMessage) -> None:
-        """A whole response in one read (the common case): on_response, on_body and on_end
-        in one call, with one write downstream."""
-        self.on_response(head)
+        """A whole response in one read (the common case): what on_response, on_body and
+        on_end do, in one call with one write downstream (the head decision of
+        :meth:`on_response`, inlined: this runs per request)."""
         ex = self.ex
+        status = head.status
+        ex.upstream_result(self.key, status < 500, self.lb_started)
+        forward = False
+        if not self.head_done:
+            self.head_done = True
+            if ex.claim_retry(status, None):
+                ex.head_failed(Outcome(RETRY, status=status))
+            else:
+                self.forwarding = forward = True
         self.finished = True
+        conn = self.conn
         if ex.request_sent:
-            self.conn.release()
+            conn.release()
         else:  # answered before the whole request went out: the stream is not reusable
-            self.conn.detach()
-            self.conn.abort()
-        if self.forwarding and not self.done:
+            conn.detach()
+            conn.abort()
+        if forward:
+            self.done = True
+            ex.forward_message(head, body, end)
+        elif self.forwarding and not self.done:
             self.done = True
             ex.response_message(body, end)
         else:

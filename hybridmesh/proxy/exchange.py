@@ -473,6 +473,28 @@ class Exchange:
         self._attempt = None
         self._finish(self.status)
 
+    def forward_message(self, resp: Response, body: bytes, event: EndOfMessage) -> None:
+        """A whole response read in one go: :meth:`start_response` then
+        :meth:`response_message`, without arming the response deadline for a response that
+        is already complete."""
+        self.response_started = True
+        status = self.status = resp.status
+        request, down = self.request, self.down
+        keep = request.keep_alive and self.request_complete and not self.ctx.draining
+        self._keep_alive = down.send_head(request, resp, keep)
+        for name, value in resp.headers:  # _grpc_status, inlined: this runs per response
+            if name == b"grpc-status":
+                self.grpc_status = value.decode("latin-1")
+        if body:
+            down.send_body(body)
+        trailers = event.trailers
+        if trailers:
+            self._grpc_status(trailers)
+        down.send_end(trailers)
+        down.flush()
+        self._attempt = None
+        self._finish(status)
+
     def _grpc_status(self, fields: tuple[tuple[bytes, bytes], ...]) -> None:
         for name, value in fields:
             if name == b"grpc-status":
