@@ -10,10 +10,14 @@ spelling); values are stored without surrounding whitespace, exactly as received
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 __all__ = [
     "END_OF_MESSAGE",
+    "MAKE_REQUEST",
+    "MAKE_RESPONSE",
     "NEED_DATA",
     "ConnectionClosed",
     "Data",
@@ -31,6 +35,9 @@ __all__ = [
 
 Headers = tuple[tuple[bytes, bytes], ...]
 """(lowercase name, value) pairs in the order received."""
+
+
+_E = TypeVar("_E")
 
 
 class ParsedHeaders(tuple[tuple[bytes, bytes], ...]):
@@ -75,6 +82,28 @@ class Response:
     content_length: int | None = 0
 
 
+def _maker(cls: type[_E]) -> Callable[[bytes | int, bytes, Headers, bytes, bool, int | None], _E]:
+    """A constructor for the readers, which make one event per message: the frozen
+    dataclass ``__init__`` sets each field through ``object.__setattr__`` (~0.5 µs for six),
+    the slots' own descriptors do the same in ~0.3 µs. Same object, same fields."""
+    new = object.__new__
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    s0, s1, s2, s3, s4, s5 = (getattr(cls, name).__set__ for name in names)
+
+    def make(a: bytes | int, b: bytes, c: Headers, d: bytes, e: bool,  # noqa: PLR0917
+             f: int | None) -> _E:  # the dataclass fields, in order
+        event = new(cls)
+        s0(event, a)
+        s1(event, b)
+        s2(event, c)
+        s3(event, d)
+        s4(event, e)
+        s5(event, f)
+        return event
+
+    return make
+
+
 @dataclass(frozen=True, slots=True)
 class InformationalResponse:
     """A 1xx interim response (100 Continue, 103 Early Hints); the final one follows."""
@@ -111,6 +140,11 @@ class NeedData(enum.Enum):
 
 
 NEED_DATA = NeedData.NEED_DATA
+MAKE_REQUEST = _maker(Request)
+"""``Request(method, target, headers, http_version, keep_alive, content_length)``, faster
+(all six arguments, positional): for the readers."""
+MAKE_RESPONSE = _maker(Response)
+"""``Response(status, reason, headers, http_version, keep_alive, content_length)``, faster."""
 END_OF_MESSAGE = EndOfMessage()
 
 Event = Request | Response | InformationalResponse | Data | EndOfMessage | ConnectionClosed

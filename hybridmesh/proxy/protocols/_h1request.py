@@ -10,6 +10,7 @@ from __future__ import annotations
 import httptools
 
 from hybridmesh.proxy.protocols._h1events import (
+    MAKE_REQUEST,
     NEED_DATA,
     Event,
     Framing,
@@ -105,7 +106,7 @@ class RequestReader(Reader):
         length, keep_alive = request_head(method, target, version, fields)
         framing = _CHUNKED if length is None else _LENGTH
         after = _TUNNEL if method == b"CONNECT" else _KEEP_ALIVE
-        event = Request(method, target, fields, version, keep_alive, length)
+        event = MAKE_REQUEST(method, target, fields, version, keep_alive, length)
         self._enter_body(framing, length, after=after if keep_alive else _CLOSE,
                          memo=None if head is None else (head, event))
         self._crlf_skipped = False

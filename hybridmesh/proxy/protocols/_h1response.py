@@ -12,6 +12,7 @@ from collections import deque
 import httptools
 
 from hybridmesh.proxy.protocols._h1events import (
+    MAKE_RESPONSE,
     NEED_DATA,
     Event,
     Headers,
@@ -119,7 +120,7 @@ class ResponseReader(Reader):
         else:
             after = _KEEP_ALIVE if keep_alive else _CLOSE
         self._methods.popleft()
-        event = Response(status, reason, fields, version, keep_alive, length)
+        event = MAKE_RESPONSE(status, reason, fields, version, keep_alive, length)
         if head is not None and after is _KEEP_ALIVE:  # what _enter_body memoizes
             self._memo_method = method
         self._enter_body(framing, length, after=after,

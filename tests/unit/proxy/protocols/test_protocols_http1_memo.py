@@ -149,3 +149,19 @@ def test_checked_methods_and_status_lines_still_refuse_bad_ones() -> None:
         serialize_response(Response(200, b"O\r\nK", ()))
     with pytest.raises(LocalProtocolError):
         serialize_response(Response(1000, b"OK", ()))
+
+
+def test_the_readers_event_makers_make_the_dataclass_values() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from hybridmesh.proxy.protocols._h1events import MAKE_REQUEST, MAKE_RESPONSE
+
+    fields = ((b"host", b"a"),)
+    req = MAKE_REQUEST(b"PUT", b"/x", fields, b"1.0", False, None)
+    assert req == Request(b"PUT", b"/x", fields, b"1.0", False, None)
+    assert type(req) is Request and hash(req) == hash(Request(b"PUT", b"/x", fields, b"1.0",
+                                                              False, None))
+    resp = MAKE_RESPONSE(404, b"Nope", fields, b"1.1", True, 7)
+    assert resp == Response(404, b"Nope", fields, b"1.1", True, 7)
+    with pytest.raises(FrozenInstanceError):
+        resp.status = 200  # type: ignore[misc]
