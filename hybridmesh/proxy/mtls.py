@@ -46,8 +46,7 @@ if TYPE_CHECKING:
     from hybridmesh.proxy.context import ProxyContext
     from hybridmesh.proxy.hbone import HboneDialer
 
-__all__ = ["MESHED_PLACEMENTS", "MTLS_MAX_IDLE_S", "PEER_PROXY_PORTS", "MeshTls",
-           "UpstreamChoice"]
+__all__ = ["MESHED_PLACEMENTS", "PEER_PROXY_PORTS", "MeshTls", "UpstreamChoice"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,6 @@ PEER_PROXY_PORTS: Final = frozenset((ADMIN_PORT, 15021, TUNNEL_PORT, OUTBOUND_PO
 _PROXIED: Final = MESHED_PLACEMENTS | {"node"}  # node: its node proxy answers (hbone.py)
 _VIA: Final = frozenset(("node", WAYPOINT_PLACEMENT))  # reached by HBONE (hbone.py)
 STRICT: Final = "STRICT"
-MTLS_MAX_IDLE_S: Final = 15.0
-"""Idle mTLS connections close sooner than plaintext ones (upstream.py: 60 s): each costs
-~40 KB of OpenSSL/uvloop state in *both* proxies, while a reconnect costs one handshake
-(~2.4 ms CPU) only when the next request comes after a quiet spell. A server proxy holds a
-session for every client's idle connection, so this bounds its memory by its clients' recent
-concurrency rather than their concurrency over the last minute."""
 P = TypeVar("P", bound=asyncio.Protocol)
 
 UpstreamChoice = tuple[Pool, H2Pool, Peer | None]
@@ -250,7 +243,7 @@ class MeshTls:
 
     def sweep(self) -> None:
         for pool, h2pool in self._pools.values():
-            pool.sweep(MTLS_MAX_IDLE_S)
+            pool.sweep()
             h2pool.sweep()
 
     def close(self) -> None:

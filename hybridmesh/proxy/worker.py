@@ -32,7 +32,7 @@ __all__ = ["ListenError", "Worker", "listen_socket"]
 
 log = logging.getLogger(__name__)
 
-_SWEEP_S = 5.0  # idle pooled connections close within max idle + 5 s (mtls.MTLS_MAX_IDLE_S)
+_SWEEP_S = 15.0
 
 
 class ListenError(OSError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from mtls_harness import mesh_pair
 
 from hybridmesh._http import Request, Response
 from hybridmesh.proxy._tlsread import BUFFER_SIZE, TlsReader, read_buffered
-from hybridmesh.proxy.mtls import MTLS_MAX_IDLE_S
 
 
 class _Recorder(asyncio.Protocol):
@@ -132,32 +130,3 @@ def test_concurrent_mtls_sessions_each_get_their_own_bytes(tmp_path: Path,
     caplog.set_level(logging.WARNING, logger="asyncio")
     uvloop.run(main())
     assert not [r for r in caplog.records if "eof_received" in r.getMessage()]
-
-
-def test_idle_mtls_connections_close_after_their_own_shorter_idle_time(tmp_path: Path) -> None:
-    """mTLS pools close connections idle longer than MTLS_MAX_IDLE_S (not the plaintext
-    pools' 60 s): the server proxy's session for it goes too."""
-
-    async def main() -> None:
-        async with mesh_pair(tmp_path) as p:
-            await asyncio.gather(*(p.get(f"/{n}") for n in range(3)))
-            mesh = p.client.ctx.mtls
-            assert mesh is not None
-            idle = mesh.idle_count()
-            assert idle >= 1
-            pools = [pool for pool, _ in vars(mesh)["_pools"].values()]
-            conns = [c for pool in pools for d in vars(pool)["_idle"].values() for c in d]
-            for conn in conns:  # idle a little less than the limit: kept
-                conn.idle_since = time.monotonic() - (MTLS_MAX_IDLE_S - 1.0)
-            mesh.sweep()
-            assert mesh.idle_count() == idle
-            for conn in conns:  # past it (and far below the plaintext pools' 60 s)
-                conn.idle_since = time.monotonic() - (MTLS_MAX_IDLE_S + 1.0)
-            mesh.sweep()
-            assert mesh.idle_count() == 0
-            async with asyncio.timeout(5):
-                while any(getattr(c, "transport", None) is not None
-                          for c in p.server.ctx.connections):
-                    await asyncio.sleep(0.02)
-
-    uvloop.run(main())
