@@ -22,7 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hybridmesh._malloc import reexec_with_malloc_env
-
-    reexec_with_malloc_env()  # TLS reads without mmap/munmap each (_malloc.py)
     sys.exit(main())

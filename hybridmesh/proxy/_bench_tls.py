@@ -12,8 +12,9 @@ peak-RSS window reset first (``clear_refs``, as the bench does), then reports pe
 ``--rate`` adds an open-loop ``loadgen`` run (p50/p99, direct vs proxied). The children report
 GC pauses per generation per phase, live TLS objects and, with ``--trace``, tracemalloc growth.
 
-``--no-malloc-env`` runs the proxies without ``_malloc.MALLOC_ENV`` (the A/B of that
-setting); ``--plaintext`` gives the proxies no identity (the sidecar-plaintext contender).
+``--malloc-env`` runs the proxies with glibc's mmap/trim thresholds above uvloop's 256 KiB
+TLS read (the fix used before ``_tlsread``; ``--copy-reads`` with it is that set-up);
+``--plaintext`` gives the proxies no identity (the sidecar-plaintext contender).
 Figures move with the neighbours on a shared machine: compare ratios from one run.
 """
 
@@ -30,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hybridmesh._malloc import MALLOC_ENV
 from hybridmesh.proxy._bench_loop import _free_port, loadgen, memory_kib, wrk
 from hybridmesh.proxy.testing import FakeControlPlane, endpoint, pod_snapshot, service
 
@@ -40,6 +40,8 @@ _CLIENT, _SERVER, _APP = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 _VIP = ("10.96.0.10", 80)
 _TICK = os.sysconf("SC_CLK_TCK")
 
+
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 20)}
 
 def peak_kib(pid: int) -> int:
     """``VmHWM``: the process's peak RSS since start or the last ``clear_refs`` 5."""
@@ -129,8 +131,8 @@ def _proxy(args: argparse.Namespace, tmp: Path, pod: str, bind: str, dst: str,
     argv += ["--copy-reads"] if args.copy_reads else []
     argv += ["--no-gc-freeze"] if args.no_gc_freeze else []
     argv += ["--profile", f"{args.profile}.{pod}"] if args.profile else []
-    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
-    env.update({} if args.no_malloc_env else MALLOC_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in _MALLOC_ENV}
+    env.update(_MALLOC_ENV if args.malloc_env else {})
     if args.trim_threshold is not None:
         env["MALLOC_TRIM_THRESHOLD_"] = str(args.trim_threshold)
     return _Proxy(pod, argv, env, tmp / f"{pod}.json")
@@ -170,7 +172,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cp.enable_identity()
     cp.start_in_thread()
     proxies: list[_Proxy] = []
-    report: dict[str, Any] = {"malloc_env": not args.no_malloc_env, "mtls": not args.plaintext,
+    report: dict[str, Any] = {"malloc_env": args.malloc_env, "mtls": not args.plaintext,
                               "trim_threshold": args.trim_threshold,
                               "gc_freeze": not args.no_gc_freeze,
                               "tlsread": not args.copy_reads}
@@ -205,9 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--rate", type=float, default=0.0, help="then open loop at this req/s")
     p.add_argument("--rate-duration", type=float, default=5.0)
-    p.add_argument("--no-malloc-env", action="store_true", help="proxies without MALLOC_ENV")
+    p.add_argument("--malloc-env", action="store_true",
+                   help="proxies with glibc mmap/trim thresholds above 256 KiB")
     p.add_argument("--trim-threshold", type=int, default=None, metavar="BYTES",
-                   help="A/B: MALLOC_TRIM_THRESHOLD_ for the proxies instead of MALLOC_ENV's")
+                   help="A/B: MALLOC_TRIM_THRESHOLD_ for the proxies")
     p.add_argument("--plaintext", action="store_true", help="proxies without an identity")
     p.add_argument("--profile", metavar="PREFIX",
                    help="cProfile each proxy's measured phases into PREFIX.<pod>")

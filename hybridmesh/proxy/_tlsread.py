@@ -3,7 +3,7 @@
 Why: for a plain :class:`asyncio.Protocol` uvloop's SSL transport decrypts each read with
 ``SSLObject.read(256 KiB)``, which allocates a 256 KiB ``bytes``, fills a few hundred bytes of
 it and shrinks it. glibc serves that with mmap + mremap + munmap (page faults and three
-syscalls per TLS record) unless its mmap threshold is raised (``hybridmesh._malloc``), and
+syscalls per TLS record) unless its mmap threshold is raised (``_bench_tls --malloc-env``), and
 even then each read carves and splits a 256 KiB heap chunk. For an
 :class:`asyncio.BufferedProtocol` uvloop decrypts straight into the protocol's buffer.
 

@@ -25,6 +25,7 @@ from hybridmesh.agent.nodeproxy._tunnelio import TunnelConn
 from hybridmesh.agent.nodeproxy.tunnel import TUNNEL_LIMITS, Addr
 from hybridmesh.identity.spiffe import SpiffeId
 from hybridmesh.identity.tls import PeerIdentityError, check_peer
+from hybridmesh.proxy._tlsread import read_buffered
 from hybridmesh.proxy.identity import ALPN_H2, TlsMaterial
 from hybridmesh.proxy.protocols.http2 import H2Client, H2Server, RequestHeaders
 
@@ -73,6 +74,7 @@ async def dial(addr: Addr, material: TlsMaterial, expected: frozenset[SpiffeId],
     except PeerIdentityError as exc:
         transport.abort()
         raise TunnelDialError("tunnel-peer-auth", f"{addr[0]}:{addr[1]}: {exc}") from None
+    read_buffered(transport)  # decrypt into a shared buffer, not 256 KiB bytes per read
     conn.start(peer)
     return conn
 
@@ -164,5 +166,6 @@ async def serve_tls(sock: socket.socket, context: ssl.SSLContext, *,
         transport.abort()
         on_refused("peer-identity")
         return
+    read_buffered(transport)
     conn.start(peer)
     on_ready(conn)
