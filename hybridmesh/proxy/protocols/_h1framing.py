@@ -7,15 +7,12 @@ final ``chunked``) never produces an event. Errors carry the request-side status
 
 from __future__ import annotations
 
-import re
-
 from hybridmesh.proxy.protocols._h1events import Framing, Headers
 from hybridmesh.proxy.protocols._h1grammar import HOST_VALUE, absolute_authority
 from hybridmesh.proxy.protocols.errors import ErrorCode, RemoteProtocolError
 
 __all__ = ["FORBIDDEN_TRAILERS", "check_trailers", "options", "request_head", "response_head"]
 
-_CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")  # < 2**63: fits every peer's integer
 _FRAMING_NAMES = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection"))
 _NO_OPTIONS: frozenset[bytes] = frozenset()
 _HOSTS: set[bytes] = set()  # Host values already proven valid (HOST_VALUE), bounded
@@ -65,7 +62,8 @@ def _scan(headers: Headers, version: bytes) -> tuple[int | None, bool, list[byte
 def _content_length(value: bytes, seen: int | None) -> int:
     if seen is not None:
         raise RemoteProtocolError(ErrorCode.DUPLICATE_CONTENT_LENGTH, "two Content-Length fields")
-    if _CONTENT_LENGTH.fullmatch(value) is None:
+    if not (0 < len(value) <= 18 and value.isdigit()):  # bytes.isdigit: ASCII 0-9 only;
+        # 18 digits < 2**63: fits every peer's integer
         raise RemoteProtocolError(
             ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {value[:32]!r}: not 1-18 digits"
         )

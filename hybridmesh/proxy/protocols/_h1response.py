@@ -33,6 +33,27 @@ _VERSIONS = (b"1.1", b"1.0")
 _CLOSE, _TUNNEL, _KEEP_ALIVE = Step.CLOSE, Step.TUNNEL, Step.KEEP_ALIVE  # globals: cheaper
 
 
+_STATUS_LINES: dict[bytes, tuple[bytes, int, bytes]] = {}
+"""Status lines the fast path accepted, parsed (a few distinct ones make up nearly all
+responses; bounded, so odd reasons cannot grow it)."""
+_MAX_STATUS_LINES = 256
+
+
+def _status_line(line: bytes) -> tuple[bytes, int, bytes] | None:
+    """(version, status, reason) of a status line the fast path takes, memoized; None: the
+    slow path decides (and names the error, if any)."""
+    match = STATUS_LINE.fullmatch(line)
+    if match is None:
+        return None
+    version, status, reason = match.groups()
+    if version not in _VERSIONS or status[:1] == b"0":
+        return None
+    parsed = (version, int(status), reason or b"")
+    if len(_STATUS_LINES) < _MAX_STATUS_LINES:
+        _STATUS_LINES[line] = parsed
+    return parsed
+
+
 class ResponseReader(Reader):
     """Sans-IO reader of upstream responses. Events per request: InformationalResponse*,
     Response, Data*, EndOfMessage."""
@@ -75,19 +96,20 @@ class ResponseReader(Reader):
         line_end = buf.find(b"\r\n", start)
         if line_end - start > limits.max_start_line:
             return None
-        match = STATUS_LINE.fullmatch(buf, start, line_end)
-        if match is None:
-            return None
-        version, status, reason = match.groups()
-        if version not in _VERSIONS or status[:1] == b"0":
-            return None
+        line = buf[start:line_end]
+        parsed = _STATUS_LINES.get(line)
+        if parsed is None:
+            parsed = _status_line(line)
+            if parsed is None:
+                return None
+        version, status, reason = parsed
         head_end = end + 4
         head = buf[start:head_end]
         fields = llhttp_fields(httptools.HttpResponseParser, head, limits)
         if fields is None:
             return None
         try:
-            event = self._response(version, int(status), reason or b"", fields, head)
+            event = self._response(version, status, reason, fields, head)
         except RemoteProtocolError:
             return None  # the slow path re-parses and raises the precise error
         self._pos = head_end

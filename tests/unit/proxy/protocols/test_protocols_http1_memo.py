@@ -165,3 +165,25 @@ def test_the_readers_event_makers_make_the_dataclass_values() -> None:
     assert resp == Response(404, b"Nope", fields, b"1.1", True, 7)
     with pytest.raises(FrozenInstanceError):
         resp.status = 200  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xd9\xa1", b"+5", b"-1", b"1" * 19, b"0x1", b"1_0"])
+def test_content_length_is_one_to_eighteen_ascii_digits(value: bytes) -> None:
+    reader = RequestReader()
+    reader.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n")
+    with pytest.raises(RemoteProtocolError):
+        reader.next_event()
+
+
+def test_a_memoized_status_line_still_gives_each_response_its_own_head() -> None:
+    reader = ResponseReader()
+    for length, reason in ((b"2", b"OK"), (b"3", b"OK"), (b"2", b"Fine")):
+        reader.expect(b"GET")
+        data = b"HTTP/1.1 200 " + reason + b"\r\nContent-Length: " + length + b"\r\n\r\n"
+        got = reader.receive_message(data + b"x" * int(length))
+        assert got is not None and isinstance(got[0], Response)
+        assert (got[0].status, got[0].reason, got[1]) == (200, reason, b"x" * int(length))
+    reader.expect(b"GET")
+    reader.receive_data(b"HTTP/1.1 099 Odd\r\n\r\n")
+    with pytest.raises(RemoteProtocolError):
+        reader.next_event()
