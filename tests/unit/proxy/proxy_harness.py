@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,13 @@ class Backend:
         if self.server is not None:
             await self.server.close(timeout=0.2)
 
+
+
+def free_port(ip: str) -> int:
+    """A port nobody listens on at ``ip`` right now (tests bind proxies and apps to it)."""
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
 
 async def ok(req: Request) -> Response:
     return Response.text(f"ok {req.method} {req.path} {len(req.body)}\n")

@@ -13,14 +13,13 @@ policy. Found by the bench (``grpc`` cross-node, ``sidecar-plaintext``: the serv
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import uvloop
-from proxy_harness import running_proxy, start_h2_app
+from proxy_harness import free_port, running_proxy, start_h2_app
 
 from hybridmesh.proxy.protocols.http2 import Data, H2Client, ResponseHeaders, Trailers
 from hybridmesh.proxy.testing import endpoint, pod_snapshot, service
@@ -31,12 +30,6 @@ POD_IP = "127.0.0.3"
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 def metric(worker: Worker, name: str, **labels: str) -> float:

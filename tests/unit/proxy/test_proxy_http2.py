@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from proxy_harness import (
     VIP,
     H2App,
     Harness,
+    free_port,
     get,
     read_response,
     running_proxy,
@@ -33,12 +33,6 @@ PEER_IP = "127.0.0.3"
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 def mesh_services(peer_port: int, app_protocol: str | None = None) -> list[dict[str, Any]]:
