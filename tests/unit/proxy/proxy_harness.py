@@ -61,6 +61,17 @@ def free_port(ip: str) -> int:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
 
+
+def metric(worker: Worker, name: str, **labels: str) -> float:
+    """The sum of a worker's series ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in worker.ctx.metrics.exposition().decode().splitlines():
+        if line.startswith(name + "{"):
+            key, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in key for k, v in labels.items()):
+                total += float(value)
+    return total
+
 async def ok(req: Request) -> Response:
     return Response.text(f"ok {req.method} {req.path} {len(req.body)}\n")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from proxy_harness import free_port, running_proxy, start_h2_app
+from proxy_harness import free_port, metric, running_proxy, start_h2_app
 
 from hybridmesh.proxy.protocols.http2 import Data, H2Client, ResponseHeaders, Trailers
 from hybridmesh.proxy.testing import endpoint, pod_snapshot, service
@@ -30,16 +30,6 @@ POD_IP = "127.0.0.3"
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
-
-
-def metric(worker: Worker, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in worker.ctx.metrics.exposition().decode().splitlines():
-        if line.startswith(name + "{"):
-            key, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in key for k, v in labels.items()):
-                total += float(value)
-    return total
 
 
 async def grpc_call(port: int, *, delay_s: float) -> tuple[int, bytes]:

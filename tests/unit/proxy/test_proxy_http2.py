@@ -19,6 +19,7 @@ from proxy_harness import (
     Harness,
     free_port,
     get,
+    metric,
     read_response,
     running_proxy,
     start_backends,
@@ -67,16 +68,6 @@ async def curl_h2(url: str, *args: str) -> tuple[int, bytes]:
     out, err = await proc.communicate()
     assert proc.returncode == 0, err
     return int(out.split(b" ", 2)[1]), out
-
-
-def metric(worker: Worker, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in worker.ctx.metrics.exposition().decode().splitlines():
-        if line.startswith(name + "{"):
-            key, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in key for k, v in labels.items()):
-                total += float(value)
-    return total
 
 
 def test_upgrade_carries_http1_as_h2_streams_between_proxies(tmp_path: Path) -> None:
