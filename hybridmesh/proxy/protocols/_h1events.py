@@ -12,7 +12,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr
+else:
+    try:  # compile-time only: mypyc reads it; interpreted, nothing else needs mypy_extensions
+        from mypy_extensions import mypyc_attr
+    except ImportError:  # pragma: no cover - mypy_extensions comes with the test extra
+
+        def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[_T], _T]:
+            return lambda cls: cls
 
 __all__ = [
     "END_OF_MESSAGE",
@@ -40,6 +52,7 @@ Headers = tuple[tuple[bytes, bytes], ...]
 _E = TypeVar("_E")
 
 
+@mypyc_attr(native_class=False)  # compiled, a tuple subclass must stay a Python class
 class ParsedHeaders(tuple[tuple[bytes, bytes], ...]):
     """Headers exactly as a reader produced them, hence already proven valid.
 
@@ -87,6 +100,10 @@ def _maker(cls: type[_E]) -> Callable[[bytes | int, bytes, Headers, bytes, bool,
     dataclass ``__init__`` sets each field through ``object.__setattr__`` (~0.5 µs for six),
     the slots' own descriptors do the same in ~0.3 µs. Same object, same fields."""
     new = object.__new__
+    try:
+        new(cls)
+    except TypeError:  # compiled by mypyc (hybridmesh.native): its constructor is the fast one
+        return cast("Callable[[bytes | int, bytes, Headers, bytes, bool, int | None], _E]", cls)
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     s0, s1, s2, s3, s4, s5 = (getattr(cls, name).__set__ for name in names)
 

@@ -58,7 +58,7 @@ class ResponseReader(Reader):
     """Sans-IO reader of upstream responses. Events per request: InformationalResponse*,
     Response, Data*, EndOfMessage."""
 
-    _error_status = 502
+    _error_status: int | None = 502
 
     def __init__(self, limits: Limits | None = None, *, fast_path: bool = True) -> None:
         super().__init__(limits, fast_path=fast_path)
