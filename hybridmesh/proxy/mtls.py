@@ -22,6 +22,7 @@ connection keeps the certificates it was made with, as in Istio.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import socket
 import ssl
@@ -57,6 +58,7 @@ PEER_PROXY_PORTS: Final = frozenset((ADMIN_PORT, 15021, TUNNEL_PORT, OUTBOUND_PO
 _PROXIED: Final = MESHED_PLACEMENTS | {"node"}  # node: its node proxy answers (hbone.py)
 _VIA: Final = frozenset(("node", WAYPOINT_PLACEMENT))  # reached by HBONE (hbone.py)
 STRICT: Final = "STRICT"
+_CHOICES_MAX: Final = 4096
 P = TypeVar("P", bound=asyncio.Protocol)
 
 UpstreamChoice = tuple[Pool, H2Pool, Peer | None]
@@ -73,6 +75,9 @@ class MeshTls:
         self._pools: dict[tuple[SpiffeId, str | None], tuple[Pool, H2Pool]] = {}
         self._mode: tuple[Tables | None, str] = (None, STRICT)
         self._expected: dict[EndpointMeta, SpiffeId | None] = {}
+        self._choices: dict[tuple[EndpointKey, object, Peer | None],
+                            UpstreamChoice | str | None] = {}
+        self._choices_for: Tables | None = None
         self.handshakes = 0
         self._hbone: HboneDialer | None = None
 
@@ -132,19 +137,42 @@ class MeshTls:
     # -- choosing pools -------------------------------------------------------------------------
     def upstream(self, plan: Plan, key: EndpointKey) -> UpstreamChoice | None:
         """mTLS pools for a meshed endpoint (None: plaintext); ProxyError when we have no
-        valid identity (fail closed)."""
-        meta = self.meshed_peer(key, plan)
-        if meta is None:
+        valid identity (fail closed).
+
+        Which pools and which principal depend only on the snapshot, the endpoint and the
+        plan's endpoint data (its balancer, or its fixed peer): remembered per snapshot, so
+        a request pays one dict hit. Our own SVID is checked on every request (expiry and
+        rotation must not wait for a snapshot)."""
+        tables = self._ctx.tables
+        if tables is not self._choices_for:
+            self._choices, self._choices_for = {}, tables
+        memo = (key, plan.balancer, plan.fixed_peer)
+        choice = self._choices.get(memo, _Miss.MISS)
+        if choice is _Miss.MISS:
+            choice = self._choose(plan, key)
+            if len(self._choices) >= _CHOICES_MAX:  # passthrough keys are the client's
+                self._choices.clear()
+            self._choices[memo] = choice
+        if choice is None:
             return None
-        material = self.identity.material
-        if material is None:
+        if self.identity.material is None:
             self.metrics.refuse("source", "no-identity")
             raise ProxyError(Reason.NO_IDENTITY, f"{plan.destination} via {key[0]}:{key[1]}",
                              self.identity.last_error or "no certificate issued yet")
+        if isinstance(choice, str):
+            raise ProxyError(Reason.PEER_AUTH, f"{plan.destination} via {key[0]}:{key[1]}",
+                             choice)
+        return choice
+
+    def _choose(self, plan: Plan, key: EndpointKey) -> UpstreamChoice | str | None:
+        """:meth:`upstream` computed afresh: None (plaintext), the pools and peer, or why
+        the endpoint has no valid identity."""
+        meta = self.meshed_peer(key, plan)
+        if meta is None:
+            return None
         expected = self.expected_identity(meta)
         if expected is None:
-            raise ProxyError(Reason.PEER_AUTH, f"{plan.destination} via {key[0]}:{key[1]}",
-                             f"no valid identity for {meta.namespace}/{meta.service_account}")
+            return f"no valid identity for {meta.namespace}/{meta.service_account}"
         pool, h2pool = self._pools_for(expected, _via_node(meta))
         return pool, h2pool, with_principal(plan.peer(key), expected)
 
@@ -252,6 +280,12 @@ class MeshTls:
             h2pool.close()
         if self._hbone is not None:
             self._hbone.close()
+
+
+class _Miss(enum.Enum):
+    """Not remembered yet (None is a remembered answer: plaintext)."""
+
+    MISS = 0
 
 
 def _via_node(meta: EndpointMeta) -> str | None:
