@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from hybridmesh.doctor.host import Session
 from hybridmesh.doctor.model import Outcome, Probe
 
-__all__ = ["COMMANDS", "PYTHON_MODULES", "Command", "command_probe", "probe_python_modules"]
+__all__ = [
+    "COMMANDS",
+    "PYTHON_MODULES",
+    "Command",
+    "command_probe",
+    "probe_native_modules",
+    "probe_python_modules",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +75,14 @@ def probe_python_modules(session: Session) -> Outcome:
     if broken:
         return Outcome.failed("cannot import " + "; ".join(broken))
     return Outcome.passed(f"{len(PYTHON_MODULES)} packages import")
+
+
+def probe_native_modules(session: Session) -> Outcome:
+    """The proxy's compiled per-request modules (hybridmesh/native). Without them every
+    placement still works, interpreted and slower: a warning, not a failure."""
+    from hybridmesh import native
+
+    state = native.status()
+    if not state.active:
+        return Outcome.failed(state.reason)
+    return Outcome.passed(f"{len(state.modules)} modules compiled with mypyc")

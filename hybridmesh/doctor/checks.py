@@ -124,6 +124,13 @@ CHECKS: tuple[Check, ...] = (
         fatal=True,
         probe=_software.probe_python_modules,
     ),
+    Check(
+        category="libraries",
+        name="proxy hot path compiled (hybridmesh/native)",
+        hint=f"{_SETUP} (it compiles them with mypyc; HM_NATIVE=0 disables them on purpose)",
+        fatal=False,
+        probe=_software.probe_native_modules,
+    ),
 )
 
 

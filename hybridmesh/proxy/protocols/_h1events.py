@@ -12,19 +12,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TypeVar, cast
 
-_T = TypeVar("_T")
+from mypy_extensions import mypyc_attr  # a no-op interpreted; mypyc reads it
 
-if TYPE_CHECKING:
-    from mypy_extensions import mypyc_attr
-else:
-    try:  # compile-time only: mypyc reads it; interpreted, nothing else needs mypy_extensions
-        from mypy_extensions import mypyc_attr
-    except ImportError:  # pragma: no cover - mypy_extensions comes with the test extra
-
-        def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[_T], _T]:
-            return lambda cls: cls
+_E = TypeVar("_E")
 
 __all__ = [
     "END_OF_MESSAGE",
@@ -49,7 +41,6 @@ Headers = tuple[tuple[bytes, bytes], ...]
 """(lowercase name, value) pairs in the order received."""
 
 
-_E = TypeVar("_E")
 
 
 @mypyc_attr(native_class=False)  # compiled, a tuple subclass must stay a Python class
