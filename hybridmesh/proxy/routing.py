@@ -131,8 +131,11 @@ class RouteTable:
         self.errors: tuple[str, ...] = tuple(errors)
 
     @classmethod
-    def compile(cls, routes: list[dict[str, Any]], default_retry: RetryPolicy) -> RouteTable:
-        """Build the table from a snapshot's ``routes``; bad routes land in ``errors``."""
+    def compile(cls, routes: list[Any], default_retry: RetryPolicy) -> RouteTable:
+        """Build the table from a snapshot's ``routes``; bad routes land in ``errors``.
+
+        ``routes`` is unvalidated JSON (``Any`` items, so a compiled build does not type-check
+        them before ``_compile_route`` can report them as a RouteError)."""
         by_parent: dict[tuple[str, int | None], list[_Match]] = {}
         errors: list[str] = []
         for index, route in enumerate(routes or ()):
@@ -239,13 +242,14 @@ def _compile_route(
                 matches.append(_compile_match(spec, action, (index, r, m)))
     except RouteError as exc:
         raise RouteError(f"{label}: {exc}") from None
-    except (KeyError, TypeError, AttributeError, ValueError, OverflowError, re.error) as exc:
-        raise RouteError(f"{label}: malformed ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError, re.error) as bad:
+        # its own name: mypyc types one name across handlers (RouteError), then refuses a KeyError
+        raise RouteError(f"{label}: malformed ({type(bad).__name__}: {bad})") from None
     return (service, port), matches
 
 
 def _action(
-    rule: dict[str, Any], route: str | None, service: str, port: int | None, retry: RetryPolicy
+    rule: Any, route: str | None, service: str, port: int | None, retry: RetryPolicy
 ) -> RouteAction:
     backends = tuple(
         Backend(
@@ -266,7 +270,7 @@ def _action(
 
 
 def _compile_match(
-    spec: dict[str, Any], action: RouteAction, order: tuple[int, int, int]
+    spec: Any, action: RouteAction, order: tuple[int, int, int]
 ) -> _Match:
     path = spec.get("path") or {}
     kind_name = path.get("type", "PathPrefix")
@@ -293,7 +297,7 @@ def _compile_match(
     )
 
 
-def _header(spec: dict[str, Any]) -> _Header:
+def _header(spec: Any) -> _Header:
     kind = spec.get("type", "Exact")
     if kind not in ("Exact", "RegularExpression"):
         raise RouteError(f"unknown header match type {kind!r}")
@@ -302,7 +306,7 @@ def _header(spec: dict[str, Any]) -> _Header:
     return _Header(_str(spec["name"], "header name").lower(), value, pattern)
 
 
-def _retry(spec: dict[str, Any] | None, default: RetryPolicy) -> RetryPolicy:
+def _retry(spec: Any, default: RetryPolicy) -> RetryPolicy:
     if spec is None:
         return default
     try:

@@ -48,21 +48,24 @@ UNKNOWN: Final = "unknown"
 REPORTER_SOURCE: Final = "source"
 REPORTER_DESTINATION: Final = "destination"
 
-LATENCY_BUCKETS_MS: Final = (
+LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
     1000.0, 2500.0, 5000.0, 10000.0, 30000.0, float("inf"),
 )  # fmt: skip
-"""Sub-millisecond proxy hops up to a 30 s timeout; quantiles interpolate within a bucket."""
+"""Sub-millisecond proxy hops up to a 30 s timeout; quantiles interpolate within a bucket.
+(The explicit tuple types: mypyc leaves an inferred-type Final tuple holding a call unset.)"""
 
 _PEER_LABELS = ("workload", "workload_namespace", "principal")
-_EDGE_LABELS: Final = (
+_EDGE_LABELS: Final[tuple[str, ...]] = (
     "reporter",
     *(f"source_{x}" for x in _PEER_LABELS),
     *(f"destination_{x}" for x in _PEER_LABELS),
     "destination_service",
 )
-LATENCY_LABELS: Final = (*_EDGE_LABELS, "request_protocol", "response_code", "grpc_response_status")
-REQUEST_LABELS: Final = (*LATENCY_LABELS, "response_flags")
+LATENCY_LABELS: Final[tuple[str, ...]] = (
+    *_EDGE_LABELS, "request_protocol", "response_code", "grpc_response_status"
+)
+REQUEST_LABELS: Final[tuple[str, ...]] = (*LATENCY_LABELS, "response_flags")
 TCP_LABELS: Final = _EDGE_LABELS
 
 
