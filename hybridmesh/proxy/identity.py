@@ -47,7 +47,6 @@ from hybridmesh.identity import keygen
 from hybridmesh.identity.spiffe import InvalidSpiffeId, SpiffeId
 from hybridmesh.identity.svid import InvalidPemSvid, PemSvid, TrustRoots
 from hybridmesh.identity.tls import MeshSSLContext, client_context, server_context
-from hybridmesh.proxy._tlstune import tune
 from hybridmesh.proxy.discovery import Tables
 from hybridmesh.proxy.identity_metrics import IdentityMetrics
 
@@ -90,9 +89,9 @@ class TlsMaterial:
         def client(alpn: list[str]) -> MeshSSLContext:
             ctx = client_context(svid)
             ctx.set_alpn_protocols(alpn)
-            return _tuned(ctx)
+            return ctx
 
-        return cls(svid, _tuned(server_context(svid)), client([ALPN_H1]), client([ALPN_H2]),
+        return cls(svid, server_context(svid), client([ALPN_H1]), client([ALPN_H2]),
                    client(["hm-tcp"]), svid.not_after.timestamp(), generation)
 
     def client(self, alpn: str | None) -> MeshSSLContext:
@@ -100,20 +99,6 @@ class TlsMaterial:
         if alpn == ALPN_H2:
             return self.client_h2
         return self.client_h1 if alpn == ALPN_H1 else self.client_opaque
-
-
-def _tuned(ctx: MeshSSLContext) -> MeshSSLContext:
-    """Per-record cost down (_tlstune.py: AES-128-GCM first, buffers kept between records);
-    if the tuning cannot apply, the context keeps Python's defaults (said once)."""
-    global _TUNE_WARNED  # noqa: PLW0603 - one log line per process, not per rotation
-    why = tune(ctx)
-    if why is not None and not _TUNE_WARNED:
-        _TUNE_WARNED = True
-        log.warning("mTLS contexts keep OpenSSL defaults: %s", why)
-    return ctx
-
-
-_TUNE_WARNED = False
 
 
 def wanted_identity(tables: Tables) -> SpiffeId | None:
