@@ -12,7 +12,14 @@ connection's route (outbound.py / inbound.py) from the current tables, then deci
   SMTP or MySQL — is relayed as opaque TCP when the window ends, so its banner is only that
   window late (Istio's default window is 100 ms+, and it documents the stall). Inbound, where
   the destination is fixed, the proxy connects to the app during detection, and an app that
-  speaks first ends detection at once (preconnect.py);
+  speaks first ends detection at once (preconnect.py). So inbound the window ends nothing
+  while that app connection is up and silent: the app's first byte decides "opaque", the
+  client's first bytes decide their protocol, however late they come — a client proxy that a
+  loaded machine keeps off the CPU for longer than the window (or that dialled ahead of its
+  first request) must not turn a meshed HTTP connection into opaque TCP, which would carry it
+  past the L7 policy and the request metrics for its whole life. With STRICT mTLS there is no
+  app connection before the peer is verified, and the peer (always a proxy) speaks TLS first:
+  the window is :data:`STRICT_WINDOW_S` there;
 - HTTP/1 goes to :class:`~hybridmesh.proxy.h1session.Http1Session`, HTTP/2 prior knowledge
   (gRPC, h2c, a peer proxy's upgrade) to :class:`~hybridmesh.proxy.h2session.H2Session`;
   TLS and anything else are relayed opaquely.
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 OUTBOUND = "outbound"
 INBOUND = "inbound"
 _MAX_EXTENSIONS = 50  # of 1 ms each, only while bytes sit unread in the socket
+STRICT_WINDOW_S = 10.0
+"""Inbound STRICT: how long a silent client may wait before it is refused (Linkerd: 10 s)."""
 
 
 def _unread(transport: asyncio.BaseTransport | None) -> bool:
@@ -85,6 +94,7 @@ class Accepted(asyncio.Protocol):
         self._pre: Preconnect | None = None
         self._pre_task: asyncio.Task[None] | None = None
         self._extensions = 0
+        self._window_over = False  # the window ended while an app connection was pending
 
     # -- Closable ------------------------------------------------------------------------------
     @property
@@ -114,11 +124,15 @@ class Accepted(asyncio.Protocol):
             return
         self.detector = Detector()
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.ctx.config.detect_timeout_s, self._window_ended)
         tables = self.ctx.tables
-        if self.direction == INBOUND and not (mesh and tables and mesh.strict(tables)):
-            # STRICT: the app must not even see a connection before the peer is verified
-            self._pre_task = self.ctx.tasks.spawn(self._preconnect(), name="hm-preconnect")
+        window = self.ctx.config.detect_timeout_s
+        if self.direction == INBOUND:
+            if mesh and tables and mesh.strict(tables):
+                # the app must not even see a connection before the peer is verified
+                window = max(window, STRICT_WINDOW_S)
+            else:
+                self._pre_task = self.ctx.tasks.spawn(self._preconnect(), name="hm-preconnect")
+        self._timer = loop.call_later(window, self._window_ended)
 
     def data_received(self, data: bytes) -> None:
         detector = self.detector
@@ -175,6 +189,9 @@ class Accepted(asyncio.Protocol):
             _, pre = await connect(picked[0], lambda: Preconnect(self._upstream_spoke),
                                    mark=self.ctx.mark, timeout=config.connect_timeout_s)
         except ConnectFailed:
+            self._pre_task = None
+            if self.detector is not None and self._window_over:
+                self._decided(self.detector.timeout(), eof=False)  # nothing left to wait for
             return
         finally:
             self._pre_task = None
@@ -208,6 +225,11 @@ class Accepted(asyncio.Protocol):
             # in this iteration's poll phase; a HTTP client must not become "opaque TCP".
             self._extensions += 1
             self._timer = asyncio.get_running_loop().call_later(0.001, self._window_ended)
+            return
+        if self._pre_task is not None or (self._pre is not None and self._pre.awaiting_client):
+            # inbound, the app is (being) connected and silent: whoever speaks first decides
+            # (see the module docstring); a failed app connection decides in _preconnect
+            self._window_over = True
             return
         self._decided(self.detector.timeout(), eof=False)
 

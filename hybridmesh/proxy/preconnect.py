@@ -39,6 +39,13 @@ class Preconnect(asyncio.Protocol):
         """Connected and silent: safe to use as an HTTP/1 connection."""
         return self.transport is not None and not (self.buffered or self.eof or self.lost)
 
+    @property
+    def awaiting_client(self) -> bool:
+        """Connected, and nothing from the app that settles the protocol: silent, or only an
+        HTTP/2 server's SETTINGS (an h2 app greets every client; the client decides)."""
+        return self.transport is not None and not (self.eof or self.lost) and (
+            not self.buffered or http2_server_preface(self.buffered[0]))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
