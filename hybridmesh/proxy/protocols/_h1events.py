@@ -41,14 +41,13 @@ Headers = tuple[tuple[bytes, bytes], ...]
 """(lowercase name, value) pairs in the order received."""
 
 
-
-
 @mypyc_attr(native_class=False)  # compiled, a tuple subclass must stay a Python class
 class ParsedHeaders(tuple[tuple[bytes, bytes], ...]):
     """Headers exactly as a reader produced them, hence already proven valid.
 
     The writers skip re-validating these; any edit (``+``, slicing, a new tuple) yields a
-    plain tuple, which they validate. Only the readers construct this type.
+    plain tuple, which they validate. Only the readers, and ``peer_identity.vouched`` (fields
+    checked with the writer's rules), construct this type.
     """
 
     __slots__ = ()
