@@ -9,6 +9,11 @@ retries, timeouts and telemetry are the same code for both protocols.
 Abuse (rapid reset, CONTINUATION flood, ...) or a protocol violation ends the connection after
 the GOAWAY the core queued; the reason is counted in ``proxy_errors_total``. Drain sends a
 graceful GOAWAY: streams in flight finish, new ones are refused (the client retries them).
+
+A client that is done (GOAWAY, or half-closing its socket: h2load, grpc clients going away)
+sends nothing more, so the connection closes once its last stream ended (answered, reset by
+the client, or abandoned): nothing else would ever end it, as reading stopped at the EOF and
+an idle connection writes nothing that could fail.
 """
 
 from __future__ import annotations
@@ -184,8 +189,7 @@ class H2Session(asyncio.Protocol):
         self.draining = True
         self.conn.goaway()
         self.flush()
-        if not self.streams:
-            self.transport.close()
+        self._close_if_done()
 
     def abort(self) -> None:
         self.transport.abort()
@@ -199,6 +203,7 @@ class H2Session(asyncio.Protocol):
         for exchange in starting:  # after the whole read: DATA that came with a head goes
             exchange.start()       # upstream with it
         self.flush()
+        self._close_if_done()  # the read may have reset the last stream, or said GOAWAY
 
     def _events(self, data: bytes) -> bool:
         """Dispatch the events of one read; True when the connection broke (abuse, protocol
@@ -225,7 +230,11 @@ class H2Session(asyncio.Protocol):
         return False
 
     def eof_received(self) -> bool:
-        return True  # streams in flight may still answer; the client closes when done
+        """The client half-closed: streams in flight may still answer (True keeps our write
+        side open), and the connection closes after the last one."""
+        self.draining = True
+        self._close_if_done()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -291,7 +300,13 @@ class H2Session(asyncio.Protocol):
 
     def stream_done(self, sid: int) -> None:
         self.streams.pop(sid, None)
-        if self.draining and not self.streams and not self.lost:
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        """Close a draining connection (our GOAWAY, the client's, or its EOF) once no stream
+        is left: what is queued for the client goes out first."""
+        if self.draining and not self.streams and not self.lost \
+                and not self.transport.is_closing():
             self.flush()
             self.transport.close()
 

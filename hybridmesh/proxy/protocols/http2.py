@@ -790,12 +790,30 @@ class _Endpoint:
         flags |= end
         if flags & _BOTH_ENDS == _BOTH_ENDS:
             del self._streams[stream_id]
+            self._prune(stream_id)
         else:
             self._streams[stream_id] = flags
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
         self._pending.pop(stream_id, None)
+        self._prune(stream_id)
+
+    def _prune(self, stream_id: int) -> None:
+        """Drop a closed stream from h2's table as soon as it closes.
+
+        h2 keeps closed streams in ``H2Connection.streams`` (each with its state machine,
+        two window managers, header lists) until something counts the open ones
+        (``_open_streams``, run when a stream opens): on a long-lived connection that goes
+        quiet (a pooled upstream, a peer proxy's) the last burst would stay for good. This
+        is h2's own pruning, done per stream: the close reason moves to its bounded
+        ``_closed_streams``, so late frames on the stream are answered exactly as h2 would.
+        """
+        conn = self._conn
+        stream = conn.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del conn.streams[stream_id]
+            conn._closed_streams[stream_id] = stream.closed_by
 
     def _unfinished(self, stream_id: int) -> bool:
         """Does a client reset of ``stream_id`` count as abandoning work (rapid reset)?"""
@@ -894,9 +912,9 @@ class _Endpoint:
         """RST_STREAM ``stream_id`` (a no-op for streams already gone)."""
         if stream_id not in self._streams or self._closed:
             return
-        self._forget(stream_id)
         with contextlib.suppress(h2.exceptions.StreamClosedError):  # h2 closed it already
             self._conn.reset_stream(stream_id, code)
+        self._forget(stream_id)
 
     def goaway(self, code: int = H2ErrorCode.NO_ERROR, debug: bytes = b"",
                last_stream_id: int | None = None) -> None:
