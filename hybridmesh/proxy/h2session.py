@@ -10,10 +10,11 @@ Abuse (rapid reset, CONTINUATION flood, ...) or a protocol violation ends the co
 the GOAWAY the core queued; the reason is counted in ``proxy_errors_total``. Drain sends a
 graceful GOAWAY: streams in flight finish, new ones are refused (the client retries them).
 
-A client that is done (GOAWAY, or half-closing its socket: h2load, grpc clients going away)
-sends nothing more, so the connection closes once its last stream ended (answered, reset by
-the client, or abandoned): nothing else would ever end it, as reading stopped at the EOF and
-an idle connection writes nothing that could fail.
+A client that goes away ends its streams: its RST_STREAM cancels that stream upstream, its
+EOF (h2load stopping mid-call, a dying gRPC client) or a lost connection cancels every stream
+in flight, and after its GOAWAY the connection closes once the last stream ended. Nothing else
+would end those connections: reading stopped at the EOF, and an idle one writes nothing that
+could fail.
 """
 
 from __future__ import annotations
@@ -230,11 +231,13 @@ class H2Session(asyncio.Protocol):
         return False
 
     def eof_received(self) -> bool:
-        """The client half-closed: streams in flight may still answer (True keeps our write
-        side open), and the connection closes after the last one."""
-        self.draining = True
-        self._close_if_done()
-        return True
+        """The client closed its side: the connection ends now (False), and every stream in
+        flight is cancelled upstream (connection_lost). HTTP/2 has no half-close: a client
+        that cannot send any more cannot open flow-control windows, acknowledge SETTINGS or
+        answer PINGs, and one that went away mid-call (h2load stopping, a gRPC deadline in
+        a dying process) would otherwise hold its upstream streams, and this session, until
+        the upstream answered, if ever (Envoy, nginx and Go's server end it the same way)."""
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
