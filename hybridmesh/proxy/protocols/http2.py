@@ -58,6 +58,7 @@ import h2.config
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.utilities
 import hpack.hpack
 from h2.errors import ErrorCodes as H2ErrorCode
 from hpack import NeverIndexedHeaderTuple
@@ -599,6 +600,13 @@ def _abuse(kind: AbuseKind, detail: str) -> tuple[H2ErrorCode, ConnectionAbuse]:
 
 _LOCAL_END, _REMOTE_END, _BOTH_ENDS, _HEAD_SENT = 1, 2, 3, 4  # per-stream flags
 
+# How many closed streams a connection remembers (how each closed), for the frames that cross
+# a close on the wire: after our RST_STREAM they are stream errors, not connection errors.
+# h2 keeps 2**16, about 6 MB on every long-lived connection (a pooled upstream, a peer
+# proxy's) once that many streams went by; a frame crosses a close within about one round
+# trip, and 4096 streams is far more than one round trip carries.
+_CLOSED_STREAMS_KEPT = 4096
+
 
 class _Pending:
     """Bytes of one stream waiting for flow-control window, and what follows them."""
@@ -628,6 +636,7 @@ class _Endpoint:
             validate_outbound_headers=False, normalize_outbound_headers=False,
         ), limits.max_concurrent_streams)
         conn.encoder, conn.decoder = MemoEncoder(), MemoDecoder()
+        conn._closed_streams = h2.utilities.SizeLimitDict(size_limit=_CLOSED_STREAMS_KEPT)
         conn.local_settings = h2.settings.Settings(client=self._client_side, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,

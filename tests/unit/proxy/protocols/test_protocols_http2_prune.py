@@ -3,8 +3,10 @@ late frames on a pruned stream are still handled as h2 handles a closed stream's
 
 from __future__ import annotations
 
+import pytest
 from test_http2_wire import Wire
 
+from hybridmesh.proxy.protocols import http2
 from hybridmesh.proxy.protocols.http2 import (
     Data,
     H2ErrorCode,
@@ -68,3 +70,19 @@ def test_late_data_on_a_pruned_stream_is_dropped_and_the_connection_goes_on() ->
     events = wire.take_client()
     assert sum(len(ev.data) for ev in events if isinstance(ev, Data)) == len(body)
     assert tables(wire) == (0, 0)
+
+
+def test_closed_streams_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h2 would remember 2**16 closed streams per connection (megabytes on a long-lived
+    one); ours keep the most recent few, enough for frames that cross a close."""
+    monkeypatch.setattr(http2, "_CLOSED_STREAMS_KEPT", 8)
+    wire = Wire()
+    sids = []
+    for _ in range(20):
+        sid = open_call(wire)
+        wire.server.send_response(sid, 200, end_stream=True)
+        wire.take_client()
+        sids.append(sid)
+    remembered = wire.client._conn._closed_streams
+    assert list(remembered) == sids[-8:]
+    assert len(wire.server._conn._closed_streams) == 8
