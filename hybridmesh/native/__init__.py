@@ -112,21 +112,29 @@ def artifacts() -> dict[str, Path] | None:
 def status() -> NativeStatus:
     """Is the build there and current? Nothing is imported (mypy takes ~100 ms): the stamp
     file holds the mypy version the build used, then the digest of :func:`stamp`."""
+    return _check()[0]
+
+
+def _check() -> tuple[NativeStatus, dict[str, Path] | None]:
+    """:func:`status`, with the extension files when the build is usable."""
     if os.environ.get("HM_NATIVE", "1") == "0":
-        return NativeStatus(False, "disabled (HM_NATIVE=0)", ())
+        return NativeStatus(False, "disabled (HM_NATIVE=0)", ()), None
+    not_built = NativeStatus(False, "not built (run ./run setup)", ())
     try:
         recorded = (BUILD_DIR / STAMP_FILE).read_text().split()
     except OSError:
-        return NativeStatus(False, "not built (run ./run setup)", ())
-    if len(recorded) != 2 or artifacts() is None:
-        return NativeStatus(False, "not built (run ./run setup)", ())
+        return not_built, None
+    files = artifacts()
+    if len(recorded) != 2 or files is None:
+        return not_built, None
     try:
         current = stamp(recorded[0])
     except OSError as exc:
-        return NativeStatus(False, f"sources unreadable: {exc}", ())
+        return NativeStatus(False, f"sources unreadable: {exc}", ()), None
     if recorded[1] != current:
-        return NativeStatus(False, "stale: sources changed since the build (run ./run setup)", ())
-    return NativeStatus(True, "compiled", MODULES)
+        stale = "stale: sources changed since the build (run ./run setup)"
+        return NativeStatus(False, stale, ()), None
+    return NativeStatus(True, "compiled", MODULES), files
 
 
 class _Finder:
@@ -158,8 +166,7 @@ def install() -> NativeStatus:
     package ``hybridmesh`` calls it on import, before anything else): compiled modules of one
     group expect each other's native classes, so the group must never mix with interpreted
     copies already in ``sys.modules``."""
-    result = status()
-    files = artifacts() if result.active else None
+    result, files = _check()
     if files is not None:
         sys.meta_path.insert(0, _Finder(files))
     return result

@@ -189,7 +189,7 @@ class Accepted(asyncio.Protocol):
             _, pre = await connect(picked[0], lambda: Preconnect(self._upstream_spoke),
                                    mark=self.ctx.mark, timeout=config.connect_timeout_s)
         except ConnectFailed:
-            self._pre_task = None
+            self._pre_task = None  # before _decided: its hand-off must not cancel this task
             if self.detector is not None and self._window_over:
                 self._decided(self.detector.timeout(), eof=False)  # nothing left to wait for
             return

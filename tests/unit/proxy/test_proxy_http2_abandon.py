@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import uvloop
-from proxy_harness import Harness, free_port, running_proxy
+from proxy_harness import Harness
+from test_proxy_http2 import two_proxies
 
 from hybridmesh.proxy.h2session import H2Session, H2Stream
 from hybridmesh.proxy.h2upstream import H2Connection, H2UpstreamStream
@@ -33,11 +33,8 @@ from hybridmesh.proxy.protocols.http2 import (
     StreamReset,
     Trailers,
 )
-from hybridmesh.proxy.testing import endpoint, pod_snapshot, service
 from hybridmesh.proxy.worker import Worker
 
-PEER_IP = "127.0.0.3"
-VIP = "10.96.0.10"
 CALLS = 4
 GRPC_MESSAGE = b"\x00\x00\x00\x00\x05hello"
 
@@ -137,22 +134,9 @@ async def mesh(tmp_path: Path) -> AsyncIterator[tuple[Harness, Worker]]:
     HoldApp.apps.clear()
     app = await asyncio.get_running_loop().create_server(HoldApp, "127.0.0.2", 0)
     app_port = app.sockets[0].getsockname()[1]
-    peer_port = free_port(PEER_IP)
-    services = [service("web", VIP, [(80, peer_port, "grpc")],
-                        [endpoint("web-0", PEER_IP, placement="sidecar")])]
     try:
-        async with running_proxy(tmp_path, services, orig=(VIP, 80)) as a:
-            a.cp.set("default/web-0", pod_snapshot("web-0", PEER_IP, services,
-                                                   labels={"app": "web"}))
-            config = replace(a.worker.config, pod="web-0", bind_host=PEER_IP,
-                             inbound_port=peer_port, outbound_port=0)
-            b = Worker(config, original_dst=lambda _s, _d: ("127.0.0.2", app_port))
-            await b.start()
-            try:
-                await b.wait_ready(5)
-                yield a, b
-            finally:
-                await b.close()
+        async with two_proxies(tmp_path, app_port, upgrade=False, app_protocol="grpc") as pair:
+            yield pair
     finally:
         app.close()
 
