@@ -20,9 +20,23 @@ def test_sidecar_vs_envoy_and_ebpf_vs_sidecar_at_the_summary_rate() -> None:
         "sidecar vs Envoy, same-node at 1000 req/s: added p99 2 ms vs 4 ms; "
         "added p50 0.6 ms vs 0.4 ms"
     )
-    assert lines[1].startswith("sidecar+ebpf vs sidecar, same-node at 1000 req/s: p50 ×0.75")
-    assert "proxy CPU ×0.75 per request" in lines[1]
+    assert lines[1] == (
+        "sidecar+ebpf vs sidecar, same-node at 1000 req/s: p50 ×0.75 (0.6 vs 0.8 ms); "
+        "added p50 0.4 vs 0.6 ms (-33 %); proxy CPU ×0.75 per request (150 vs 200 µs)"
+    )
     assert len(lines) == 2  # no kernel, no scale: nothing said about them
+
+
+def test_ebpf_headline_puts_the_kernel_cpu_beside_the_proxies() -> None:
+    ebpf = {**latency_metrics(0.5, 2.0, proxy_cpu=120.0), "cpu_ebpf_us_per_op": 1.5}
+    cells = aggregate([
+        sample("none", latency_metrics(0.2, 1.0), order=0),
+        sample("sidecar", latency_metrics(0.6, 3.0, proxy_cpu=160.0), order=1),
+        sample("sidecar+ebpf", ebpf, order=2),
+    ], ["none", "sidecar", "sidecar+ebpf"])  # fmt: skip
+    (line,) = headlines(cells, ["same-node"])
+    assert "added p50 0.3 vs 0.4 ms (-25 %)" in line
+    assert line.endswith("proxy CPU ×0.75 per request (120 µs + 1.5 µs kernel eBPF vs 160 µs)")
 
 
 def test_memory_scaling_lists_each_contender_over_the_levels() -> None:
