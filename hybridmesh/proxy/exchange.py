@@ -245,8 +245,8 @@ class Exchange:
             return
         pool = self.ctx.pool if pools is None else pools[0]
         conn = None if self._fresh else pool.take_idle(key)
-        if conn is None:
-            self._dial(pool.acquire(key, fresh=True))
+        if conn is None:  # a dial (bounded per endpoint), or a connection released meanwhile
+            self._dial(pool.acquire(key, fresh=self._fresh))
         else:
             self._send(conn)
 

@@ -8,7 +8,8 @@ detection.
 
 :class:`H1Upstream` is one HTTP/1.1 connection: a :class:`ResponseReader` turning bytes into
 events that go to the *sink* (the request currently using the connection). :class:`Pool` keeps
-idle connections per endpoint, LIFO (the warmest first), and closes ones idle too long.
+idle connections per endpoint, LIFO (the warmest first), closes ones idle too long, and dials
+for the requests that find none, a few at a time (``_dialgate``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from hybridmesh.proxy._dialgate import DialQueue
 from hybridmesh.proxy._sockopt import set_mark, tune_stream
 from hybridmesh.proxy.protocols.http1 import (
     NEED_DATA,
@@ -275,7 +277,8 @@ class Connector(Protocol):
 
 
 class Pool:
-    """Idle HTTP/1.1 connections per endpoint (LIFO), opened on demand."""
+    """Idle HTTP/1.1 connections per endpoint (LIFO); requests that find none queue for
+    the next one free, and the pool dials for them (``_dialgate``)."""
 
     def __init__(
         self, *, mark: int | None, connect_timeout: float, max_idle_per_key: int = 128,
@@ -286,6 +289,9 @@ class Pool:
         self.max_idle = max_idle_per_key
         self.connector = connector
         self._idle: dict[EndpointKey, deque[H1Upstream]] = {}
+        self._queue: DialQueue[EndpointKey, H1Upstream] = DialQueue()
+        self._dials: set[asyncio.Task[None]] = set()  # strong references while they run
+        self._closed = False
         self.opened = 0
 
     def take_idle(self, key: EndpointKey) -> H1Upstream | None:
@@ -298,22 +304,72 @@ class Pool:
         return None
 
     async def acquire(self, key: EndpointKey, *, fresh: bool = False) -> H1Upstream:
-        """An idle connection to ``key`` (unless ``fresh``) or a new one (ConnectFailed)."""
-        conn = None if fresh else self.take_idle(key)
+        """An idle connection to ``key``, else the first one free for us: dialled by the
+        pool or released by another exchange (ConnectFailed). ``fresh``: a new connection of
+        our own, whatever the pool holds (the redo after a stale pooled connection)."""
+        if fresh:
+            return await self._dial(key)
+        conn = self.take_idle(key)
         if conn is not None:
             return conn
+        fut = self._queue.wait(key)
+        self._dial_more(key)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await fut
+        except TimeoutError:
+            self._pass_on(fut)
+            raise ConnectFailed(key, "no connection free in time", timeout=True) from None
+        except asyncio.CancelledError:
+            self._pass_on(fut)
+            raise
+
+    async def _dial(self, key: EndpointKey) -> H1Upstream:
         _, conn = await self.connector(key, lambda: H1Upstream(self, key), mark=self.mark,
                                        timeout=self.connect_timeout)
         self.opened += 1
         return conn
 
+    def _dial_more(self, key: EndpointKey) -> None:
+        """Dial for the waiters no dial covers yet (within the per-endpoint limit)."""
+        queue = self._queue
+        for _ in range(queue.dials_wanted(key)):
+            queue.dial_started(key)
+            task = asyncio.get_running_loop().create_task(self._dial_for_waiters(key))
+            self._dials.add(task)
+            task.add_done_callback(self._dials.discard)
+
+    async def _dial_for_waiters(self, key: EndpointKey) -> None:
+        try:
+            conn = await self._dial(key)
+        except Exception as exc:  # ConnectFailed, or a connector's bug: a waiter hears it
+            self._queue.dial_ended(key)
+            self._queue.fail(key, exc)
+        else:
+            self._queue.dial_ended(key)
+            self.release(conn)  # to the oldest waiter, else idle
+        self._dial_more(key)
+
+    def _pass_on(self, fut: asyncio.Future[H1Upstream]) -> None:
+        """We stopped waiting: a connection given to us just then goes to the next."""
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled() and fut.exception() is None:
+            self.release(fut.result())
+
     def release(self, conn: H1Upstream) -> None:
-        """Back to the pool after a complete exchange, or closed if it cannot be reused."""
+        """Back to the pool after a complete exchange (to a request waiting for one first),
+        or closed if it cannot be reused."""
         conn.sink = None  # detach()
+        if not conn.reusable:
+            conn.abort()
+            return
+        if self._queue.deliver(conn.key, conn):
+            return
         idle = self._idle.get(conn.key)
         if idle is None:  # not setdefault: that would build a deque on every release
             idle = self._idle[conn.key] = deque()
-        if not conn.reusable or len(idle) >= self.max_idle:
+        if self._closed or len(idle) >= self.max_idle:
             conn.abort()
             return
         conn.idle_since = time.monotonic()
@@ -339,6 +395,8 @@ class Pool:
         return sum(len(d) for d in self._idle.values())
 
     def close(self) -> None:
+        """Close the idle; dials in flight still serve waiters (what comes back later closes)."""
+        self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 conn.abort()
