@@ -30,7 +30,7 @@ __all__ = ["DIAL_LIMIT", "DialQueue"]
 
 DIAL_LIMIT = 2
 """Dials in flight per endpoint. The fresh-lab cold start above (one run each, first 2 s at
-1000 req/s): unbounded 64 connections, p99 71–110 ms; 4: 27, 39–54 ms; 2: 13, 19 ms; 1: 8,
+1000 req/s): unbounded 64 connections, p99 71–110 ms; 4: 27, 39–54 ms; 2: 13–14, 17–19 ms; 1: 8,
 11 ms. Two keeps most of that gain while a pool that really needs many connections (a slow
 backend under high concurrency) still grows by two per connect time — a few hundred per
 second — where one would halve that ramp."""
