@@ -60,12 +60,18 @@ async def _server() -> AsyncIterator[EndpointKey]:
     await srv.wait_closed()
 
 
-def run(test: Callable[[EndpointKey], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with _server() as key:
-            await test(key)
+def served(test: Callable[[EndpointKey], Awaitable[None]]) -> Callable[[], None]:
+    """The async test as a plain one (no pytest-asyncio here): a fresh loop, with a server."""
 
-    asyncio.run(main())
+    def sync() -> None:
+        async def main() -> None:
+            async with _server() as key:
+                await test(key)
+
+        asyncio.run(main())
+
+    sync.__name__ = sync.__qualname__ = getattr(test, "__name__", "test")
+    return sync
 
 
 async def _use(pool: Pool, key: EndpointKey, hold_s: float) -> H1Upstream:
@@ -75,11 +81,8 @@ async def _use(pool: Pool, key: EndpointKey, hold_s: float) -> H1Upstream:
     return conn
 
 
-def test_a_cold_burst_dials_a_few_and_shares_what_comes_back() -> None:
-    run(_test_a_cold_burst_dials_a_few_and_shares_what_comes_back)
-
-
-async def _test_a_cold_burst_dials_a_few_and_shares_what_comes_back(server: EndpointKey) -> None:
+@served
+async def test_a_cold_burst_dials_a_few_and_shares_what_comes_back(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=0.05)
     pool = Pool(mark=None, connect_timeout=5.0, connector=dialer)
     got = await asyncio.gather(*(_use(pool, server, 0.002) for _ in range(40)))
@@ -95,11 +98,8 @@ async def _test_a_cold_burst_dials_a_few_and_shares_what_comes_back(server: Endp
     pool.close()
 
 
-def test_one_request_at_a_time_keeps_one_connection() -> None:
-    run(_test_one_request_at_a_time_keeps_one_connection)
-
-
-async def _test_one_request_at_a_time_keeps_one_connection(server: EndpointKey) -> None:
+@served
+async def test_one_request_at_a_time_keeps_one_connection(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=0.01)
     pool = Pool(mark=None, connect_timeout=5.0, connector=dialer)
     for _ in range(5):
@@ -108,11 +108,8 @@ async def _test_one_request_at_a_time_keeps_one_connection(server: EndpointKey) 
     pool.close()
 
 
-def test_each_waiter_hears_its_own_failed_dial() -> None:
-    run(_test_each_waiter_hears_its_own_failed_dial)
-
-
-async def _test_each_waiter_hears_its_own_failed_dial(server: EndpointKey) -> None:
+@served
+async def test_each_waiter_hears_its_own_failed_dial(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=0.005, refuse=True)
     pool = Pool(mark=None, connect_timeout=5.0, connector=dialer)
     results = await asyncio.gather(*(pool.acquire(server) for _ in range(10)),
@@ -121,11 +118,8 @@ async def _test_each_waiter_hears_its_own_failed_dial(server: EndpointKey) -> No
     assert dialer.dials == 10 and dialer.most_in_flight <= DIAL_LIMIT
 
 
-def test_a_waiter_that_goes_away_leaves_its_connection() -> None:
-    run(_test_a_waiter_that_goes_away_leaves_its_connection)
-
-
-async def _test_a_waiter_that_goes_away_leaves_its_connection(server: EndpointKey) -> None:
+@served
+async def test_a_waiter_that_goes_away_leaves_its_connection(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=0.03)
     pool = Pool(mark=None, connect_timeout=5.0, connector=dialer)
     first = asyncio.get_running_loop().create_task(pool.acquire(server))
@@ -137,11 +131,8 @@ async def _test_a_waiter_that_goes_away_leaves_its_connection(server: EndpointKe
     pool.close()
 
 
-def test_waiting_is_bounded_by_the_connect_timeout() -> None:
-    run(_test_waiting_is_bounded_by_the_connect_timeout)
-
-
-async def _test_waiting_is_bounded_by_the_connect_timeout(server: EndpointKey) -> None:
+@served
+async def test_waiting_is_bounded_by_the_connect_timeout(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=1.0)
     pool = Pool(mark=None, connect_timeout=0.05, connector=dialer)
     with pytest.raises(ConnectFailed) as caught:
@@ -149,11 +140,8 @@ async def _test_waiting_is_bounded_by_the_connect_timeout(server: EndpointKey) -
     assert caught.value.timeout
 
 
-def test_a_fresh_redo_dials_its_own_even_when_others_wait() -> None:
-    run(_test_a_fresh_redo_dials_its_own_even_when_others_wait)
-
-
-async def _test_a_fresh_redo_dials_its_own_even_when_others_wait(server: EndpointKey) -> None:
+@served
+async def test_a_fresh_redo_dials_its_own_even_when_others_wait(server: EndpointKey) -> None:
     dialer = SlowConnector(delay=0.02)
     pool = Pool(mark=None, connect_timeout=5.0, connector=dialer)
     loop = asyncio.get_running_loop()
